@@ -1,0 +1,115 @@
+"""Outbound authentication to backends: API keys, basic auth, cached OAuth client credentials.
+
+authlib has no aiohttp OAuth client, so the client-credentials provider is a small cached,
+single-flight token fetcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Protocol
+from urllib.parse import urljoin
+
+import aiohttp
+import orjson
+
+from .config import ApiKeyAuth, BackendAuth, BasicAuth, OAuthClientCredentialsAuth
+from .errors import BackendTimeout, BackendUnavailable, BadBackendData
+
+
+class AuthProvider(Protocol):
+    async def headers(self, session: aiohttp.ClientSession) -> dict[str, str]: ...
+
+    def invalidate(self) -> None: ...
+
+
+class StaticHeaders:
+    def __init__(self, headers: dict[str, str]) -> None:
+        self._headers = headers
+
+    async def headers(self, session: aiohttp.ClientSession) -> dict[str, str]:
+        return self._headers
+
+    def invalidate(self) -> None:
+        return None
+
+
+class ClientCredentialsToken:
+    """Fetches and caches a bearer token; refreshes it ``refresh_skew_s`` before expiry."""
+
+    def __init__(
+        self, backend: str, base_url: str, cfg: OAuthClientCredentialsAuth, timeout_s: float
+    ) -> None:
+        self.backend = backend
+        self.token_url = urljoin(base_url.rstrip("/") + "/", cfg.token_url.lstrip("/"))
+        self.cfg = cfg
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+        self.fetches = 0
+
+    def invalidate(self) -> None:
+        self._token = None
+
+    async def headers(self, session: aiohttp.ClientSession) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.token(session)}"}
+
+    async def token(self, session: aiohttp.ClientSession) -> str:
+        if self._token and time.monotonic() < self._expires_at:
+            return self._token
+        async with self._lock:  # single flight: concurrent callers share one fetch
+            if self._token and time.monotonic() < self._expires_at:
+                return self._token
+            await self._fetch(session)
+            assert self._token is not None
+            return self._token
+
+    async def _fetch(self, session: aiohttp.ClientSession) -> None:
+        form = {"grant_type": "client_credentials"}
+        if self.cfg.scope:
+            form["scope"] = self.cfg.scope
+        secret = self.cfg.client_secret.get_secret_value()
+        basic = base64.b64encode(f"{self.cfg.client_id}:{secret}".encode()).decode()
+        self.fetches += 1
+        try:
+            async with session.post(
+                self.token_url,
+                data=form,
+                headers={"Authorization": f"Basic {basic}", "Accept": "application/json"},
+                timeout=self.timeout,
+            ) as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    raise BackendUnavailable(
+                        self.backend, f"token endpoint answered {resp.status}"
+                    )
+        except TimeoutError as exc:
+            raise BackendTimeout(self.backend, "token endpoint timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise BackendUnavailable(self.backend, "token endpoint unreachable") from exc
+        try:
+            data = orjson.loads(body)
+            token = data["access_token"]
+            lifetime = float(data.get("expires_in", 3600))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise BadBackendData(self.backend, "token response unreadable", field="access_token") from exc
+        if not isinstance(token, str) or not token:
+            raise BadBackendData(self.backend, "token response has no token", field="access_token")
+        self._token = token
+        self._expires_at = time.monotonic() + max(0.0, lifetime - self.cfg.refresh_skew_s)
+
+
+def make_auth_provider(
+    backend: str, base_url: str, cfg: BackendAuth, timeout_s: float
+) -> AuthProvider:
+    if isinstance(cfg, OAuthClientCredentialsAuth):
+        return ClientCredentialsToken(backend, base_url, cfg, timeout_s)
+    if isinstance(cfg, ApiKeyAuth):
+        return StaticHeaders({cfg.header: cfg.prefix + cfg.key.get_secret_value()})
+    if isinstance(cfg, BasicAuth):
+        raw = f"{cfg.username}:{cfg.password.get_secret_value()}".encode()
+        return StaticHeaders({"Authorization": "Basic " + base64.b64encode(raw).decode()})
+    return StaticHeaders({})

@@ -1,0 +1,299 @@
+"""The shared client base every backend module builds on.
+
+One pooled aiohttp session per backend (made in the gateway's lifespan), a timeout on every call,
+retries only where safe with full-jitter backoff honouring Retry-After, a circuit breaker, a
+bulkhead and an outbound pacer at the vendor's rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from xml.etree.ElementTree import Element
+
+import aiohttp
+import orjson
+from defusedxml import ElementTree as SafeET
+from multidict import CIMultiDictProxy
+
+from .backend_auth import AuthProvider, make_auth_provider
+from .config import BackendConfig
+from .errors import (
+    BackendConflict,
+    BackendError,
+    BackendNotFound,
+    BackendRejected,
+    BackendTimeout,
+    BackendUnavailable,
+    BadBackendData,
+    CircuitOpen,
+)
+from .resilience import (
+    BreakerState,
+    CircuitBreaker,
+    OutboundPacer,
+    full_jitter_backoff,
+    parse_retry_after,
+)
+
+log = logging.getLogger("trellis.system")
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
+@dataclass(slots=True)
+class BackendResponse:
+    backend: str
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON; garbage becomes ``BadBackendData``, never a traceback."""
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError as exc:
+            raise BadBackendData(self.backend, f"malformed JSON body: {exc.msg}") from exc
+
+    def json_object(self) -> dict[str, Any]:
+        data = self.json()
+        if not isinstance(data, dict):
+            raise BadBackendData(self.backend, "expected a JSON object")
+        return data
+
+    def xml(self) -> Element:
+        try:
+            root: Element = SafeET.fromstring(self.body)
+        except Exception as exc:  # ParseError and defusedxml's bomb/entity refusals alike
+            raise BadBackendData(self.backend, f"malformed XML body: {exc}") from exc
+        return root
+
+
+@dataclass(slots=True)
+class ClientStats:
+    calls: int = 0
+    attempts: int = 0
+    retries: int = 0
+    failures: int = 0
+    by_status: dict[int, int] = field(default_factory=dict)
+
+
+class BackendClient:
+    """Base of each backend's client. Subclasses add typed methods and the vendor mapping."""
+
+    name: str = "backend"
+    idempotency_header: str = "Idempotency-Key"
+
+    def __init__(self, config: BackendConfig, base_url: str, name: str | None = None) -> None:
+        if name:
+            self.name = name
+        self.config = config
+        self.base_url = base_url.rstrip("/")
+        self.breaker = CircuitBreaker(config.breaker)
+        self.pacer = OutboundPacer(config.rate_limit) if config.rate_limit else None
+        self._bulkhead = asyncio.Semaphore(config.max_concurrency)
+        self.auth: AuthProvider = make_auth_provider(
+            self.name, self.base_url, config.auth, config.timeouts.total_s
+        )
+        t = config.timeouts
+        self._timeout = aiohttp.ClientTimeout(
+            total=t.total_s, sock_connect=t.connect_s, connect=t.connect_s, sock_read=t.read_s
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self.stats = ClientStats()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.config.pool_size,
+                keepalive_timeout=self.config.keepalive_s,
+                ttl_dns_cache=300,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, raise_for_status=False
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError(f"{self.name} client used before start()")
+        return self._session
+
+    # --- the one way out ------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json: Any = None,
+        data: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotency_key: str | None = None,
+        authenticated: bool = True,
+    ) -> BackendResponse:
+        """Send one logical call (maybe several attempts); raise a typed ``BackendError``."""
+        method = method.upper()
+        url = path if path.startswith("http") else f"{self.base_url}{path}"
+        hdrs: dict[str, str] = dict(headers or {})
+        body: bytes | str | None = data
+        if json is not None:
+            body = orjson.dumps(json)
+            hdrs.setdefault("Content-Type", "application/json")
+        if idempotency_key:
+            hdrs[self.idempotency_header] = idempotency_key
+        retry_safe = method in SAFE_METHODS or idempotency_key is not None
+        policy = self.config.retry
+        attempts = policy.max_attempts if retry_safe else 1
+        self.stats.calls += 1
+        last_error: BackendError | None = None
+        auth_refreshed = False
+        attempt = 0
+        while attempt < attempts:
+            if not self.breaker.try_acquire():
+                raise CircuitOpen(
+                    self.name, "circuit open", retry_after=self.breaker.retry_in() or None
+                )
+            wait_hint: float | None = None
+            try:
+                resp = await self._attempt(method, url, params, body, hdrs, authenticated)
+            except BackendError as exc:
+                self.breaker.record_failure()
+                last_error = exc
+            except asyncio.CancelledError:
+                self.breaker.release_trial()
+                raise
+            else:
+                status = resp.status
+                self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+                if status < 400:
+                    self.breaker.record_success()
+                    return resp
+                if status == 401 and authenticated and not auth_refreshed:
+                    # A cached token may have been revoked or expired early: refresh once.
+                    self.breaker.release_trial()
+                    self.auth.invalidate()
+                    auth_refreshed = True
+                    continue
+                if status in policy.retry_on_status:
+                    wait_hint = parse_retry_after(resp.headers.get("Retry-After"))
+                    if status >= 500:
+                        self.breaker.record_failure()
+                    else:  # 429: the vendor is healthy, just busy
+                        self.breaker.release_trial()
+                    last_error = BackendUnavailable(
+                        self.name, f"answered {status}", retry_after=wait_hint
+                    )
+                    if status == 504:
+                        last_error = BackendTimeout(self.name, "backend answered 504")
+                else:
+                    self.breaker.record_success()  # the vendor works; our request was refused
+                    raise self._client_error(resp)
+            attempt += 1
+            if attempt >= attempts:
+                break
+            delay = full_jitter_backoff(attempt - 1, policy.base_delay_s, policy.max_delay_s)
+            if wait_hint is not None:
+                if wait_hint > policy.max_retry_after_s:
+                    break  # the vendor asks for longer than a caller should wait: fail fast
+                delay = max(delay, wait_hint)
+            self.stats.retries += 1
+            log.info(
+                "retrying backend call",
+                extra={"backend": self.name, "attempt": attempt + 1, "delay_s": round(delay, 3)},
+            )
+            await asyncio.sleep(delay)
+        self.stats.failures += 1
+        assert last_error is not None
+        raise last_error
+
+    async def _attempt(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, str | int] | None,
+        body: bytes | str | None,
+        headers: dict[str, str],
+        authenticated: bool,
+    ) -> BackendResponse:
+        timeouts = self.config.timeouts
+        if self.pacer is not None and not await self.pacer.acquire(timeout_s=timeouts.total_s):
+            raise BackendUnavailable(self.name, "outbound rate limit queue is full")
+        try:
+            await asyncio.wait_for(self._bulkhead.acquire(), timeout=timeouts.connect_s)
+        except TimeoutError as exc:
+            raise BackendUnavailable(self.name, "too many calls in flight (bulkhead full)") from exc
+        try:
+            self.stats.attempts += 1
+            if authenticated:
+                headers = {**headers, **(await self.auth.headers(self.session))}
+            async with self.session.request(
+                method, url, params=params, data=body, headers=headers
+            ) as resp:
+                payload = await resp.read()
+                return BackendResponse(self.name, resp.status, resp.headers, payload)
+        except TimeoutError as exc:
+            raise BackendTimeout(self.name, "no answer within the timeout") from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise BackendUnavailable(self.name, "response body cut short") from exc
+        except aiohttp.ClientError as exc:
+            raise BackendUnavailable(self.name, f"connection failed: {type(exc).__name__}") from exc
+        finally:
+            self._bulkhead.release()
+
+    def _client_error(self, resp: BackendResponse) -> BackendError:
+        detail = _vendor_message(resp)
+        if resp.status == 404:
+            return BackendNotFound(self.name, detail or "not found")
+        if resp.status == 409:
+            return BackendConflict(self.name, detail or "conflict")
+        return BackendRejected(
+            self.name, detail or f"answered {resp.status}", upstream_status=resp.status
+        )
+
+    # --- health ---------------------------------------------------------------------------
+
+    async def ping(self, timeout_s: float = 1.0) -> str | None:
+        """None if the backend answers its health path, else the reason it does not."""
+        if self.breaker.state is BreakerState.OPEN:
+            return "circuit open"
+        try:
+            async with self.session.get(
+                f"{self.base_url}{self.config.health_path}",
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as resp:
+                await resp.read()
+                return None if resp.status < 500 else f"health check answered {resp.status}"
+        except TimeoutError:
+            return "health check timed out"
+        except aiohttp.ClientError as exc:
+            return f"unreachable ({type(exc).__name__})"
+
+
+def _vendor_message(resp: BackendResponse) -> str:
+    """A short, safe message from a vendor's error body (never the whole body)."""
+    try:
+        data = orjson.loads(resp.body)
+    except orjson.JSONDecodeError:
+        return ""
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        data = data[0]
+    if isinstance(data, dict):
+        for key in ("message", "error_description", "detail", "error"):
+            value = data.get(key)
+            if isinstance(value, dict):
+                value = value.get("message")
+            if isinstance(value, str):
+                return value[:200]
+    return ""

@@ -1,0 +1,78 @@
+"""Typed backend failures. Each names its backend; the gateway turns them into problem+json.
+
+502 bad upstream data, 503 backend unavailable or circuit open, 504 upstream timeout; a 4xx the
+vendor gave for our request keeps a 4xx meaning (not found, conflict, rejected).
+"""
+
+from __future__ import annotations
+
+
+class BackendError(Exception):
+    """Base of every failure a system API raises."""
+
+    status: int = 502
+    title: str = "Bad gateway"
+
+    def __init__(self, backend: str, detail: str) -> None:
+        super().__init__(f"{backend}: {detail}")
+        self.backend = backend
+        self.detail = detail
+
+
+class BadBackendData(BackendError):
+    """The backend answered, but with something we cannot map (garbage, missing field...)."""
+
+    status = 502
+    title = "Bad upstream data"
+
+    def __init__(
+        self, backend: str, detail: str, *, record: str | None = None, field: str | None = None
+    ) -> None:
+        where = ", ".join(p for p in (f"record {record}" if record else "",
+                                      f"field {field}" if field else "") if p)
+        super().__init__(backend, f"{detail} ({where})" if where else detail)
+        self.record = record
+        self.field = field
+
+
+class BackendUnavailable(BackendError):
+    """Connection refused or reset, 5xx after retries, or bulkhead full."""
+
+    status = 503
+    title = "Backend unavailable"
+
+    def __init__(self, backend: str, detail: str, *, retry_after: float | None = None) -> None:
+        super().__init__(backend, detail)
+        self.retry_after = retry_after
+
+
+class CircuitOpen(BackendUnavailable):
+    """The breaker is open: we do not even try."""
+
+    title = "Circuit open"
+
+
+class BackendTimeout(BackendError):
+    status = 504
+    title = "Upstream timeout"
+
+
+class BackendNotFound(BackendError):
+    status = 404
+    title = "Not found"
+
+
+class BackendConflict(BackendError):
+    status = 409
+    title = "Conflict"
+
+
+class BackendRejected(BackendError):
+    """The backend refused our request as invalid (a 4xx other than 404/409/429)."""
+
+    status = 422
+    title = "Rejected by backend"
+
+    def __init__(self, backend: str, detail: str, *, upstream_status: int) -> None:
+        super().__init__(backend, detail)
+        self.upstream_status = upstream_status

@@ -1,0 +1,146 @@
+"""Resilience primitives for outbound calls: backoff, circuit breaker, outbound pacing.
+
+Hand-written rather than a library: each is a few lines, must be asyncio-native and must expose
+its state to metrics and traces; the libraries on PyPI (pybreaker, aiobreaker, tenacity) are
+either sync-first or do not honour Retry-After together with a breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from enum import StrEnum
+
+from .config import BreakerPolicy, VendorRateLimit
+
+Clock = Callable[[], float]
+
+
+def full_jitter_backoff(attempt: int, base_s: float, cap_s: float) -> float:
+    """AWS 'full jitter': uniform in [0, min(cap, base * 2**attempt)]. ``attempt`` is 0-based."""
+    return random.uniform(0.0, min(cap_s, base_s * (2**attempt)))
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None if absent."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    """Closed -> open after N consecutive failures -> half-open after a pause -> closed on success."""
+
+    def __init__(self, policy: BreakerPolicy, clock: Clock = time.monotonic) -> None:
+        self.policy = policy
+        self._clock = clock
+        self._state = BreakerState.CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._half_open_in_flight = 0
+        self.listeners: list[Callable[[BreakerState], None]] = []
+
+    @property
+    def state(self) -> BreakerState:
+        if (
+            self._state is BreakerState.OPEN
+            and self._clock() - self._opened_at >= self.policy.reset_timeout_s
+        ):
+            self._set(BreakerState.HALF_OPEN)
+        return self._state
+
+    def retry_in(self) -> float:
+        """Seconds until an open breaker lets a trial call through."""
+        if self.state is not BreakerState.OPEN:
+            return 0.0
+        return max(0.0, self.policy.reset_timeout_s - (self._clock() - self._opened_at))
+
+    def try_acquire(self) -> bool:
+        """May a call go now? In half-open only a limited number of trial calls pass."""
+        state = self.state
+        if state is BreakerState.CLOSED:
+            return True
+        if state is BreakerState.HALF_OPEN and (
+            self._half_open_in_flight < self.policy.half_open_max_calls
+        ):
+            self._half_open_in_flight += 1
+            return True
+        return False
+
+    def record_success(self) -> None:
+        self._failures = 0
+        if self._state is not BreakerState.CLOSED:
+            self._half_open_in_flight = 0
+            self._set(BreakerState.CLOSED)
+
+    def record_failure(self) -> None:
+        self._failures += 1
+        if self._state is BreakerState.HALF_OPEN or (
+            self._state is BreakerState.CLOSED and self._failures >= self.policy.failure_threshold
+        ):
+            self._half_open_in_flight = 0
+            self._opened_at = self._clock()
+            self._set(BreakerState.OPEN)
+
+    def release_trial(self) -> None:
+        """A half-open trial ended without a verdict (e.g. cancelled): free its slot."""
+        if self._state is BreakerState.HALF_OPEN and self._half_open_in_flight > 0:
+            self._half_open_in_flight -= 1
+
+    def _set(self, state: BreakerState) -> None:
+        if state is not self._state:
+            self._state = state
+            for listener in self.listeners:
+                listener(state)
+
+
+class OutboundPacer:
+    """Token bucket that *waits* for a token, so steady traffic never trips a vendor's 429.
+
+    ``limits`` (used for inbound limits) only answers allowed/refused; outbound we want to queue.
+    """
+
+    def __init__(self, limit: VendorRateLimit, clock: Clock = time.monotonic) -> None:
+        self.rate = limit.per_second
+        self.capacity = float(limit.burst or max(1, round(limit.rate)))
+        self._tokens = self.capacity
+        self._clock = clock
+        self._updated = clock()
+        self._lock = asyncio.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+
+    async def acquire(self, timeout_s: float | None = None) -> bool:
+        """Take one token, waiting at most ``timeout_s``; False if it would take longer."""
+        async with self._lock:  # FIFO: waiters are served in arrival order
+            self._refill()
+            if self._tokens < 1.0:
+                wait = (1.0 - self._tokens) / self.rate
+                if timeout_s is not None and wait > timeout_s:
+                    return False
+                await asyncio.sleep(wait)
+                self._refill()
+            self._tokens -= 1.0
+            return True
