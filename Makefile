@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both bootstrap .venv from the lock.
+SHELL := /bin/bash
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	  command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && { command -v $$p; break; }; \
+	done)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint fmt sandbox check-config bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (none found on PATH)"; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . \
+	  || $(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e .
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/trellis run
+
+sandbox: $(STAMP)
+	$(BIN)/trellis sandbox
+
+check-config: $(STAMP)
+	$(BIN)/trellis check-config
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway system_apis process_apis experience_apis tests
+	$(BIN)/mypy gateway system_apis process_apis experience_apis
+	$(BIN)/lint-imports
+
+test: $(STAMP) lint
+	$(BIN)/pytest
+
+fmt: $(STAMP)
+	$(BIN)/ruff format gateway system_apis process_apis experience_apis tests
+	$(BIN)/ruff check --fix gateway system_apis process_apis experience_apis tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var

@@ -1,0 +1,103 @@
+"""Assemble the gateway: edge policies around the routes of every layer, one lifespan.
+
+Request path: request id -> authentication -> route (each mount declares its scopes) ->
+experience / process / system views. Everything not explicitly public requires a scope.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute, Mount, Router
+from starlette.types import ASGIApp
+
+from gateway.oauth import OAuth
+from gateway.oauth.scopes import RequireScopes
+from system_apis.registry import SystemApis
+
+from .errors import HANDLERS
+from .health import health_routes
+from .request_id import RequestIdMiddleware
+from .settings import Settings, load_settings
+
+log = logging.getLogger("trellis.gateway")
+
+PUBLIC_PATHS: tuple[str, ...] = (
+    "/healthz",
+    "/readyz",
+    "/oauth/token",
+    "/oauth/introspect",
+    "/oauth/revoke",
+    "/.well-known/jwks.json",
+    "/.well-known/oauth-authorization-server",
+)
+"""Routes reachable without a token (introspect/revoke authenticate the client themselves)."""
+
+
+class Gateway(Starlette):
+    """The Starlette app plus handles tests and the CLI use (settings, clients, auth)."""
+
+    settings: Settings
+    systems: SystemApis
+    oauth: OAuth
+
+
+def system_mounts(systems: SystemApis) -> list[BaseRoute]:
+    """/system/v1/{backend}: canonical views for internal callers; read and write scopes."""
+    return [
+        Mount(
+            "/system/v1",
+            routes=[
+                Mount(
+                    f"/{name}",
+                    app=RequireScopes(Router(routes=routes), read=["system:read"], write=["system:write"]),
+                )
+                for name, routes in systems.routes().items()
+            ],
+        )
+    ]
+
+
+def create_app(settings: Settings) -> Gateway:
+    """The whole gateway as one ASGI app, with its edge policies applied outermost."""
+    systems = SystemApis.from_config(settings.backends, settings.backend_url)
+    oauth = OAuth(
+        settings.oauth,
+        settings.clients,
+        redis_url=settings.gateway.redis_url,
+        data_dir=Path(settings.gateway.data_dir),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await systems.start()
+        await oauth.start()
+        try:
+            yield
+        finally:
+            await oauth.close()
+            await systems.close()
+
+    routes: list[BaseRoute] = [
+        *health_routes(settings, systems),
+        *oauth.routes(),
+        *system_mounts(systems),
+    ]
+    app = Gateway(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=dict(HANDLERS),
+        middleware=[Middleware(RequestIdMiddleware), Middleware(oauth.middleware)],
+    )
+    app.settings, app.systems, app.oauth = settings, systems, oauth
+    return app
+
+
+def app_from_env() -> ASGIApp:
+    """Factory for ``uvicorn --factory`` and worker processes: config dir from the environment."""
+    return create_app(load_settings())

@@ -1,0 +1,169 @@
+"""The ``trellis`` command: run the gateway (with its sandbox), run the sandbox, check config."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import FrameType
+
+from system_apis.config import BACKEND_NAMES
+
+from .settings import ConfigError, Settings, load_settings
+
+
+def _load_or_exit(config_dir: str | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(config_dir, **overrides)
+    except ConfigError as exc:
+        print(f"trellis: invalid configuration ({len(exc.problems)} problem(s)):", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _load_or_exit(args.config)
+    print(
+        f"configuration OK: {len(settings.backends)} backends, {len(settings.clients)} clients, "
+        f"stores {'Redis' if settings.shared_stores else 'embedded'}"
+    )
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from system_apis.sandbox.server import serve_forever
+
+    try:
+        asyncio.run(serve_forever(args.host, args.base_port, announce=_say))
+    except OSError as exc:
+        print(f"trellis sandbox: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _start_sandbox(settings: Settings) -> subprocess.Popen[bytes]:
+    sb = settings.gateway.sandbox
+    cmd = [sys.executable, "-m", "gateway.cli", "sandbox", "--host", sb.host,
+           "--base-port", str(sb.base_port)]
+    proc = subprocess.Popen(cmd)  # noqa: S603 - our own interpreter and module
+    deadline = time.monotonic() + 20
+    pending = [n for n in BACKEND_NAMES if settings.backends[n].sandbox]
+    while pending and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"trellis: the sandbox exited with status {proc.returncode}")
+        try:
+            url = settings.sandbox_url(pending[0]) + "/__health"
+            with urllib.request.urlopen(url, timeout=0.5):  # noqa: S310 - loopback URL we built
+                pending.pop(0)
+        except OSError:
+            time.sleep(0.1)
+    if pending:
+        proc.terminate()
+        raise SystemExit(f"trellis: sandbox backends {pending} did not start within 20 s")
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    gateway: dict[str, object] = {}
+    if args.host:
+        gateway["host"] = args.host
+    if args.port:
+        gateway["port"] = args.port
+    if args.workers:
+        gateway["workers"] = args.workers
+    settings = _load_or_exit(args.config, gateway=gateway)
+    gw = settings.gateway
+    if gw.workers > 1 and not settings.shared_stores:
+        print(
+            f"trellis: refusing to start {gw.workers} workers with embedded stores: rate limits, "
+            "revocations, idempotency keys and events would not be shared between them. "
+            "Set TRELLIS_REDIS_URL (or gateway.redis_url) or run one worker.",
+            file=sys.stderr,
+        )
+        return 2
+    if args.config:
+        os.environ["TRELLIS_CONFIG_DIR"] = str(Path(args.config).resolve())
+    sandbox = None
+    if settings.uses_sandbox and gw.sandbox.enabled and not args.no_sandbox:
+        sandbox = _start_sandbox(settings)
+
+    stopping: list[int] = []
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        stopping.append(signum)  # uvicorn re-raises the signal after its graceful shutdown
+
+    signal.signal(signal.SIGTERM, note)
+    signal.signal(signal.SIGINT, note)
+    print(f"gateway    http://{gw.host}:{gw.port}  (workers: {gw.workers})", flush=True)
+    try:
+        if gw.workers > 1:
+            os.environ["TRELLIS_GATEWAY__WORKERS"] = str(gw.workers)
+            uvicorn.run("gateway.app:app_from_env", factory=True, host=gw.host, port=gw.port,
+                        workers=gw.workers, log_level=gw.log_level, access_log=False)
+        else:
+            from .app import create_app
+
+            config = uvicorn.Config(create_app(settings), host=gw.host, port=gw.port,
+                                    log_level=gw.log_level, access_log=False, lifespan="on")
+            uvicorn.Server(config).run()
+    finally:
+        _stop(sandbox)
+    print("trellis: stopped", flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trellis", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start the sandbox backends (if configured) and the gateway")
+    run.add_argument("--host", default=None)
+    run.add_argument("--port", type=int, default=None)
+    run.add_argument("--workers", type=int, default=None)
+    run.add_argument("--config", default=None, help="config directory (default: ./config)")
+    run.add_argument("--no-sandbox", action="store_true", help="do not start the sandbox")
+    run.set_defaults(func=cmd_run)
+
+    sandbox = sub.add_parser("sandbox", help="run only the six sandbox backends")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--base-port", type=int, default=9101)
+    sandbox.set_defaults(func=cmd_sandbox)
+
+    check = sub.add_parser("check-config", help="validate the configuration and exit")
+    check.add_argument("--config", default=None)
+    check.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The error policy: every exception a route raises becomes problem+json.
+
+Backend failures keep their meaning (502 bad data, 503 unavailable/circuit open, 504 timeout);
+an unexpected exception is a 500 with no detail, logged server-side with its trace id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from system_apis.errors import BackendError, BadBackendData, BackendUnavailable
+from system_apis.http.common import InvalidInput
+
+from .problems import TYPE_BASE, problem_response
+
+log = logging.getLogger("trellis.errors")
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+async def backend_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, BackendError)
+    headers: dict[str, str] = {}
+    if isinstance(exc, BackendUnavailable) and exc.retry_after:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    extra: dict[str, object] = {"backend": exc.backend}
+    if isinstance(exc, BadBackendData):
+        log.warning("bad data from backend", extra={"backend": exc.backend, "detail": exc.detail})
+    return problem_response(
+        exc.status,
+        scope=request.scope,
+        title=exc.title,
+        detail=exc.detail,
+        type_=TYPE_BASE + type(exc).__name__.lower(),
+        headers=headers,
+        extra=extra,
+    )
+
+
+async def invalid_input(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, InvalidInput)
+    titles = {400: "Malformed request", 415: "Unsupported media type", 422: "Validation failed"}
+    return problem_response(
+        exc.status,
+        scope=request.scope,
+        title=titles.get(exc.status),
+        detail=exc.detail,
+        errors=exc.errors,
+    )
+
+
+async def http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = exc.detail if exc.status_code != 404 else f"no route for {request.url.path}"
+    return problem_response(
+        exc.status_code, scope=request.scope, detail=detail, headers=exc.headers
+    )
+
+
+async def unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
+    return problem_response(
+        500, scope=request.scope, detail="an unexpected error occurred; quote the trace_id"
+    )
+
+
+HANDLERS: Mapping[int | type[Exception], Handler] = {
+    BackendError: backend_error,
+    InvalidInput: invalid_input,
+    HTTPException: http_exception,
+    Exception: unexpected,
+}

@@ -1,0 +1,1 @@
+"""Shared state of the gateway: embedded (SQLite / memory) by default, Redis when scaled out."""

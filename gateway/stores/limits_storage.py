@@ -1,0 +1,38 @@
+"""The ``limits.aio`` storage behind every rate limit: memory in one process, Redis when shared.
+
+``limits[redis]`` pins redis<8, so the redis-py 8 client is used through limits'
+``implementation="redispy"`` bridge with a ``BlockingConnectionPool`` (a burst waits for a
+connection instead of opening hundreds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+
+
+@dataclass(slots=True)
+class LimitsStorage:
+    """A storage plus what must be closed with it."""
+
+    storage: Storage
+    pool: aioredis.BlockingConnectionPool | None = None
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.disconnect()
+
+
+def open_limits_storage(redis_url: str | None, *, max_connections: int = 32) -> LimitsStorage:
+    """Redis storage when ``redis_url`` is set, else process memory."""
+    if not redis_url:
+        return LimitsStorage(MemoryStorage())
+    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=max_connections)
+    storage = RedisStorage(
+        "async+" + redis_url,
+        implementation="redispy",
+        connection_pool=pool,  # type: ignore[arg-type]
+    )
+    return LimitsStorage(storage, pool)

@@ -1,0 +1,136 @@
+"""Revoked access-token ids, shared by every gateway process.
+
+A revocation must be refused by every process from the very next request, so nothing here is
+cached in-process: each check is one indexed SQLite lookup (run in a worker thread, ~tens of
+microseconds) or one Redis ``EXISTS`` (one round trip). Entries live only as long as the token
+they revoke would have, so the store stays as small as the set of live revoked tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+import redis.asyncio as aioredis
+
+KEY_PREFIX = "trellis:revoked:"
+
+
+class RevocationStore(Protocol):
+    """Where revoked token ids (``jti``) are kept until the token would have expired anyway."""
+
+    async def revoke(self, jti: str, expires_at: float) -> None: ...
+
+    async def is_revoked(self, jti: str) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class SqliteRevocationStore:
+    """Revocations in one SQLite file (WAL), shared by the processes of one host.
+
+    sqlite3 is blocking, so every call runs in a worker thread; one connection guarded by a
+    lock is enough because each statement is a single indexed row operation.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, timeout=5.0, check_same_thread=False, isolation_level=None
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS revoked_tokens ("
+                " jti TEXT PRIMARY KEY, expires_at REAL NOT NULL) WITHOUT ROWID"
+            )
+            self._conn = conn
+        return self._conn
+
+    def _revoke(self, jti: str, expires_at: float) -> None:
+        with self._lock:
+            conn = self._connect()
+            conn.execute(
+                "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?)"
+                " ON CONFLICT(jti) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
+                (jti, expires_at),
+            )
+            # Forgetting tokens that expired anyway keeps the table as small as its live set.
+            conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (time.time() - 3600,))
+
+    def _is_revoked(self, jti: str) -> bool:
+        with self._lock:
+            row = self._connect().execute(
+                "SELECT 1 FROM revoked_tokens WHERE jti = ?", (jti,)
+            ).fetchone()
+        return row is not None
+
+    def _close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    async def open(self) -> None:
+        """Create the file and table now, so a bad path fails at startup, not on a request."""
+        await asyncio.to_thread(self._connect_locked)
+
+    def _connect_locked(self) -> None:
+        with self._lock:
+            self._connect()
+
+    async def revoke(self, jti: str, expires_at: float) -> None:
+        await asyncio.to_thread(self._revoke, jti, expires_at)
+
+    async def is_revoked(self, jti: str) -> bool:
+        return await asyncio.to_thread(self._is_revoked, jti)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+
+class RedisRevocationStore:
+    """Revocations as Redis keys that expire with the token they revoke."""
+
+    def __init__(self, url: str, *, key_prefix: str = KEY_PREFIX) -> None:
+        self.url = url
+        self.key_prefix = key_prefix
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(url)
+
+    async def open(self) -> None:
+        """Fail at startup, not on the first request, when Redis is unreachable."""
+        await self._redis.ping()
+
+    async def revoke(self, jti: str, expires_at: float) -> None:
+        # Keep the key a minute past expiry so clock skew between processes never reopens it.
+        expire_at = max(int(expires_at) + 60, int(time.time()) + 1)
+        await self._redis.set(self.key_prefix + jti, b"1", exat=expire_at)
+
+    async def is_revoked(self, jti: str) -> bool:
+        return bool(await self._redis.exists(self.key_prefix + jti))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+async def open_revocation_store(
+    redis_url: str | None, data_dir: Path
+) -> SqliteRevocationStore | RedisRevocationStore:
+    """Redis when configured (several processes, several hosts), else ``data_dir/revocations.db``."""
+    store: SqliteRevocationStore | RedisRevocationStore
+    if redis_url:
+        store = RedisRevocationStore(redis_url)
+    else:
+        store = SqliteRevocationStore(data_dir / "revocations.db")
+    await store.open()
+    return store
