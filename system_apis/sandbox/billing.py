@@ -96,7 +96,7 @@ _KEY = re.compile(r"^([A-Za-z0-9_]+)((?:\[[A-Za-z0-9_]*\])*)$")
 
 
 def parse_form(pairs: list[tuple[str, str]]) -> Json:
-    """Stripe's bracket notation to nested data: ``a[b]=1`` -> dict, ``a[0][c]`` / ``a[]`` -> list."""
+    """Stripe's bracket notation to nested data: ``a[b]=1`` a dict, ``a[0][c]``/``a[]`` a list."""
     root: Json = {}
     for key, value in pairs:
         m = _KEY.match(key)
@@ -465,7 +465,8 @@ def idempotent(handler: PostHandler) -> Handler:
         if resp.status >= 500 or resp.status == 429 or validation:
             del state.idempotency[key]
         else:
-            entry.status, entry.body, entry.done = resp.status, bytes(resp.body or b""), True
+            body = resp.body if isinstance(resp.body, bytes) else b""
+            entry.status, entry.body, entry.done = resp.status, body, True
         resp.headers["Idempotency-Key"] = key
         return resp
 
@@ -758,8 +759,9 @@ def _emit(app: web.Application, event_type: str, obj: Json) -> None:
     """Queue the event to every enabled endpoint; delivery runs in the background."""
     state: BillingState = app["billing"]
     now = int(time.time())
+    event_id = state.new_id("evt")
     event = {
-        "id": state.new_id("evt"),
+        "id": event_id,
         "object": "event",
         "api_version": "2024-06-20",
         "created": now,
@@ -772,7 +774,7 @@ def _emit(app: web.Application, event_type: str, obj: Json) -> None:
         if ep["status"] == "enabled" and (
             event_type in ep["enabled_events"] or "*" in ep["enabled_events"]
         ):
-            task = asyncio.create_task(_deliver(state, ep["url"], event["id"], payload))
+            task = asyncio.create_task(_deliver(state, ep["url"], event_id, payload))
             state.tasks.add(task)
             task.add_done_callback(state.tasks.discard)
 

@@ -1,0 +1,87 @@
+"""Canonical JSON views of the CRM, mounted by the gateway at ``/system/v1/crm``."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..crm import ContactCreate, CrmClient
+from ..models import Activity, Canonical, Lead, OpportunityStage
+from .common import InvalidInput, json_response, query_int, read_model
+
+DEFAULT_LIMIT = 50
+
+
+class StageChange(Canonical):
+    stage: OpportunityStage
+
+
+def _bad_cursor() -> InvalidInput:
+    return InvalidInput(
+        "the cursor is not valid",
+        [{"path": "query/cursor", "message": "invalid cursor", "type": "cursor"}],
+    )
+
+
+def routes(client: CrmClient) -> list[BaseRoute]:
+    async def list_contacts(request: Request) -> Response:
+        email = request.query_params.get("email")
+        if email is not None:
+            found = await client.find_contact_by_email(email)
+            return json_response({"items": [found] if found else [], "next_cursor": None})
+        limit = query_int(request, "limit", DEFAULT_LIMIT)
+        try:
+            page = await client.contacts_page(request.query_params.get("cursor") or None, limit)
+        except ValueError as exc:
+            raise _bad_cursor() from exc
+        return json_response(page)
+
+    async def get_contact(request: Request) -> Response:
+        return json_response(await client.get_contact(request.path_params["id"]))
+
+    async def create_contact(request: Request) -> Response:
+        new = await read_model(request, ContactCreate)
+        return json_response(await client.create_contact(new), status=201)
+
+    async def get_account(request: Request) -> Response:
+        return json_response(await client.get_account(request.path_params["id"]))
+
+    async def get_opportunity(request: Request) -> Response:
+        return json_response(await client.get_opportunity(request.path_params["id"]))
+
+    async def set_stage(request: Request) -> Response:
+        change = await read_model(request, StageChange)
+        return json_response(
+            await client.set_opportunity_stage(request.path_params["id"], change.stage)
+        )
+
+    async def create_task(request: Request) -> Response:
+        activity = await read_model(request, Activity)
+        return json_response(await client.create_task(activity), status=201)
+
+    async def find_leads(request: Request) -> Response:
+        email = request.query_params.get("email")
+        if not email:
+            raise InvalidInput(
+                "query parameter email is required",
+                [{"path": "query/email", "message": "required", "type": "missing"}],
+            )
+        found = await client.find_lead_by_email(email)
+        return json_response({"items": [found] if found else [], "next_cursor": None})
+
+    async def create_lead(request: Request) -> Response:
+        lead = await read_model(request, Lead)
+        return json_response(await client.create_lead(lead), status=201)
+
+    return [
+        Route("/contacts", list_contacts, methods=["GET"]),
+        Route("/contacts", create_contact, methods=["POST"]),
+        Route("/contacts/{id}", get_contact, methods=["GET"]),
+        Route("/accounts/{id}", get_account, methods=["GET"]),
+        Route("/opportunities/{id}", get_opportunity, methods=["GET"]),
+        Route("/opportunities/{id}/stage", set_stage, methods=["POST"]),
+        Route("/tasks", create_task, methods=["POST"]),
+        Route("/leads", find_leads, methods=["GET"]),
+        Route("/leads", create_lead, methods=["POST"]),
+    ]
