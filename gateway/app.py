@@ -22,6 +22,8 @@ from system_apis.registry import SystemApis
 
 from .errors import HANDLERS
 from .health import health_routes
+from .policies.body_limit import BodyLimitMiddleware
+from .policies.edge import SecurityHeadersMiddleware, TrustedProxyMiddleware, cors_middleware
 from .request_id import RequestIdMiddleware
 from .settings import Settings, load_settings
 
@@ -63,6 +65,18 @@ def system_mounts(systems: SystemApis) -> list[BaseRoute]:
     ]
 
 
+def edge_middleware(settings: Settings, oauth: OAuth) -> list[Middleware]:
+    """The policy chain, outermost first."""
+    gw = settings.gateway
+    chain = [Middleware(TrustedProxyMiddleware, gw.edge.trusted_proxies), Middleware(RequestIdMiddleware)]
+    if gw.edge.security_headers:
+        chain.append(Middleware(SecurityHeadersMiddleware, gw.edge.hsts))
+    chain.append(Middleware(cors_middleware, gw.edge.cors))
+    chain.append(Middleware(BodyLimitMiddleware, gw.max_body_bytes))
+    chain.append(Middleware(oauth.middleware))
+    return chain
+
+
 def create_app(settings: Settings) -> Gateway:
     """The whole gateway as one ASGI app, with its edge policies applied outermost."""
     systems = SystemApis.from_config(settings.backends, settings.backend_url)
@@ -92,7 +106,7 @@ def create_app(settings: Settings) -> Gateway:
         routes=routes,
         lifespan=lifespan,
         exception_handlers=dict(HANDLERS),
-        middleware=[Middleware(RequestIdMiddleware), Middleware(oauth.middleware)],
+        middleware=edge_middleware(settings, oauth),
     )
     app.settings, app.systems, app.oauth = settings, systems, oauth
     return app

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from gateway.oauth.config import ClientConfig, OAuthConfig
+from gateway.policies.edge import EdgeConfig
 from system_apis.config import BACKEND_NAMES, BackendConfig
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -67,6 +68,7 @@ class GatewaySettings(Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
+    edge: EdgeConfig = Field(default_factory=EdgeConfig)
 
 
 class Settings(BaseSettings):

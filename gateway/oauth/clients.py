@@ -19,7 +19,7 @@ from argon2 import PasswordHasher, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from argon2.profiles import RFC_9106_LOW_MEMORY
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData, Headers
+from starlette.datastructures import Headers
 
 from gateway.oauth.config import ClientConfig
 
@@ -37,7 +37,9 @@ class MalformedCredentials(ValueError):
     """Credentials sent twice, or an Authorization header that is not valid Basic."""
 
 
-def presented_credentials(headers: Headers, form: FormData) -> PresentedCredentials | None:
+def presented_credentials(
+    headers: Headers, form: Mapping[str, str]
+) -> PresentedCredentials | None:
     """The credentials in the request, or None if there are none (RFC 6749 §2.3.1)."""
     authorization = headers.get("authorization", "")
     form_id, form_secret = form.get("client_id"), form.get("client_secret")
@@ -52,7 +54,7 @@ def presented_credentials(headers: Headers, form: FormData) -> PresentedCredenti
         if not sep:
             raise MalformedCredentials("malformed Basic credentials")
         return PresentedCredentials(unquote_plus(client_id), unquote_plus(secret), "basic")
-    if isinstance(form_id, str) and isinstance(form_secret, str):
+    if form_id is not None and form_secret is not None:
         return PresentedCredentials(form_id, form_secret, "post")
     return None
 
@@ -88,3 +90,12 @@ class ClientAuthenticator:
             return self._hasher.verify(stored, secret)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
             return False
+
+
+def claimed_client_id(headers: Headers, form: Mapping[str, str]) -> str | None:
+    """The client id a request claims, before any check (the brute-force limit's key)."""
+    try:
+        credentials = presented_credentials(headers, form)
+    except MalformedCredentials:
+        return None
+    return credentials.client_id if credentials else form.get("client_id")

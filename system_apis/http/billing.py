@@ -1,0 +1,125 @@
+"""Canonical HTTP views of the billing system: customers, invoices, payments."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..billing import MAX_LIMIT, BillingClient, decimal_to_cents
+from ..models import InvoiceStatus, OrderLine
+from .common import InvalidInput, json_response, query_int, read_model
+
+
+class CustomerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+    name: str = Field(min_length=1, max_length=256)
+    crm_contact_id: str | None = Field(None, max_length=500)
+    erp_customer_number: str | None = Field(None, max_length=500)
+
+
+class InvoiceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: str = Field(min_length=1, max_length=255)
+    currency: str = Field("USD", pattern=r"^[A-Za-z]{3}$")
+    order_ref: str | None = Field(None, max_length=500)
+    lines: list[OrderLine] = Field(min_length=1, max_length=250)
+
+
+def _idempotency_key(request: Request) -> str | None:
+    """The caller's Idempotency-Key, passed down so a retried call replays at the vendor."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= 200:
+        raise InvalidInput("Idempotency-Key must be 1..200 characters", status=400)
+    return key
+
+
+def _page_args(request: Request) -> tuple[str | None, int]:
+    return request.query_params.get("cursor") or None, query_int(request, "limit", 10, 1, MAX_LIMIT)
+
+
+def routes(client: BillingClient) -> list[BaseRoute]:
+    async def list_customers(request: Request) -> Response:
+        cursor, limit = _page_args(request)
+        email = request.query_params.get("email") or None
+        return json_response(await client.customers_page(cursor, limit, email=email))
+
+    async def get_customer(request: Request) -> Response:
+        return json_response(await client.get_customer(request.path_params["id"]))
+
+    async def create_customer(request: Request) -> Response:
+        body = await read_model(request, CustomerIn)
+        customer = await client.create_customer(
+            body.email,
+            body.name,
+            crm_contact_id=body.crm_contact_id,
+            erp_customer_number=body.erp_customer_number,
+            idempotency_key=_idempotency_key(request),
+        )
+        return json_response(customer, status=201)
+
+    async def list_invoices(request: Request) -> Response:
+        cursor, limit = _page_args(request)
+        raw_status = request.query_params.get("status")
+        try:
+            status = InvoiceStatus(raw_status) if raw_status else None
+        except ValueError as exc:
+            raise InvalidInput(
+                "unknown invoice status",
+                [{"path": "query/status", "message": "unknown status", "type": "enum"}],
+            ) from exc
+        page = await client.invoices_page(
+            cursor, limit, customer_id=request.query_params.get("customer") or None, status=status
+        )
+        return json_response(page)
+
+    async def get_invoice(request: Request) -> Response:
+        return json_response(await client.get_invoice(request.path_params["id"]))
+
+    async def create_invoice(request: Request) -> Response:
+        body = await read_model(request, InvoiceIn)
+        key = _idempotency_key(request)
+        for i, line in enumerate(body.lines):
+            problem = "required" if line.unit_price is None else None
+            if line.unit_price is not None:
+                try:
+                    decimal_to_cents(line.unit_price, body.currency)
+                except ValueError as exc:
+                    problem = str(exc)
+            if problem:
+                raise InvalidInput(
+                    "every line needs a unit_price in whole minor units",
+                    [{"path": f"lines/{i}/unit_price", "message": problem, "type": "value"}],
+                )
+        lines: list[OrderLine | Decimal] = list(body.lines)
+        invoice = await client.create_invoice(
+            body.customer_id, lines, body.currency.upper(), body.order_ref, key
+        )
+        return json_response(invoice, status=201)
+
+    async def void_invoice(request: Request) -> Response:
+        invoice = await client.void_invoice(
+            request.path_params["id"], idempotency_key=_idempotency_key(request)
+        )
+        return json_response(invoice)
+
+    async def customer_payments(request: Request) -> Response:
+        cursor, limit = _page_args(request)
+        return json_response(await client.payments_page(request.path_params["id"], cursor, limit))
+
+    return [
+        Route("/customers", list_customers, methods=["GET"]),
+        Route("/customers", create_customer, methods=["POST"]),
+        Route("/customers/{id}", get_customer, methods=["GET"]),
+        Route("/customers/{id}/payments", customer_payments, methods=["GET"]),
+        Route("/invoices", list_invoices, methods=["GET"]),
+        Route("/invoices", create_invoice, methods=["POST"]),
+        Route("/invoices/{id}", get_invoice, methods=["GET"]),
+        Route("/invoices/{id}/void", void_invoice, methods=["POST"]),
+    ]
