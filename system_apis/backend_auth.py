@@ -16,16 +16,21 @@ import aiohttp
 import orjson
 
 from .config import ApiKeyAuth, BackendAuth, BasicAuth, OAuthClientCredentialsAuth
-from .errors import BackendTimeout, BackendUnavailable, BadBackendData
+from .errors import BackendAuthFailed, BackendTimeout, BackendUnavailable, BadBackendData
 
 
 class AuthProvider(Protocol):
+    refreshable: bool
+    """Whether ``invalidate()`` can lead to different credentials (worth one retry on 401)."""
+
     async def headers(self, session: aiohttp.ClientSession) -> dict[str, str]: ...
 
     def invalidate(self) -> None: ...
 
 
 class StaticHeaders:
+    refreshable = False
+
     def __init__(self, headers: dict[str, str]) -> None:
         self._headers = headers
 
@@ -38,6 +43,8 @@ class StaticHeaders:
 
 class ClientCredentialsToken:
     """Fetches and caches a bearer token; refreshes it ``refresh_skew_s`` before expiry."""
+
+    refreshable = True
 
     def __init__(
         self, backend: str, base_url: str, cfg: OAuthClientCredentialsAuth, timeout_s: float
@@ -82,6 +89,10 @@ class ClientCredentialsToken:
                 timeout=self.timeout,
             ) as resp:
                 body = await resp.read()
+                if resp.status in (400, 401, 403):
+                    raise BackendAuthFailed(
+                        self.backend, f"token endpoint refused our client ({resp.status})"
+                    )
                 if resp.status != 200:
                     raise BackendUnavailable(
                         self.backend, f"token endpoint answered {resp.status}"

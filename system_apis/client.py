@@ -19,9 +19,11 @@ import orjson
 from defusedxml import ElementTree as SafeET
 from multidict import CIMultiDictProxy
 
+from . import observe
 from .backend_auth import AuthProvider, make_auth_provider
 from .config import BackendConfig
 from .errors import (
+    BackendAuthFailed,
     BackendConflict,
     BackendError,
     BackendNotFound,
@@ -167,7 +169,9 @@ class BackendClient:
                 )
             wait_hint: float | None = None
             try:
-                resp = await self._attempt(method, url, params, body, hdrs, authenticated)
+                with observe.attempt(self.name, method, attempt + 1, self.breaker.state) as seen:
+                    resp = await self._attempt(method, url, params, body, hdrs, authenticated)
+                    seen.status = resp.status
             except BackendError as exc:
                 self.breaker.record_failure()
                 last_error = exc
@@ -180,7 +184,7 @@ class BackendClient:
                 if status < 400:
                     self.breaker.record_success()
                     return resp
-                if status == 401 and authenticated and not auth_refreshed:
+                if status == 401 and authenticated and self.auth.refreshable and not auth_refreshed:
                     # A cached token may have been revoked or expired early: refresh once.
                     self.breaker.release_trial()
                     self.auth.invalidate()
@@ -254,13 +258,23 @@ class BackendClient:
 
     def _client_error(self, resp: BackendResponse) -> BackendError:
         detail = _vendor_message(resp)
+        error: BackendError
         if resp.status == 404:
-            return BackendNotFound(self.name, detail or "not found")
-        if resp.status == 409:
-            return BackendConflict(self.name, detail or "conflict")
-        return BackendRejected(
-            self.name, detail or f"answered {resp.status}", upstream_status=resp.status
-        )
+            error = BackendNotFound(self.name, detail or "not found")
+        elif resp.status == 409:
+            error = BackendConflict(self.name, detail or "conflict")
+        elif resp.status in (401, 403):
+            log.error("backend refused our credentials", extra={"backend": self.name})
+            error = BackendAuthFailed(self.name, f"answered {resp.status} to our credentials")
+        else:
+            error = BackendRejected(
+                self.name, detail or f"answered {resp.status}", upstream_status=resp.status
+            )
+        try:
+            error.vendor_body = orjson.loads(resp.body) if resp.body else None
+        except orjson.JSONDecodeError:
+            error.vendor_body = None
+        return error
 
     # --- health ---------------------------------------------------------------------------
 

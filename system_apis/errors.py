@@ -17,6 +17,8 @@ class BackendError(Exception):
         super().__init__(f"{backend}: {detail}")
         self.backend = backend
         self.detail = detail
+        self.vendor_body: object = None
+        """The vendor's parsed error body, for clients that read structured fields from it."""
 
 
 class BadBackendData(BackendError):
@@ -65,6 +67,13 @@ class BackendNotFound(BackendError):
 class BackendConflict(BackendError):
     status = 409
     title = "Conflict"
+
+
+class BackendAuthFailed(BackendError):
+    """The backend refused our own credentials: our misconfiguration, never the caller's fault."""
+
+    status = 502
+    title = "Backend refused our credentials"
 
 
 class BackendRejected(BackendError):

@@ -29,7 +29,7 @@ STOCK_INT_FIELDS: dict[str, str] = {
 STOCK_TEXT_FIELDS: dict[str, str] = {"name": "name", "warehouse": "warehouse"}
 """Optional text fields. ``unit_cost`` is internal to the warehouse and never mapped."""
 
-_LINK = re.compile(r'<([^>]*)>\s*((?:;\s*[^;,]+)*)')
+_LINK = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]+)*)")
 
 
 # --- mapping: pure functions -----------------------------------------------------------------

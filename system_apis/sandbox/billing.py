@@ -210,6 +210,9 @@ class BillingState:
         return f"{prefix}_TR{next(self.counter):08d}"
 
 
+BILLING = web.AppKey("billing", BillingState)
+
+
 def _cents(amount: Decimal) -> int:
     return int((amount * 100).to_integral_value())
 
@@ -398,7 +401,7 @@ async def stripe_errors(request: web.Request, handler: Handler) -> web.StreamRes
 
 
 def _state(request: web.Request) -> BillingState:
-    state: BillingState = request.app["billing"]
+    state: BillingState = request.app[BILLING]
     return state
 
 
@@ -757,7 +760,7 @@ async def delete_webhook_endpoint(request: web.Request) -> web.Response:
 
 def _emit(app: web.Application, event_type: str, obj: Json) -> None:
     """Queue the event to every enabled endpoint; delivery runs in the background."""
-    state: BillingState = app["billing"]
+    state: BillingState = app[BILLING]
     now = int(time.time())
     event_id = state.new_id("evt")
     event = {
@@ -801,7 +804,7 @@ async def webhook_deliveries(request: web.Request) -> web.Response:
 
 
 async def _close(app: web.Application) -> None:
-    state: BillingState = app["billing"]
+    state: BillingState = app[BILLING]
     for task in list(state.tasks):
         task.cancel()
     if state.tasks:
@@ -812,7 +815,7 @@ async def _close(app: web.Application) -> None:
 
 def create_app() -> web.Application:
     app = web.Application(middlewares=[stripe_errors])
-    app["billing"] = seed_state()
+    app[BILLING] = seed_state()
     app.on_cleanup.append(_close)
     app.add_routes(
         [

@@ -75,8 +75,17 @@ TYPES: dict[str, SObjectType] = {
         SObjectType(
             "Contact",
             "003",
-            ("Id", "FirstName", "LastName", "Email", "Phone", "Title", "AccountId",
-             "ERP_Customer_Number__c", "CreatedDate"),
+            (
+                "Id",
+                "FirstName",
+                "LastName",
+                "Email",
+                "Phone",
+                "Title",
+                "AccountId",
+                "ERP_Customer_Number__c",
+                "CreatedDate",
+            ),
             required=("LastName",),
             read_only=("Id", "CreatedDate"),
             references=("AccountId",),
@@ -91,8 +100,16 @@ TYPES: dict[str, SObjectType] = {
         SObjectType(
             "Opportunity",
             "006",
-            ("Id", "Name", "AccountId", "Primary_Contact__c", "StageName", "Amount", "CloseDate",
-             "IsWon"),
+            (
+                "Id",
+                "Name",
+                "AccountId",
+                "Primary_Contact__c",
+                "StageName",
+                "Amount",
+                "CloseDate",
+                "IsWon",
+            ),
             required=("Name", "StageName", "CloseDate"),
             read_only=("Id", "IsWon"),
             references=("AccountId", "Primary_Contact__c"),
@@ -109,8 +126,17 @@ TYPES: dict[str, SObjectType] = {
         SObjectType(
             "Lead",
             "00Q",
-            ("Id", "FirstName", "LastName", "Email", "Company", "Phone", "Status", "LeadSource",
-             "Lead_Score__c"),
+            (
+                "Id",
+                "FirstName",
+                "LastName",
+                "Email",
+                "Company",
+                "Phone",
+                "Status",
+                "LeadSource",
+                "Lead_Score__c",
+            ),
             required=("LastName", "Company"),
             picklists={"Status": LEAD_STATUSES},
             unique_email=True,
@@ -176,46 +202,81 @@ def seed_state() -> CrmState:
     r = seed.rng("crm")
     statuses = ("Active", "Active", "Prospect", "Churned")
     for a in seed.accounts():
-        state.insert("Account", {
-            "Id": a.crm_id, "Name": a.name, "Website": a.domain, "Industry": a.industry,
-            "Customer_Status__c": r.choice(statuses), "ERP_Customer_Number__c": None,
-        })
+        state.insert(
+            "Account",
+            {
+                "Id": a.crm_id,
+                "Name": a.name,
+                "Website": a.domain,
+                "Industry": a.industry,
+                "Customer_Status__c": r.choice(statuses),
+                "ERP_Customer_Number__c": None,
+            },
+        )
     epoch = datetime(2025, 1, 1, tzinfo=UTC)
     for p in seed.people():
         created = epoch + timedelta(minutes=r.randrange(0, 500_000))
-        state.insert("Contact", {
-            "Id": p.crm_contact_id, "FirstName": p.first_name, "LastName": p.last_name,
-            "Email": p.email, "Phone": p.phone, "Title": r.choice(TITLES),
-            "AccountId": p.account.crm_id, "ERP_Customer_Number__c": p.erp_customer_number,
-            "CreatedDate": _sf_datetime(created),
-        })
+        state.insert(
+            "Contact",
+            {
+                "Id": p.crm_contact_id,
+                "FirstName": p.first_name,
+                "LastName": p.last_name,
+                "Email": p.email,
+                "Phone": p.phone,
+                "Title": r.choice(TITLES),
+                "AccountId": p.account.crm_id,
+                "ERP_Customer_Number__c": p.erp_customer_number,
+                "CreatedDate": _sf_datetime(created),
+            },
+        )
     people = seed.people()
     for i in range(1, 601):
         person = people[r.randrange(len(people))]
         stage = r.choices(STAGES, weights=(3, 3, 2, 2, 3, 2))[0]
         close = date(2026, r.randint(1, 12), r.randint(1, 28))
-        state.insert("Opportunity", {
-            "Id": seed.crm_id("006", i), "Name": f"{person.account.name} - Deal {i}",
-            "AccountId": person.account.crm_id, "Primary_Contact__c": person.crm_contact_id,
-            "StageName": stage, "Amount": float(r.randint(10, 5000) * 100),
-            "CloseDate": close.isoformat(), "IsWon": stage == "Closed Won",
-        })
+        state.insert(
+            "Opportunity",
+            {
+                "Id": seed.crm_id("006", i),
+                "Name": f"{person.account.name} - Deal {i}",
+                "AccountId": person.account.crm_id,
+                "Primary_Contact__c": person.crm_contact_id,
+                "StageName": stage,
+                "Amount": float(r.randint(10, 5000) * 100),
+                "CloseDate": close.isoformat(),
+                "IsWon": stage == "Closed Won",
+            },
+        )
     for i in range(1, 41):
         person = people[r.randrange(len(people))]
-        state.insert("Task", {
-            "Id": seed.crm_id("00T", i), "Subject": r.choice(("Call", "Email", "Follow up")),
-            "WhatId": person.account.crm_id, "WhoId": person.crm_contact_id,
-            "Status": r.choice(TASK_STATUSES),
-            "ActivityDate": date(2026, r.randint(1, 12), r.randint(1, 28)).isoformat(),
-            "Description": None,
-        })
+        state.insert(
+            "Task",
+            {
+                "Id": seed.crm_id("00T", i),
+                "Subject": r.choice(("Call", "Email", "Follow up")),
+                "WhatId": person.account.crm_id,
+                "WhoId": person.crm_contact_id,
+                "Status": r.choice(TASK_STATUSES),
+                "ActivityDate": date(2026, r.randint(1, 12), r.randint(1, 28)).isoformat(),
+                "Description": None,
+            },
+        )
     for i in range(1, 51):
-        state.insert("Lead", {
-            "Id": seed.crm_id("00Q", i), "FirstName": "Prospect", "LastName": f"Number{i}",
-            "Email": f"prospect{i}@lead{i}.example.org", "Company": f"Lead Company {i}",
-            "Phone": None, "Status": r.choice(LEAD_STATUSES), "LeadSource": "Web",
-            "Lead_Score__c": float(r.randint(0, 100)),
-        })
+        state.insert(
+            "Lead",
+            {
+                "Id": seed.crm_id("00Q", i),
+                "FirstName": "Prospect",
+                "LastName": f"Number{i}",
+                "Email": f"prospect{i}@lead{i}.example.org",
+                "Company": f"Lead Company {i}",
+                "Phone": None,
+                "Status": r.choice(LEAD_STATUSES),
+                "LeadSource": "Web",
+                "Lead_Score__c": float(r.randint(0, 100)),
+            },
+        )
     return state
 
 
@@ -244,14 +305,14 @@ def _parse_where(text: str) -> list[tuple[str, str | None]]:
     while True:
         m = _CLAUSE.match(text, pos)
         if not m:
-            raise SfError(400, "MALFORMED_QUERY", f"unexpected token near: {text[pos:pos + 30]}")
+            raise SfError(400, "MALFORMED_QUERY", f"unexpected token near: {text[pos : pos + 30]}")
         clauses.append((m.group(1), None if m.group(3) else _unescape(m.group(2))))
         pos = m.end()
         if pos >= len(text):
             return clauses
         a = _AND.match(text, pos)
         if not a:
-            raise SfError(400, "MALFORMED_QUERY", f"unexpected token near: {text[pos:pos + 30]}")
+            raise SfError(400, "MALFORMED_QUERY", f"unexpected token near: {text[pos : pos + 30]}")
         pos = a.end()
 
 
@@ -272,11 +333,7 @@ def run_query(state: CrmState, soql: str, batch: int) -> QueryCursor:
     fields = [column(f.strip()) for f in m["fields"].split(",") if f.strip()]
     where = [(column(f), v) for f, v in _parse_where(m["where"])] if m["where"] else []
     records = state.records[obj.name].values()
-    ids = [
-        rec["Id"]
-        for rec in records
-        if all(_matches(rec.get(f), v) for f, v in where)
-    ]
+    ids = [rec["Id"] for rec in records if all(_matches(rec.get(f), v) for f, v in where)]
     if m["order"]:
         if column(m["order"]) != "Id":
             raise SfError(400, "MALFORMED_QUERY", "only ORDER BY Id is supported here")
@@ -338,29 +395,43 @@ def _validate(
             continue
         f = name if name in obj.fields else None
         if not f:
-            raise SfError(400, "INVALID_FIELD",
-                          f"No such column '{name}' on sobject of type {obj.name}", [name])
+            raise SfError(
+                400,
+                "INVALID_FIELD",
+                f"No such column '{name}' on sobject of type {obj.name}",
+                [name],
+            )
         if f in obj.read_only:
-            raise SfError(400, "INVALID_FIELD_FOR_INSERT_UPDATE",
-                          f"Unable to create/update fields: {f}.", [f])
+            raise SfError(
+                400, "INVALID_FIELD_FOR_INSERT_UPDATE", f"Unable to create/update fields: {f}.", [f]
+            )
         if value is not None and not isinstance(value, (str, int, float, bool)):
             raise SfError(400, "JSON_PARSER_ERROR", f"Cannot deserialize value of {f}", [f])
         if f in obj.picklists and value not in obj.picklists[f]:
-            raise SfError(400, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
-                          f"{f}: bad value for restricted picklist field: {value}", [f])
+            raise SfError(
+                400,
+                "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",
+                f"{f}: bad value for restricted picklist field: {value}",
+                [f],
+            )
         if f == "Email" and value is not None and not _EMAIL.match(str(value)):
-            raise SfError(400, "INVALID_EMAIL_ADDRESS", f"Email: invalid email address: {value}",
-                          [f])
+            raise SfError(
+                400, "INVALID_EMAIL_ADDRESS", f"Email: invalid email address: {value}", [f]
+            )
         if f in obj.references and value and not state.exists(str(value)):
-            raise SfError(400, "INVALID_CROSS_REFERENCE_KEY",
-                          f"invalid cross reference id: {value}", [f])
+            raise SfError(
+                400, "INVALID_CROSS_REFERENCE_KEY", f"invalid cross reference id: {value}", [f]
+            )
         clean[f] = value
     if obj.unique_email and clean.get("Email"):
         other = state.emails[obj.name].get(str(clean["Email"]).lower())
         if other is not None and other != record_id:
-            raise SfError(400, "DUPLICATES_DETECTED",
-                          f"Use one of these records? A {obj.name} with this email exists: {other}",
-                          ["Email"])
+            raise SfError(
+                400,
+                "DUPLICATES_DETECTED",
+                f"Use one of these records? A {obj.name} with this email exists: {other}",
+                ["Email"],
+            )
     return clean
 
 
@@ -378,21 +449,29 @@ def _routes(state: CrmState) -> list[web.RouteDef]:
             except ValueError:
                 cid = secret = None
         if form.get("grant_type") != "client_credentials":
-            return _json({"error": "unsupported_grant_type",
-                          "error_description": "grant type not supported"}, 400)
+            return _json(
+                {
+                    "error": "unsupported_grant_type",
+                    "error_description": "grant type not supported",
+                },
+                400,
+            )
         if cid != CLIENT_ID or not secrets.compare_digest(str(secret or ""), CLIENT_SECRET):
-            return _json({"error": "invalid_client",
-                          "error_description": "invalid client credentials"}, 400)
+            return _json(
+                {"error": "invalid_client", "error_description": "invalid client credentials"}, 400
+            )
         tok = secrets.token_urlsafe(32)
         state.tokens[tok] = time.monotonic() + TOKEN_LIFETIME_S
-        return _json({
-            "access_token": tok,
-            "instance_url": f"{request.scheme}://{request.host}",
-            "id": f"{request.scheme}://{request.host}/id/00DTR0000000001/005TR0000000001",
-            "token_type": "Bearer",
-            "issued_at": str(int(time.time() * 1000)),
-            "expires_in": TOKEN_LIFETIME_S,
-        })
+        return _json(
+            {
+                "access_token": tok,
+                "instance_url": f"{request.scheme}://{request.host}",
+                "id": f"{request.scheme}://{request.host}/id/00DTR0000000001/005TR0000000001",
+                "token_type": "Bearer",
+                "issued_at": str(int(time.time() * 1000)),
+                "expires_in": TOKEN_LIFETIME_S,
+            }
+        )
 
     async def revoke_all(request: web.Request) -> web.Response:
         count = len(state.tokens)
@@ -427,8 +506,12 @@ def _routes(state: CrmState) -> list[web.RouteDef]:
         values = _validate(state, obj, await _body(request), None)
         missing = [f for f in obj.required if values.get(f) in (None, "")]
         if missing:
-            raise SfError(400, "REQUIRED_FIELD_MISSING",
-                          f"Required fields are missing: [{', '.join(missing)}]", missing)
+            raise SfError(
+                400,
+                "REQUIRED_FIELD_MISSING",
+                f"Required fields are missing: [{', '.join(missing)}]",
+                missing,
+            )
         record: Record = dict.fromkeys(obj.fields)
         record.update(values)
         record["Id"] = state.new_id(obj.name)
@@ -451,8 +534,12 @@ def _routes(state: CrmState) -> list[web.RouteDef]:
         values = _validate(state, obj, await _body(request), rec["Id"])
         blanked = [f for f in obj.required if f in values and values[f] in (None, "")]
         if blanked:
-            raise SfError(400, "REQUIRED_FIELD_MISSING",
-                          f"Required fields are missing: [{', '.join(blanked)}]", blanked)
+            raise SfError(
+                400,
+                "REQUIRED_FIELD_MISSING",
+                f"Required fields are missing: [{', '.join(blanked)}]",
+                blanked,
+            )
         if obj.unique_email and "Email" in values and rec.get("Email"):
             state.emails[obj.name].pop(str(rec["Email"]).lower(), None)
         rec.update(values)
@@ -526,9 +613,13 @@ def _middleware(state: CrmState) -> Any:
     return guard
 
 
+STATE = web.AppKey("crm", CrmState)
+"""The app's live state, for tests and control endpoints."""
+
+
 def create_app() -> web.Application:
     state = seed_state()
     app = web.Application(middlewares=[_middleware(state)])
-    app["crm"] = state
+    app[STATE] = state
     app.add_routes(_routes(state))
     return app

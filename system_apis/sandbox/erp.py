@@ -82,8 +82,13 @@ def seed_state(latency_ms: tuple[float, float]) -> ErpState:
     r = seed.rng("erp")
     for p in seed.people():
         state.customers[p.erp_customer_number] = {
-            "KUNNR": p.erp_customer_number, "NAME1": p.name[:35], "NAME2": p.account.name[:35],
-            "ORT01": p.city, "LAND1": p.country, "SMTP_ADDR": p.email, "TELF1": p.phone,
+            "KUNNR": p.erp_customer_number,
+            "NAME1": p.name[:35],
+            "NAME2": p.account.name[:35],
+            "ORT01": p.city,
+            "LAND1": p.country,
+            "SMTP_ADDR": p.email,
+            "TELF1": p.phone,
             "ZZCRMID": p.crm_contact_id,
         }
     billed = 0
@@ -91,24 +96,41 @@ def seed_state(latency_ms: tuple[float, float]) -> ErpState:
         created = date.fromisoformat(o.created)
         gbstk, zstat = STATUS_CODES[o.status]
         items = [
-            {"POSNR": f"{(i + 1) * 10:06d}", "MATNR": ln.sku, "KWMENG": str(ln.quantity),
-             "NETPR": _money(ln.unit_price)}
+            {
+                "POSNR": f"{(i + 1) * 10:06d}",
+                "MATNR": ln.sku,
+                "KWMENG": str(ln.quantity),
+                "NETPR": _money(ln.unit_price),
+            }
             for i, ln in enumerate(o.lines)
         ]
         state.orders[o.number] = {
-            "VBELN": o.number, "KUNNR": o.person.erp_customer_number, "AUDAT": _d(created),
+            "VBELN": o.number,
+            "KUNNR": o.person.erp_customer_number,
+            "AUDAT": _d(created),
             "ERZET": f"{r.randint(7, 18):02d}{r.randint(0, 59):02d}{r.randint(0, 59):02d}",
-            "VTWEG": o.channel, "GBSTK": gbstk, "ZZSTATUS": zstat, "NETWR": _money(o.total),
-            "WAERK": "USD", "BSTKD": "", "ABGRU": "", "ITEMS": items,
+            "VTWEG": o.channel,
+            "GBSTK": gbstk,
+            "ZZSTATUS": zstat,
+            "NETWR": _money(o.total),
+            "WAERK": "USD",
+            "BSTKD": "",
+            "ABGRU": "",
+            "ITEMS": items,
         }
         if o.status == "invoiced":
             billed += 1
             fkdat = created + timedelta(days=r.randint(3, 20))
             number = f"{9_000_000_000 + billed}"
             state.invoices[number] = {
-                "VBELN_VF": number, "KUNNR": o.person.erp_customer_number, "AUBEL": o.number,
-                "FKDAT": _d(fkdat), "NETDT": _d(fkdat + timedelta(days=30)),
-                "NETWR": _money(o.total), "WAERK": "USD", "ZTERM": "NT30",
+                "VBELN_VF": number,
+                "KUNNR": o.person.erp_customer_number,
+                "AUBEL": o.number,
+                "FKDAT": _d(fkdat),
+                "NETDT": _d(fkdat + timedelta(days=30)),
+                "NETWR": _money(o.total),
+                "WAERK": "USD",
+                "ZTERM": "NT30",
                 "ZZCLEARED": "X" if r.random() < 0.7 else "",
             }
     return state
@@ -189,8 +211,7 @@ def _routes(state: ErpState) -> list[web.RouteDef]:
         email = request.query.get("SMTP_ADDR")
         if email:
             rows = (c for c in rows if c["SMTP_ADDR"].lower() == email.lower())
-        return _xml(_list("Customers", "Customer", sorted(rows, key=lambda c: c["KUNNR"]),
-                          request))
+        return _xml(_list("Customers", "Customer", sorted(rows, key=lambda c: c["KUNNR"]), request))
 
     async def get_customer(request: web.Request) -> web.Response:
         number = _alpha(request.match_info["kunnr"])
@@ -262,10 +283,18 @@ def _routes(state: ErpState) -> list[web.RouteDef]:
         state.next_order += 1
         now = datetime.now(UTC)
         order: dict[str, Any] = {
-            "VBELN": number, "KUNNR": kunnr, "AUDAT": _d(now.date()),
-            "ERZET": now.strftime("%H%M%S"), "VTWEG": vtweg, "GBSTK": "A", "ZZSTATUS": "ZOPN",
-            "NETWR": _money(total), "WAERK": _field(body, "WAERK", required=False) or "USD",
-            "BSTKD": bstkd, "ABGRU": "", "ITEMS": items,
+            "VBELN": number,
+            "KUNNR": kunnr,
+            "AUDAT": _d(now.date()),
+            "ERZET": now.strftime("%H%M%S"),
+            "VTWEG": vtweg,
+            "GBSTK": "A",
+            "ZZSTATUS": "ZOPN",
+            "NETWR": _money(total),
+            "WAERK": _field(body, "WAERK", required=False) or "USD",
+            "BSTKD": bstkd,
+            "ABGRU": "",
+            "ITEMS": items,
         }
         state.orders[number] = order
         return _xml(_record("SalesOrder", order), 201)
@@ -277,8 +306,11 @@ def _routes(state: ErpState) -> list[web.RouteDef]:
         if order["ZZSTATUS"] == "ZCAN":
             return _xml(_record("SalesOrder", order))  # already cancelled: same answer again
         if order["ZZSTATUS"] in ("ZSHP", "ZINV"):
-            raise SapError(409, "SD_NOT_CANCELLABLE",
-                           f"sales document {order['VBELN']} is already delivered or billed")
+            raise SapError(
+                409,
+                "SD_NOT_CANCELLABLE",
+                f"sales document {order['VBELN']} is already delivered or billed",
+            )
         order.update(GBSTK="C", ZZSTATUS="ZCAN", ABGRU=f"Z1 {reason}")
         return _xml(_record("SalesOrder", order))
 
@@ -337,8 +369,9 @@ def _items(body: Element) -> list[dict[str, str]]:
             raise SapError(400, "SD_INVALID_PRICE", f"item {n * 10}: NETPR not numeric") from exc
         if not price.is_finite() or price < 0:
             raise SapError(400, "SD_INVALID_PRICE", f"item {n * 10}: NETPR must not be negative")
-        out.append({"POSNR": f"{n * 10:06d}", "MATNR": matnr, "KWMENG": qty,
-                    "NETPR": _money(price)})
+        out.append(
+            {"POSNR": f"{n * 10:06d}", "MATNR": matnr, "KWMENG": qty, "NETPR": _money(price)}
+        )
     if not out:
         raise SapError(400, "SD_NO_ITEMS", "a sales order needs at least one item")
     return out
@@ -367,9 +400,13 @@ def _middleware(state: ErpState) -> Any:
     return guard
 
 
+STATE = web.AppKey("erp", ErpState)
+"""The app's live state, for tests and control endpoints."""
+
+
 def create_app(latency_ms: tuple[float, float] = (20.0, 150.0)) -> web.Application:
     state = seed_state(latency_ms)
     app = web.Application(middlewares=[_middleware(state)])
-    app["erp"] = state
+    app[STATE] = state
     app.add_routes(_routes(state))
     return app

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import re
 import time
 import uuid
@@ -100,6 +101,7 @@ class Warehouse:
     order: list[str] = field(default_factory=list)
     reservations: dict[str, ReservationState] = field(default_factory=dict)
     idempotency: dict[str, Stored] = field(default_factory=dict)
+    deadlines: list[tuple[float, str]] = field(default_factory=list)  # heap of active ones
 
     @classmethod
     def seeded(cls) -> Warehouse:
@@ -115,11 +117,19 @@ class Warehouse:
     def expire(self, now: float | None = None) -> None:
         """Turn every active reservation past its deadline into ``expired``, returning stock."""
         now = time.time() if now is None else now
-        for res in self.reservations.values():
+        while self.deadlines and self.deadlines[0][0] <= now:
+            _, res_id = heapq.heappop(self.deadlines)
+            res = self.reservations[res_id]
             if res.status == "active" and res.expires_at <= now:
                 self._unreserve(res)
                 res.status = "expired"
                 res.closed_at = now
+            elif res.status == "active":  # deadline moved later: keep watching it
+                heapq.heappush(self.deadlines, (res.expires_at, res.id))
+
+    def add(self, res: ReservationState) -> None:
+        self.reservations[res.id] = res
+        heapq.heappush(self.deadlines, (res.expires_at, res.id))
 
     def _unreserve(self, res: ReservationState) -> None:
         for sku, qty in res.lines:
@@ -257,7 +267,7 @@ def _create_reservation(wh: Warehouse, body: Any) -> tuple[int, dict[str, Any]]:
         wh.skus[sku].reserved += qty
     now = time.time()
     res = ReservationState(f"res_{uuid.uuid4().hex[:20]}", reference, lines, now + ttl, now)
-    wh.reservations[res.id] = res
+    wh.add(res)
     return 201, res.to_json()
 
 

@@ -452,9 +452,7 @@ async def search_contacts(request: web.Request) -> web.Response:
         portal.contacts[i]
         for i in portal.ids
         if not parsed
-        or any(
-            all(op(portal.contacts[i].properties.get(n), v) for n, op, v in g) for g in parsed
-        )
+        or any(all(op(portal.contacts[i].properties.get(n), v) for n, op, v in g) for g in parsed)
     ]
     start = int(after)
     out: dict[str, Any] = {

@@ -15,6 +15,7 @@ from ..config import BACKEND_NAMES
 from .faults import Faults, FaultState, install_faults
 
 AppFactory = Callable[[], web.Application]
+FAULTS_KEY = web.AppKey("faults", FaultState)
 
 
 def make_backend_app(name: str, faults: Faults | None = None) -> web.Application:
@@ -22,7 +23,7 @@ def make_backend_app(name: str, faults: Faults | None = None) -> web.Application
     module = import_module(f"system_apis.sandbox.{name}")
     app: web.Application = module.create_app()
     state = FaultState(faults)
-    app["faults"] = state
+    app[FAULTS_KEY] = state
     install_faults(app, state)
     return app
 

@@ -133,6 +133,10 @@ class SupportState:
         return ticket
 
 
+SUPPORT = web.AppKey("support", SupportState)
+RATELIMIT = web.AppKey("ratelimit", RateLimiter)
+
+
 def _user(
     ident: int, name: str, email: str | None, external_id: str | None, role: str, created: float
 ) -> Json:
@@ -279,32 +283,37 @@ def _basic_ok(header: str) -> bool:
     return hmac.compare_digest(decoded, f"{USERNAME}:{TOKEN}".encode())
 
 
-@web.middleware
-async def zendesk(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Rate limit (the whole account), then auth, then errors in Zendesk's shapes."""
-    if request.path.startswith("/__"):
-        return await handler(request)
-    limiter: RateLimiter = request.app["ratelimit"]
-    wait = limiter.check(time.monotonic())
-    if wait is not None:
-        return _json(
-            {
-                "error": "APIRateLimitExceeded",
-                "description": "Number of allowed API requests per second exceeded",
-            },
-            429,
-            {"Retry-After": str(max(1, math.ceil(wait)))},
-        )
-    if not _basic_ok(request.headers.get("Authorization", "")):
-        return _json({"error": "Couldn't authenticate you"}, 401)
-    try:
-        return await handler(request)
-    except ZendeskError as exc:
-        return _json(exc.body, exc.status, exc.headers)
+def zendesk(handler: Handler) -> Handler:
+    """Rate limit (the whole account), then auth, then errors in Zendesk's shapes.
+
+    A wrapper rather than a middleware so it runs inside the fault injector: the sandbox's hit
+    counters then see throttled requests too.
+    """
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        limiter: RateLimiter = request.app[RATELIMIT]
+        wait = limiter.check(time.monotonic())
+        if wait is not None:
+            return _json(
+                {
+                    "error": "APIRateLimitExceeded",
+                    "description": "Number of allowed API requests per second exceeded",
+                },
+                429,
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )
+        if not _basic_ok(request.headers.get("Authorization", "")):
+            return _json({"error": "Couldn't authenticate you"}, 401)
+        try:
+            return await handler(request)
+        except ZendeskError as exc:
+            return _json(exc.body, exc.status, exc.headers)
+
+    return wrapped
 
 
 def _state(request: web.Request) -> SupportState:
-    state: SupportState = request.app["support"]
+    state: SupportState = request.app[SUPPORT]
     return state
 
 
@@ -384,6 +393,47 @@ def _cursor_page(
     )
 
 
+# --- idempotency ---------------------------------------------------------------------------
+
+
+async def _replay(request: web.Request) -> web.Response | None:
+    """The stored answer for a reused ``Idempotency-Key`` (Zendesk: ``x-idempotency-lookup``)."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    seen = _state(request).idempotency.get(f"{request.path} {key}")
+    if seen is None:
+        return None
+    fingerprint, status, stored = seen
+    if fingerprint != await request.read():
+        raise ZendeskError(
+            400,
+            {
+                "error": "IdempotentRequestError",
+                "description": "Request parameters do not match the original request with this key",
+            },
+        )
+    return web.Response(
+        body=stored,
+        status=status,
+        content_type="application/json",
+        headers={"x-idempotency-lookup": "hit"},
+    )
+
+
+async def _remember(request: web.Request, resp: web.Response) -> web.Response:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        body = resp.body if isinstance(resp.body, bytes) else b""
+        _state(request).idempotency[f"{request.path} {key}"] = (
+            await request.read(),
+            resp.status,
+            body,
+        )
+        resp.headers["x-idempotency-lookup"] = "miss"
+    return resp
+
+
 # --- users -----------------------------------------------------------------------------------
 
 
@@ -421,6 +471,9 @@ async def search_users(request: web.Request) -> web.Response:
 
 async def create_user(request: web.Request) -> web.Response:
     state = _state(request)
+    replay = await _replay(request)
+    if replay is not None:
+        return replay
     data = await _body(request, "user")
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
@@ -442,7 +495,7 @@ async def create_user(request: web.Request) -> web.Response:
     if role not in ("end-user", "agent", "admin"):
         raise _invalid("role", "Role: is invalid")
     user = _user(next(state.user_seq), name.strip(), email, external_id, role, time.time())
-    return _json({"user": state.add_user(user)}, 201)
+    return await _remember(request, _json({"user": state.add_user(user)}, 201))
 
 
 async def user_tickets(request: web.Request) -> web.Response:
@@ -489,27 +542,11 @@ def _tags(data: Json, default: list[str]) -> list[str]:
 
 
 async def create_ticket(request: web.Request) -> web.Response:
-    """Zendesk honours ``Idempotency-Key`` on ticket creation; the sandbox does too."""
+    """Zendesk honours ``Idempotency-Key`` on ticket creation (the sandbox also on users)."""
     state = _state(request)
-    key = request.headers.get("Idempotency-Key")
-    raw = await request.read()
-    if key is not None and key in state.idempotency:
-        fingerprint, status, body = state.idempotency[key]
-        if fingerprint != raw:
-            raise ZendeskError(
-                400,
-                {
-                    "error": "IdempotentRequestError",
-                    "description": "Request parameters do not match the "
-                    "original request with this key",
-                },
-            )
-        return web.Response(
-            body=body,
-            status=status,
-            content_type="application/json",
-            headers={"x-idempotency-lookup": "hit"},
-        )
+    replay = await _replay(request)
+    if replay is not None:
+        return replay
     data = await _body(request, "ticket")
     comment = data.get("comment")
     body = comment.get("body") if isinstance(comment, dict) else None
@@ -539,10 +576,7 @@ async def create_ticket(request: web.Request) -> web.Response:
         ticket, [_comment(next(state.comment_seq), requester, body, now, bool(public))]
     )
     resp = _json({"ticket": ticket, "audit": {"ticket_id": ident, "created_at": _iso(now)}}, 201)
-    if key is not None:
-        state.idempotency[key] = (raw, 201, resp.body if isinstance(resp.body, bytes) else b"")
-        resp.headers["x-idempotency-lookup"] = "miss"
-    return resp
+    return await _remember(request, resp)
 
 
 async def update_ticket(request: web.Request) -> web.Response:
@@ -589,7 +623,7 @@ async def list_comments(request: web.Request) -> web.Response:
 
 
 async def get_ratelimit(request: web.Request) -> web.Response:
-    limiter: RateLimiter = request.app["ratelimit"]
+    limiter: RateLimiter = request.app[RATELIMIT]
     return _json(
         {
             "per_second": limiter.per_second,
@@ -601,7 +635,7 @@ async def get_ratelimit(request: web.Request) -> web.Response:
 
 async def set_ratelimit(request: web.Request) -> web.Response:
     """Change the limit; it also empties the current window, so tests start from quiet."""
-    limiter: RateLimiter = request.app["ratelimit"]
+    limiter: RateLimiter = request.app[RATELIMIT]
     try:
         data = orjson.loads(await request.read())
         per_second = data["per_second"]
@@ -615,21 +649,21 @@ async def set_ratelimit(request: web.Request) -> web.Response:
 
 
 def create_app(rate_per_second: int = 20) -> web.Application:
-    app = web.Application(middlewares=[zendesk])
-    app["support"] = seed_state()
-    app["ratelimit"] = RateLimiter(rate_per_second)
+    app = web.Application()
+    app[SUPPORT] = seed_state()
+    app[RATELIMIT] = RateLimiter(rate_per_second)
     p = "/api/v2"
     app.add_routes(
         [
-            web.get(f"{p}/users/search.json", search_users),
-            web.get(f"{p}/users/{{id}}.json", get_user),
-            web.post(f"{p}/users.json", create_user),
-            web.get(f"{p}/users/{{id}}/tickets/requested.json", user_tickets),
-            web.get(f"{p}/tickets.json", list_tickets),
-            web.post(f"{p}/tickets.json", create_ticket),
-            web.get(f"{p}/tickets/{{id}}.json", get_ticket),
-            web.put(f"{p}/tickets/{{id}}.json", update_ticket),
-            web.get(f"{p}/tickets/{{id}}/comments.json", list_comments),
+            web.get(f"{p}/users/search.json", zendesk(search_users)),
+            web.get(f"{p}/users/{{id}}.json", zendesk(get_user)),
+            web.post(f"{p}/users.json", zendesk(create_user)),
+            web.get(f"{p}/users/{{id}}/tickets/requested.json", zendesk(user_tickets)),
+            web.get(f"{p}/tickets.json", zendesk(list_tickets)),
+            web.post(f"{p}/tickets.json", zendesk(create_ticket)),
+            web.get(f"{p}/tickets/{{id}}.json", zendesk(get_ticket)),
+            web.put(f"{p}/tickets/{{id}}.json", zendesk(update_ticket)),
+            web.get(f"{p}/tickets/{{id}}/comments.json", zendesk(list_comments)),
             web.get("/__ratelimit", get_ratelimit),
             web.post("/__ratelimit", set_ratelimit),
         ]

@@ -1,0 +1,100 @@
+"""Canonical JSON views of the ERP, mounted by the gateway at ``/system/v1/erp``."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..erp import ErpClient, ErpCustomerCreate
+from ..models import Canonical, OrderLine
+from .common import InvalidInput, json_response, query_int, read_model
+
+DEFAULT_LIMIT = 50
+
+
+class OrderCreate(Canonical):
+    customer_number: str = Field(pattern=r"^\d{1,10}$")
+    lines: list[OrderLine] = Field(min_length=1)
+    channel: str = Field(min_length=1, max_length=48)
+    reference: str | None = Field(None, max_length=35)
+
+
+class OrderCancel(Canonical):
+    reason: str = Field(min_length=1, max_length=120)
+
+
+def _invalid(name: str, message: str) -> InvalidInput:
+    return InvalidInput(
+        f"query parameter {name} is invalid",
+        [{"path": f"query/{name}", "message": message, "type": "value_error"}],
+    )
+
+
+def routes(client: ErpClient) -> list[BaseRoute]:
+    async def list_customers(request: Request) -> Response:
+        email = request.query_params.get("email")
+        if email is not None:
+            found = await client.find_customer_by_email(email)
+            return json_response({"items": [found] if found else [], "next_cursor": None})
+        limit = query_int(request, "limit", DEFAULT_LIMIT)
+        try:
+            page = await client.customers_page(request.query_params.get("cursor") or None, limit)
+        except ValueError as exc:
+            raise _invalid("cursor", "invalid cursor") from exc
+        return json_response(page)
+
+    async def get_customer(request: Request) -> Response:
+        return json_response(await client.get_customer(request.path_params["number"]))
+
+    async def create_customer(request: Request) -> Response:
+        new = await read_model(request, ErpCustomerCreate)
+        return json_response(await client.create_customer(new), status=201)
+
+    async def list_orders(request: Request) -> Response:
+        limit = query_int(request, "limit", DEFAULT_LIMIT)
+        customer = request.query_params.get("customer") or None
+        if customer is not None and not (customer.isdigit() and len(customer) <= 10):
+            raise _invalid("customer", "a customer number has up to 10 digits")
+        try:
+            page = await client.orders_page(
+                request.query_params.get("cursor") or None,
+                limit,
+                customer_number=customer,
+                channel=request.query_params.get("channel") or None,
+            )
+        except ValueError as exc:
+            raise _invalid("cursor", "invalid cursor") from exc
+        return json_response(page)
+
+    async def get_order(request: Request) -> Response:
+        return json_response(await client.get_order(request.path_params["number"]))
+
+    async def create_order(request: Request) -> Response:
+        new = await read_model(request, OrderCreate)
+        order = await client.create_order(
+            new.customer_number, new.lines, new.channel, new.reference
+        )
+        return json_response(order, status=201)
+
+    async def cancel_order(request: Request) -> Response:
+        cancel = await read_model(request, OrderCancel)
+        return json_response(
+            await client.cancel_order(request.path_params["number"], cancel.reason)
+        )
+
+    async def list_invoices(request: Request) -> Response:
+        invoices = [i async for i in client.iter_invoices(request.path_params["number"])]
+        return json_response({"items": invoices, "next_cursor": None})
+
+    return [
+        Route("/customers", list_customers, methods=["GET"]),
+        Route("/customers", create_customer, methods=["POST"]),
+        Route("/customers/{number}", get_customer, methods=["GET"]),
+        Route("/customers/{number}/invoices", list_invoices, methods=["GET"]),
+        Route("/orders", list_orders, methods=["GET"]),
+        Route("/orders", create_order, methods=["POST"]),
+        Route("/orders/{number}", get_order, methods=["GET"]),
+        Route("/orders/{number}/cancel", cancel_order, methods=["POST"]),
+    ]

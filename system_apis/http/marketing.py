@@ -1,0 +1,97 @@
+"""Canonical JSON views of the marketing platform, mounted at ``/system/v1/marketing``."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..errors import BackendNotFound
+from ..marketing import MAX_LIMIT, MarketingClient, template_id
+from .common import InvalidInput, json_response, query_int, read_model
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ContactCreate(_Body):
+    email: EmailStr
+    first_name: str = Field(min_length=1, max_length=100)
+    last_name: str = Field(min_length=1, max_length=100)
+    crm_contact_id: str | None = Field(None, max_length=64)
+    lifecycle_stage: str | None = Field(None, max_length=64)
+
+
+class ListMembersAdd(_Body):
+    contact_ids: list[str] = Field(min_length=1, max_length=500)
+
+
+class EmailRequest(_Body):
+    contact_id: str = Field(min_length=1, max_length=64)
+    template: str = Field(min_length=1, max_length=100)
+
+
+def routes(client: MarketingClient) -> list[BaseRoute]:
+    async def list_contacts(request: Request) -> Response:
+        email = request.query_params.get("email")
+        if email is not None:
+            found = await client.find_contact_by_email(email)
+            return json_response({"items": [found] if found else [], "next_cursor": None})
+        limit = query_int(request, "limit", 50, hi=MAX_LIMIT)
+        page = await client.contacts_page(request.query_params.get("cursor"), limit)
+        return json_response({"items": page.items, "next_cursor": page.next_cursor})
+
+    async def get_contact(request: Request) -> Response:
+        return json_response(await client.get_contact(request.path_params["id"]))
+
+    async def create_contact(request: Request) -> Response:
+        body = await read_model(request, ContactCreate)
+        contact = await client.create_contact(
+            body.email,
+            body.first_name,
+            body.last_name,
+            crm_contact_id=body.crm_contact_id,
+            lifecycle_stage=body.lifecycle_stage,
+        )
+        return json_response(contact, status=201)
+
+    async def engagement(request: Request) -> Response:
+        contact = await client.get_contact(request.path_params["id"])
+        return json_response(await client.engagement(contact.email, contact.id))
+
+    async def lists(request: Request) -> Response:
+        return json_response({"items": await client.lists(), "next_cursor": None})
+
+    async def add_members(request: Request) -> Response:
+        body = await read_model(request, ListMembersAdd)
+        return json_response(await client.add_to_list(request.path_params["id"], body.contact_ids))
+
+    async def remove_member(request: Request) -> Response:
+        list_id, contact_id = request.path_params["id"], request.path_params["contact_id"]
+        change = await client.remove_from_list(list_id, [contact_id])
+        if contact_id not in change.updated:
+            raise BackendNotFound(client.name, f"contact {contact_id} is not in list {list_id}")
+        return json_response(change)
+
+    async def send_email(request: Request) -> Response:
+        body = await read_model(request, EmailRequest)
+        try:
+            template_id(body.template)
+        except ValueError as exc:
+            raise InvalidInput(
+                str(exc), [{"path": "template", "message": str(exc), "type": "value_error"}]
+            ) from exc
+        return json_response(await client.send_email(body.contact_id, body.template), status=202)
+
+    return [
+        Route("/contacts", list_contacts, methods=["GET"]),
+        Route("/contacts", create_contact, methods=["POST"]),
+        Route("/contacts/{id}", get_contact, methods=["GET"]),
+        Route("/contacts/{id}/engagement", engagement, methods=["GET"]),
+        Route("/lists", lists, methods=["GET"]),
+        Route("/lists/{id}/members", add_members, methods=["POST"]),
+        Route("/lists/{id}/members/{contact_id}", remove_member, methods=["DELETE"]),
+        Route("/emails", send_email, methods=["POST"]),
+    ]

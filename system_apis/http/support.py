@@ -1,0 +1,110 @@
+"""Canonical HTTP views of the helpdesk: users, tickets and their comments."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..models import TicketPriority, TicketStatus
+from ..support import MAX_PAGE, SupportClient
+from .common import InvalidInput, json_response, query_int, read_model
+
+
+class UserIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+    name: str = Field(min_length=1, max_length=255)
+    crm_contact_id: str | None = Field(None, max_length=255)
+
+
+class TicketIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requester_id: str = Field(pattern=r"^\d{1,18}$")
+    subject: str = Field(min_length=1, max_length=255)
+    body: str = Field(min_length=1, max_length=65_000)
+    priority: TicketPriority | None = None
+    tags: list[str] = Field(default_factory=list, max_length=50)
+
+
+class TicketStatusIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: TicketStatus
+
+
+def _page_args(request: Request) -> tuple[str | None, int]:
+    return request.query_params.get("cursor") or None, query_int(request, "limit", 25, 1, MAX_PAGE)
+
+
+def routes(client: SupportClient) -> list[BaseRoute]:
+    async def find_user(request: Request) -> Response:
+        email = request.query_params.get("email")
+        if not email:
+            raise InvalidInput(
+                "query parameter email is required",
+                [{"path": "query/email", "message": "required", "type": "missing"}],
+            )
+        user = await client.find_user_by_email(email)
+        return json_response({"items": [user] if user else [], "next_cursor": None})
+
+    async def get_user(request: Request) -> Response:
+        return json_response(await client.get_user(request.path_params["id"]))
+
+    async def create_user(request: Request) -> Response:
+        body = await read_model(request, UserIn)
+        user = await client.create_user(
+            body.email,
+            body.name,
+            body.crm_contact_id,
+            idempotency_key=request.headers.get("idempotency-key"),
+        )
+        return json_response(user, status=201)
+
+    async def user_tickets(request: Request) -> Response:
+        cursor, limit = _page_args(request)
+        page = await client.user_tickets_page(request.path_params["id"], cursor, limit)
+        return json_response(page)
+
+    async def list_tickets(request: Request) -> Response:
+        cursor, limit = _page_args(request)
+        return json_response(await client.tickets_page(cursor, limit))
+
+    async def get_ticket(request: Request) -> Response:
+        return json_response(await client.get_ticket(request.path_params["id"]))
+
+    async def create_ticket(request: Request) -> Response:
+        body = await read_model(request, TicketIn)
+        ticket = await client.create_ticket(
+            body.requester_id,
+            body.subject,
+            body.body,
+            body.priority,
+            body.tags,
+            idempotency_key=request.headers.get("idempotency-key"),
+        )
+        return json_response(ticket, status=201)
+
+    async def set_status(request: Request) -> Response:
+        body = await read_model(request, TicketStatusIn)
+        return json_response(await client.set_ticket_status(request.path_params["id"], body.status))
+
+    async def ticket_comments(request: Request) -> Response:
+        cursor, limit = _page_args(request)
+        page = await client.comments_page(request.path_params["id"], cursor, limit)
+        return json_response(page)
+
+    return [
+        Route("/users", find_user, methods=["GET"]),
+        Route("/users", create_user, methods=["POST"]),
+        Route("/users/{id}", get_user, methods=["GET"]),
+        Route("/users/{id}/tickets", user_tickets, methods=["GET"]),
+        Route("/tickets", list_tickets, methods=["GET"]),
+        Route("/tickets", create_ticket, methods=["POST"]),
+        Route("/tickets/{id}", get_ticket, methods=["GET"]),
+        Route("/tickets/{id}", set_status, methods=["PATCH"]),
+        Route("/tickets/{id}/comments", ticket_comments, methods=["GET"]),
+    ]

@@ -1,0 +1,135 @@
+"""Observation hooks the lower layers call without importing the gateway.
+
+Dependencies point down only, so the client base and the process APIs cannot import the
+gateway's metrics or tracing. Instead they report here: every backend attempt goes to the
+registered :class:`CallObserver` objects (the gateway registers its metrics), the attempt in
+progress is visible to the aiohttp client-span hook through a context variable, and ``step()``
+opens an internal span per process step on whatever tracer provider is installed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol
+
+from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
+
+__all__ = [
+    "AttemptInfo",
+    "CallObserver",
+    "attempt",
+    "current_attempt",
+    "observers",
+    "set_tracer_provider",
+    "step",
+]
+
+
+class CallObserver(Protocol):
+    """Receives one report per attempt of a backend call (a retried call reports each try)."""
+
+    def on_attempt(
+        self,
+        backend: str,
+        method: str,
+        status: int | None,
+        error: str | None,
+        duration_s: float,
+        attempt: int,
+        breaker: str,
+    ) -> None:
+        """``status`` is the HTTP status, or None when ``error`` (an exception name) happened."""
+
+
+observers: list[CallObserver] = []
+"""Registered observers; the gateway appends its metrics at start-up. Must not raise or block."""
+
+
+@dataclass(slots=True)
+class AttemptInfo:
+    """The backend attempt in progress; the client sets ``status`` once a response arrived."""
+
+    backend: str
+    method: str
+    attempt: int
+    breaker: str
+    status: int | None = None
+    started: float = 0.0
+
+
+current_attempt: contextvars.ContextVar[AttemptInfo | None] = contextvars.ContextVar(
+    "trellis_current_attempt", default=None
+)
+"""The attempt in progress in this task, read by the client-span hook to tag its span."""
+
+
+class attempt:  # noqa: N801 - used like a function: ``with observe.attempt(...) as seen:``
+    """Context manager around one attempt: exposes it to span hooks, times it, reports it.
+
+    A class rather than ``@contextmanager`` because it runs on every backend attempt and a
+    generator-based manager costs several times more.
+    """
+
+    __slots__ = ("_info", "_token")
+
+    def __init__(self, backend: str, method: str, attempt: int, breaker: str) -> None:
+        self._info = AttemptInfo(backend, method, attempt, breaker)
+        self._token: contextvars.Token[AttemptInfo | None] | None = None
+
+    def __enter__(self) -> AttemptInfo:
+        self._token = current_attempt.set(self._info)
+        self._info.started = time.perf_counter()
+        return self._info
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        info = self._info
+        duration = time.perf_counter() - info.started
+        if self._token is not None:
+            current_attempt.reset(self._token)
+        error = exc_type.__name__ if exc_type is not None else None
+        status = None if error is not None else info.status
+        for observer in observers:
+            observer.on_attempt(
+                info.backend, info.method, status, error, duration, info.attempt, info.breaker
+            )
+
+
+_provider: trace.TracerProvider | None = None
+_tracer: trace.Tracer | None = None
+
+
+def set_tracer_provider(provider: trace.TracerProvider | None) -> None:
+    """Use ``provider`` for ``step()`` spans; None returns to the global provider."""
+    global _provider, _tracer
+    _provider, _tracer = provider, None
+
+
+def _get_tracer() -> trace.Tracer:
+    global _tracer
+    if _tracer is None:
+        _tracer = trace.get_tracer("trellis.process", tracer_provider=_provider)
+    return _tracer
+
+
+@contextmanager
+def step(name: str, **attributes: AttributeValue) -> Iterator[trace.Span]:
+    """An internal span around one process step, child of the current request's span.
+
+    Process APIs wrap each business step (``with step("reserve stock"):``) so a trace shows
+    where a composed operation spent its time and which step failed.
+    """
+    with _get_tracer().start_as_current_span(
+        name, kind=trace.SpanKind.INTERNAL, attributes=attributes or None
+    ) as span:
+        yield span
