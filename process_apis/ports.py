@@ -1,0 +1,98 @@
+"""What process APIs need from the outside, as protocols: the gateway injects the implementations.
+
+Process APIs may not import the gateway (layering), so the durable stores they rely on are
+described here and implemented in ``gateway/stores/`` (SQLite embedded, Redis when shared).
+
+The outbox contract between process APIs (writers) and the event bus (reader):
+- every ``DomainEvent`` handed to ``OperationStore.commit`` is appended to the outbox in the
+  same transaction as the operation's own record (idempotency result, cross-references), so a
+  crash between "did the work" and "announced it" loses nothing;
+- SQLite: table ``outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL,
+  type TEXT NOT NULL, subject TEXT, time TEXT NOT NULL, event TEXT NOT NULL)`` in
+  ``<data_dir>/trellis.db`` (WAL), ``event`` being the CloudEvent JSON;
+- Redis: ``XADD trellis:events * id <event id> type <type> event <CloudEvent JSON>`` inside the
+  same MULTI/EXEC as the operation's own keys.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+EVENT_SOURCE = "urn:trellis:gateway"
+
+
+class DomainEvent(BaseModel):
+    """A CloudEvents 1.0 event (JSON format), with the W3C trace context of its cause."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    specversion: str = "1.0"
+    id: str = Field(default_factory=lambda: f"evt_{uuid.uuid4().hex}")
+    source: str = EVENT_SOURCE
+    type: str
+    subject: str | None = None
+    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    datacontenttype: str = "application/json"
+    data: dict[str, Any] = Field(default_factory=dict)
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+
+class BeginState(StrEnum):
+    NEW = "new"  # the key is now ours: do the work, then commit or release
+    IN_PROGRESS = "in_progress"  # another request with this key is still running
+    DONE = "done"  # already completed: replay ``response``
+    MISMATCH = "mismatch"  # the key was used with a different request body
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResponse:
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    state: BeginState
+    response: StoredResponse | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """Everything an operation records when it succeeds, written in one transaction."""
+
+    idempotency_key: str | None = None
+    response: StoredResponse | None = None
+    xrefs: dict[str, dict[str, str]] = field(default_factory=dict)
+    """canonical customer id -> {system name: that system's id}"""
+    events: list[DomainEvent] = field(default_factory=list)
+
+
+class OperationStore(Protocol):
+    """Idempotency keys, cross-reference ids and the outbox, behind one transactional commit."""
+
+    async def begin(self, key: str, fingerprint: str, ttl_s: float = 86_400) -> Begin:
+        """Claim ``key`` for a request whose body hashes to ``fingerprint``."""
+        ...
+
+    async def release(self, key: str) -> None:
+        """Give up a claimed key (the operation failed and was compensated): a retry may run."""
+        ...
+
+    async def commit(self, outcome: Outcome) -> None:
+        """Record the operation's result, its cross-references and its events atomically."""
+        ...
+
+    async def xrefs(self, customer_id: str) -> dict[str, str]:
+        """The customer's id in every system ({} if unknown)."""
+        ...
+
+    async def customer_for(self, system: str, system_id: str) -> str | None:
+        """The canonical customer id that ``system_id`` of ``system`` belongs to."""
+        ...
