@@ -21,6 +21,8 @@ from gateway.oauth.scopes import RequireScopes
 from system_apis.registry import SystemApis
 
 from .errors import HANDLERS
+from .events.component import EventBus
+from .layers import Layers, build_layers
 from .health import health_routes
 from .policies.body_limit import BodyLimitMiddleware
 from .policies.edge import SecurityHeadersMiddleware, TrustedProxyMiddleware, cors_middleware
@@ -47,6 +49,8 @@ class Gateway(Starlette):
     settings: Settings
     systems: SystemApis
     oauth: OAuth
+    layers: Layers
+    events: EventBus
 
 
 def system_mounts(systems: SystemApis) -> list[BaseRoute]:
@@ -87,20 +91,23 @@ def create_app(settings: Settings) -> Gateway:
         data_dir=Path(settings.gateway.data_dir),
     )
 
+    layers = build_layers(settings, systems)
+    events = EventBus(settings, systems)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await systems.start()
-        await oauth.start()
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            for component in (systems, oauth, layers, events):
+                await component.start()
+                stack.push_async_callback(component.close)
             yield
-        finally:
-            await oauth.close()
-            await systems.close()
 
     routes: list[BaseRoute] = [
         *health_routes(settings, systems),
         *oauth.routes(),
         *system_mounts(systems),
+        *layers.routes,
+        *events.routes(),
     ]
     app = Gateway(
         routes=routes,
@@ -108,7 +115,9 @@ def create_app(settings: Settings) -> Gateway:
         exception_handlers=dict(HANDLERS),
         middleware=edge_middleware(settings, oauth),
     )
-    app.settings, app.systems, app.oauth = settings, systems, oauth
+    app.settings, app.systems, app.oauth, app.layers, app.events = (
+        settings, systems, oauth, layers, events
+    )
     return app
 
 

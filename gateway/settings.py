@@ -18,12 +18,25 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from experience_apis.config import ExperienceConfig
+from gateway.events.config import EventsConfig
 from gateway.oauth.config import ClientConfig, OAuthConfig
+from gateway.observability import ObservabilityConfig
+from gateway.policies.ratelimit import RateLimitConfig
 from gateway.policies.edge import EdgeConfig
 from system_apis.config import BACKEND_NAMES, BackendConfig
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
-SECTIONS: tuple[str, ...] = ("gateway", "backends", "oauth", "clients")
+SECTIONS: tuple[str, ...] = (
+    "gateway",
+    "backends",
+    "oauth",
+    "clients",
+    "ratelimit",
+    "observability",
+    "experience",
+    "events",
+)
 KNOWN_SCOPES: frozenset[str] = frozenset(
     {
         "admin",
@@ -82,6 +95,10 @@ class Settings(BaseSettings):
     backends: dict[str, BackendConfig]
     oauth: OAuthConfig = Field(default_factory=OAuthConfig)
     clients: dict[str, ClientConfig] = Field(default_factory=dict)
+    ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    experience: ExperienceConfig = Field(default_factory=ExperienceConfig)
+    events: EventsConfig = Field(default_factory=EventsConfig)
 
     @classmethod
     def settings_customise_sources(
