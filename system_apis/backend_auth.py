@@ -94,9 +94,7 @@ class ClientCredentialsToken:
                         self.backend, f"token endpoint refused our client ({resp.status})"
                     )
                 if resp.status != 200:
-                    raise BackendUnavailable(
-                        self.backend, f"token endpoint answered {resp.status}"
-                    )
+                    raise BackendUnavailable(self.backend, f"token endpoint answered {resp.status}")
         except TimeoutError as exc:
             raise BackendTimeout(self.backend, "token endpoint timed out") from exc
         except aiohttp.ClientError as exc:
@@ -106,7 +104,9 @@ class ClientCredentialsToken:
             token = data["access_token"]
             lifetime = float(data.get("expires_in", 3600))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise BadBackendData(self.backend, "token response unreadable", field="access_token") from exc
+            raise BadBackendData(
+                self.backend, "token response unreadable", field="access_token"
+            ) from exc
         if not isinstance(token, str) or not token:
             raise BadBackendData(self.backend, "token response has no token", field="access_token")
         self._token = token

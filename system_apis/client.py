@@ -157,7 +157,7 @@ class BackendClient:
             hdrs[self.idempotency_header] = idempotency_key
         retry_safe = method in SAFE_METHODS or idempotency_key is not None
         policy = self.config.retry
-        attempts = policy.max_attempts if retry_safe else 1
+        attempts = policy.max_attempts
         self.stats.calls += 1
         last_error: BackendError | None = None
         auth_refreshed = False
@@ -168,6 +168,7 @@ class BackendClient:
                     self.name, "circuit open", retry_after=self.breaker.retry_in() or None
                 )
             wait_hint: float | None = None
+            last_status: int | None = None
             try:
                 with observe.attempt(self.name, method, attempt + 1, self.breaker.state) as seen:
                     resp = await self._attempt(method, url, params, body, hdrs, authenticated)
@@ -179,7 +180,7 @@ class BackendClient:
                 self.breaker.release_trial()
                 raise
             else:
-                status = resp.status
+                status = last_status = resp.status
                 self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
                 if status < 400:
                     self.breaker.record_success()
@@ -207,6 +208,9 @@ class BackendClient:
             attempt += 1
             if attempt >= attempts:
                 break
+            if not retry_safe and last_status != 429:
+                break  # a write without an idempotency key may have been applied: never resend;
+                # a 429 says the vendor did not process it, so even a plain POST may go again
             delay = full_jitter_backoff(attempt - 1, policy.base_delay_s, policy.max_delay_s)
             if wait_hint is not None:
                 if wait_hint > policy.max_retry_after_s:

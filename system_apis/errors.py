@@ -30,8 +30,11 @@ class BadBackendData(BackendError):
     def __init__(
         self, backend: str, detail: str, *, record: str | None = None, field: str | None = None
     ) -> None:
-        where = ", ".join(p for p in (f"record {record}" if record else "",
-                                      f"field {field}" if field else "") if p)
+        where = ", ".join(
+            p
+            for p in (f"record {record}" if record else "", f"field {field}" if field else "")
+            if p
+        )
         super().__init__(backend, f"{detail} ({where})" if where else detail)
         self.record = record
         self.field = field

@@ -69,7 +69,7 @@ current_attempt: contextvars.ContextVar[AttemptInfo | None] = contextvars.Contex
 """The attempt in progress in this task, read by the client-span hook to tag its span."""
 
 
-class attempt:  # noqa: N801 - used like a function: ``with observe.attempt(...) as seen:``
+class attempt:  # lower case: used like a function, ``with observe.attempt(...) as seen:``
     """Context manager around one attempt: exposes it to span hooks, times it, reports it.
 
     A class rather than ``@contextmanager`` because it runs on every backend attempt and a

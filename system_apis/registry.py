@@ -72,4 +72,3 @@ class SystemApis:
             "marketing": marketing_http.routes(self.marketing),
             "inventory": inventory_http.routes(self.inventory),
         }
-

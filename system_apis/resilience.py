@@ -48,7 +48,7 @@ class BreakerState(StrEnum):
 
 
 class CircuitBreaker:
-    """Closed -> open after N consecutive failures -> half-open after a pause -> closed on success."""
+    """Closed -> open after N consecutive failures -> half-open after a pause -> closed again."""
 
     def __init__(self, policy: BreakerPolicy, clock: Clock = time.monotonic) -> None:
         self.policy = policy

@@ -35,7 +35,9 @@ def _default(value: Any) -> Any:
     raise TypeError
 
 
-def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    content: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     """Render with orjson; pydantic models (also nested in lists/dicts) go through ``mode=json``."""
     if isinstance(content, BaseModel):
         body = content.model_dump_json().encode()
@@ -75,7 +77,9 @@ async def read_model(request: Request, model: type[M]) -> M:
         raise InvalidInput("the request body is invalid", validation_errors(exc)) from exc
 
 
-def query_int(request: Request, name: str, default: int, lo: int = 1, hi: int = MAX_PAGE_SIZE) -> int:
+def query_int(
+    request: Request, name: str, default: int, lo: int = 1, hi: int = MAX_PAGE_SIZE
+) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default

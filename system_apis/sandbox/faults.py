@@ -17,6 +17,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 class Faults(BaseModel):
@@ -89,7 +90,7 @@ def _control_routes(state: FaultState) -> list[web.RouteDef]:
     ]
 
 
-def fault_middleware(state: FaultState) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def fault_middleware(state: FaultState) -> Middleware:
     @web.middleware
     async def inject(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not state.applies(request.path):
@@ -110,7 +111,9 @@ def fault_middleware(state: FaultState) -> Callable[[web.Request, Handler], Awai
             if f.fail_next > 0:
                 f.fail_next -= 1
             status = state._rng.choice(f.error_statuses or [500])
-            return web.json_response({"error": "injected", "message": "injected fault"}, status=status)
+            return web.json_response(
+                {"error": "injected", "message": "injected fault"}, status=status
+            )
         if state.roll(f.reset_rate):
             if request.transport is not None:
                 request.transport.abort()
@@ -136,5 +139,5 @@ def fault_middleware(state: FaultState) -> Callable[[web.Request, Handler], Awai
 
 def install_faults(app: web.Application, state: FaultState) -> None:
     """Add the fault middleware and the control endpoints to a sandbox app."""
-    app.middlewares.append(fault_middleware(state))
+    app.middlewares.append(fault_middleware(state))  # type: ignore[arg-type]
     app.add_routes(_control_routes(state))

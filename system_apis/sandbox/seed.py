@@ -188,8 +188,12 @@ def orders() -> tuple[OrderSeed, ...]:
     for i in range(1, ORDERS + 1):
         person = ppl[r.randrange(len(ppl))]
         roll = r.random()
-        channel = "partner-acme" if roll < 0.1 else "partner-globex" if roll < 0.2 else (
-            "web" if roll < 0.7 else "sales"
+        channel = (
+            "partner-acme"
+            if roll < 0.1
+            else "partner-globex"
+            if roll < 0.2
+            else ("web" if roll < 0.7 else "sales")
         )
         lines = tuple(
             OrderLineSeed(s.sku, r.randint(1, 10), s.unit_price)

@@ -35,7 +35,9 @@ def test_shipped_config_is_valid() -> None:
 
 def test_unknown_key_names_file_and_path(config_dir: Path) -> None:
     text = (config_dir / "backends.yaml").read_text()
-    (config_dir / "backends.yaml").write_text(text.replace("  max_concurrency: 16", "  max_concurency: 16"))
+    (config_dir / "backends.yaml").write_text(
+        text.replace("  max_concurrency: 16", "  max_concurency: 16")
+    )
     [problem] = problems_of(config_dir)
     assert problem.startswith("config/backends.yaml: erp.max_concurency: unknown key")
 
@@ -50,7 +52,9 @@ def test_wrong_type_names_file_and_path(config_dir: Path) -> None:
 
 def test_every_problem_is_reported_at_once(config_dir: Path) -> None:
     text = (config_dir / "backends.yaml").read_text()
-    text = text.replace("max_attempts: 3, base_delay_s: 0.1", "max_attempts: many, base_delay_s: 0.1")
+    text = text.replace(
+        "max_attempts: 3, base_delay_s: 0.1", "max_attempts: many, base_delay_s: 0.1"
+    )
     text = text.replace("  max_concurrency: 32", "  max_concurrency: -1")
     (config_dir / "backends.yaml").write_text(text)
     problems = problems_of(config_dir)
@@ -116,8 +120,10 @@ def test_unknown_file_and_missing_backends_file(config_dir: Path) -> None:
 
 
 def test_backend_needs_url_unless_sandbox(config_dir: Path) -> None:
-    text = (config_dir / "backends.yaml").read_text().replace(
-        "erp:\n  sandbox: true", "erp:\n  sandbox: false"
+    text = (
+        (config_dir / "backends.yaml")
+        .read_text()
+        .replace("erp:\n  sandbox: true", "erp:\n  sandbox: false")
     )
     (config_dir / "backends.yaml").write_text(text)
     [problem] = problems_of(config_dir)
@@ -128,14 +134,18 @@ def test_backend_needs_url_unless_sandbox(config_dir: Path) -> None:
 def test_check_config_command(config_dir: Path) -> None:
     ok = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "check-config", "--config", str(config_dir)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert ok.returncode == 0, ok.stderr
     assert "configuration OK" in ok.stdout
     (config_dir / "gateway.yaml").write_text("port: -1\nbogus: true\n")
     bad = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "check-config", "--config", str(config_dir)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert bad.returncode == 2
     assert "config/gateway.yaml: port:" in bad.stderr

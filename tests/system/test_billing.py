@@ -30,7 +30,7 @@ from system_apis.billing import (
     verify_webhook_signature,
 )
 from system_apis.config import BackendConfig
-from system_apis.errors import BackendNotFound, BackendRejected, BadBackendData
+from system_apis.errors import BackendAuthFailed, BackendNotFound, BackendRejected, BadBackendData
 from system_apis.http.billing import routes
 from system_apis.models import BillingCustomer, InvoiceStatus, OrderLine, PaymentStatus
 from system_apis.sandbox import seed
@@ -318,10 +318,9 @@ async def test_bad_credentials_are_a_typed_error(clean_sandbox: Any) -> None:
     c = BillingClient(config("sk_test_wrong"), base_url=clean_sandbox.url("billing"))
     await c.start()
     try:
-        with pytest.raises(BackendRejected) as info:
+        with pytest.raises(BackendAuthFailed) as info:
             await c.get_customer(seed.people()[0].billing_customer_id)
-        assert info.value.upstream_status == 401
-        assert "Invalid API Key" in info.value.detail
+        assert info.value.backend == "billing"
     finally:
         await c.close()
 
@@ -516,3 +515,21 @@ async def test_http_views(client: BillingClient) -> None:
         assert (await http.get(f"/customers/{cid}")).json()["email"].startswith("billing-")
         r = await http.get(f"/customers/{seed.people()[0].billing_customer_id}/payments")
         assert r.status_code == 200 and "items" in r.json()
+
+
+async def test_vendor_shapes_for_auth_and_list_params(clean_sandbox: Any) -> None:
+    """The sandbox answers like Stripe: its 401 body and parameter errors naming ``param``."""
+    base = clean_sandbox.url("billing") + "/v1"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{base}/customers", headers={"Authorization": "Bearer sk_x"}) as r:
+            assert r.status == 401
+            assert (await r.json())["error"]["type"] == "invalid_request_error"
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with s.get(f"{base}/invoices?limit=101", headers=headers) as r:
+            assert r.status == 400 and (await r.json())["error"]["param"] == "limit"
+        async with s.get(f"{base}/customers?starting_after=cus_gone", headers=headers) as r:
+            assert r.status == 404 and (await r.json())["error"]["code"] == "resource_missing"
+        async with s.post(f"{base}/invoices", headers=headers, data={"currency": "usd"}) as r:
+            err = (await r.json())["error"]
+            assert r.status == 400 and err["code"] == "parameter_missing"
+            assert err["param"] == "customer"

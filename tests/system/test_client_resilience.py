@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 from system_apis.client import BackendClient
-from system_apis.config import BackendConfig
+from system_apis.config import BackendConfig, BreakerPolicy, VendorRateLimit
 from system_apis.errors import (
     BackendNotFound,
     BackendTimeout,
@@ -20,8 +20,7 @@ from system_apis.errors import (
     CircuitOpen,
 )
 from system_apis.resilience import BreakerState, CircuitBreaker, OutboundPacer, parse_retry_after
-from system_apis.config import BreakerPolicy, VendorRateLimit
-from system_apis.sandbox.faults import FaultState, Faults, install_faults
+from system_apis.sandbox.faults import Faults, FaultState, install_faults
 from tests.servers import free_port
 
 
@@ -128,7 +127,18 @@ async def test_post_without_idempotency_key_is_not_retried(
     assert backend.hits("POST /items") == 1
 
 
-async def test_post_with_idempotency_key_is_retried(backend: Backend, client: BackendClient) -> None:
+async def test_post_without_key_is_retried_after_429(
+    backend: Backend, client: BackendClient
+) -> None:
+    backend.state.faults = Faults(burst_429=1, retry_after_s=0)
+    resp = await client.request("POST", "/items", json={"a": 1})
+    assert resp.status == 201
+    assert backend.hits("POST /items") == 2 and backend.posts == 1
+
+
+async def test_post_with_idempotency_key_is_retried(
+    backend: Backend, client: BackendClient
+) -> None:
     backend.state.faults = Faults(fail_next=1, error_statuses=[503])
     resp = await client.request("POST", "/items", json={"a": 1}, idempotency_key="k-1")
     assert resp.status == 201
@@ -144,7 +154,9 @@ async def test_retry_after_is_honoured(backend: Backend, client: BackendClient) 
     assert backend.hits("GET /items") == 2
 
 
-async def test_retry_after_longer_than_policy_fails_fast(backend: Backend, client: BackendClient) -> None:
+async def test_retry_after_longer_than_policy_fails_fast(
+    backend: Backend, client: BackendClient
+) -> None:
     backend.state.faults = Faults(burst_429=5, retry_after_s=60)
     with pytest.raises(BackendUnavailable) as err:
         await client.request("GET", "/items")
@@ -153,8 +165,11 @@ async def test_retry_after_longer_than_policy_fails_fast(backend: Backend, clien
 
 
 async def test_429_does_not_open_breaker(backend: Backend) -> None:
-    c = make_client(backend.url, breaker={"failure_threshold": 1, "reset_timeout_s": 5},
-                    retry={"max_attempts": 1})
+    c = make_client(
+        backend.url,
+        breaker={"failure_threshold": 1, "reset_timeout_s": 5},
+        retry={"max_attempts": 1},
+    )
     await c.start()
     try:
         backend.state.faults = Faults(burst_429=1, retry_after_s=0)
@@ -254,8 +269,11 @@ async def test_breaker_opens_then_recovers_through_half_open(backend: Backend) -
 
 
 async def test_half_open_failure_reopens(backend: Backend) -> None:
-    c = make_client(backend.url, retry={"max_attempts": 1},
-                    breaker={"failure_threshold": 1, "reset_timeout_s": 0.2})
+    c = make_client(
+        backend.url,
+        retry={"max_attempts": 1},
+        breaker={"failure_threshold": 1, "reset_timeout_s": 0.2},
+    )
     await c.start()
     try:
         backend.state.faults = Faults(fail_next=2, error_statuses=[503])
@@ -271,8 +289,10 @@ async def test_half_open_failure_reopens(backend: Backend) -> None:
 
 def test_breaker_half_open_admits_limited_trials() -> None:
     now = [0.0]
-    b = CircuitBreaker(BreakerPolicy(failure_threshold=1, reset_timeout_s=1, half_open_max_calls=1),
-                       clock=lambda: now[0])
+    b = CircuitBreaker(
+        BreakerPolicy(failure_threshold=1, reset_timeout_s=1, half_open_max_calls=1),
+        clock=lambda: now[0],
+    )
     b.record_failure()
     assert not b.try_acquire()
     now[0] = 1.5
@@ -283,8 +303,12 @@ def test_breaker_half_open_admits_limited_trials() -> None:
 
 
 async def test_bulkhead_bounds_calls_in_flight(backend: Backend) -> None:
-    c = make_client(backend.url, max_concurrency=2, retry={"max_attempts": 1},
-                    timeouts={"connect_s": 0.1, "read_s": 2, "total_s": 3})
+    c = make_client(
+        backend.url,
+        max_concurrency=2,
+        retry={"max_attempts": 1},
+        timeouts={"connect_s": 0.1, "read_s": 2, "total_s": 3},
+    )
     await c.start()
     try:
         results = await asyncio.gather(

@@ -18,7 +18,13 @@ import pytest
 from starlette.applications import Starlette
 
 from system_apis.config import BackendConfig
-from system_apis.errors import BackendNotFound, BackendRejected, BackendUnavailable, BadBackendData
+from system_apis.errors import (
+    BackendAuthFailed,
+    BackendNotFound,
+    BackendRejected,
+    BackendUnavailable,
+    BadBackendData,
+)
 from system_apis.http.support import routes
 from system_apis.models import SupportUser, TicketPriority, TicketStatus
 from system_apis.sandbox import seed
@@ -52,7 +58,7 @@ def config(
         },
     }
     if paced:
-        data["rate_limit"] = {"rate": 16, "period_s": 1, "burst": 4}
+        data["rate_limit"] = {"rate": 15, "period_s": 1, "burst": 2}
     return BackendConfig.model_validate(data)
 
 
@@ -249,10 +255,9 @@ async def test_not_found_is_typed(client: SupportClient) -> None:
 async def test_bad_credentials_are_a_typed_error(clean_sandbox: Any) -> None:
     c = await make_client(clean_sandbox, password="wrong")
     try:
-        with pytest.raises(BackendRejected) as info:
+        with pytest.raises(BackendAuthFailed) as info:
             await c.get_ticket("1")
-        assert info.value.upstream_status == 401
-        assert "authenticate" in info.value.detail
+        assert info.value.backend == "support"
     finally:
         await c.close()
 
@@ -399,3 +404,31 @@ async def test_http_views(client: SupportClient) -> None:
         assert [t["id"] for t in (await http.get(f"/users/{uid}/tickets")).json()["items"]] == [tid]
         comments = (await http.get(f"/tickets/{tid}/comments")).json()["items"]
         assert [c["body"] for c in comments] == ["B"]
+
+
+async def test_vendor_shapes_for_auth_limits_and_paging(clean_sandbox: Any) -> None:
+    """The sandbox answers like Zendesk: its 401 and 429 bodies, Retry-After, page limits."""
+    import aiohttp
+
+    base = clean_sandbox.url("support") + "/api/v2"
+    import base64
+
+    def basic(user: str, password: str) -> dict[str, str]:
+        return {
+            "Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        }
+
+    auth = basic("trellis@example.com/token", "support-sandbox-token")
+    await ratelimit(clean_sandbox, per_second=2)
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{base}/tickets/1.json", headers=basic("x", "y")) as r:
+                assert r.status == 401 and await r.json() == {"error": "Couldn't authenticate you"}
+            async with s.get(f"{base}/tickets.json?page[size]=101", headers=auth) as r:
+                assert r.status == 400
+                assert (await r.json())["error"] == "InvalidPaginationParameter"
+            async with s.get(f"{base}/tickets.json?page[size]=1", headers=auth) as r:
+                assert r.status == 429 and (await r.json())["error"] == "APIRateLimitExceeded"
+                assert int(r.headers["Retry-After"]) >= 1
+    finally:
+        await ratelimit(clean_sandbox, per_second=20)

@@ -1,0 +1,50 @@
+"""Build a whole gateway for tests: shipped config pointed at the test sandbox, real tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from argon2 import PasswordHasher
+
+from gateway.settings import DEFAULT_CONFIG_DIR, Settings, load_settings
+
+TEST_CLIENTS = {
+    # client id -> scopes; secret is "<client-id>-secret" as in the shipped sandbox clients
+    "test-system-writer": ["system:read", "system:write"],
+    "test-nothing": ["experience:web"],
+}
+
+
+def test_settings(sandbox_base_port: int, tmp: Path, **overrides: Any) -> Settings:
+    hasher = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
+    clients = {
+        cid: {"secret_hash": hasher.hash(f"{cid}-secret"), "scopes": scopes, "tier": "internal"}
+        for cid, scopes in TEST_CLIENTS.items()
+    }
+    merged: dict[str, Any] = {
+        "gateway": {"sandbox": {"base_port": sandbox_base_port}, "data_dir": str(tmp / "data")},
+        "oauth": {"keys_dir": str(tmp / "keys"), "generate_if_missing": True},
+        "clients": clients,
+    }
+    for key, value in overrides.items():
+        merged[key] = {**merged.get(key, {}), **value}
+    return load_settings(DEFAULT_CONFIG_DIR, **merged)
+
+
+async def token(base_url: str, client_id: str, scope: str | None = None) -> str:
+    form = {"grant_type": "client_credentials"}
+    if scope:
+        form["scope"] = scope
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{base_url}/oauth/token",
+            data=form,
+            auth=aiohttp.BasicAuth(client_id, f"{client_id}-secret"),
+        ) as r,
+    ):
+        body = await r.json()
+        assert r.status == 200, body
+        return str(body["access_token"])

@@ -1,0 +1,242 @@
+"""The assembled gateway over real HTTP: health, readiness, problem+json, scopes, backend faults."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.app import PUBLIC_PATHS, create_app
+from system_apis.config import BACKEND_NAMES
+from tests.conftest import SandboxThread
+from tests.gateway.helpers import test_settings, token
+from tests.servers import free_port, serve
+
+
+class Gw:
+    def __init__(self, url: str, admin: str, writer: str, other: str) -> None:
+        self.url, self.admin, self.writer, self.other = url, admin, writer, other
+
+    async def call(
+        self, method: str, path: str, token: str | None = None, **kw: Any
+    ) -> tuple[int, dict[str, str], Any]:
+        headers = dict(kw.pop("headers", {}))
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        async with (
+            aiohttp.ClientSession() as s,
+            s.request(method, self.url + path, headers=headers, **kw) as r,
+        ):
+            raw = await r.read()
+            try:
+                import orjson
+
+                body = orjson.loads(raw) if raw else None
+            except Exception:
+                body = raw
+            return r.status, dict(r.headers), body
+
+
+@pytest.fixture(scope="module")
+async def gw(sandbox: SandboxThread, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gw]:
+    tmp = tmp_path_factory.mktemp("gw")
+    settings = test_settings(
+        sandbox.base_port,
+        tmp,
+        backends={
+            "inventory": {
+                "sandbox": True,
+                "auth": {"kind": "api_key", "key": "inv-sandbox-key"},
+                "timeouts": {"connect_s": 1, "read_s": 0.5, "total_s": 1},
+                "retry": {"max_attempts": 2, "base_delay_s": 0.01},
+                "breaker": {"failure_threshold": 50},
+            }
+        },
+    )
+    async with serve(create_app(settings)) as url:
+        yield Gw(
+            url,
+            await token(url, "ops-admin"),
+            await token(url, "test-system-writer"),
+            await token(url, "test-nothing"),
+        )
+
+
+def assert_problem(status: int, headers: dict[str, str], body: Any, expected: int) -> None:
+    assert status == expected, body
+    assert headers["Content-Type"].startswith("application/problem+json")
+    assert body["status"] == expected
+    assert body["title"] and body["type"]
+    assert body["trace_id"]
+    assert "Traceback" not in str(body)
+
+
+async def test_healthz(gw: Gw) -> None:
+    status, headers, body = await gw.call("GET", "/healthz")
+    assert status == 200 and body == {"status": "ok"}
+    assert headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_readyz_ready_with_sandbox(gw: Gw) -> None:
+    status, _, body = await gw.call("GET", "/readyz")
+    assert status == 200, body
+    assert set(body["backends"]) == set(BACKEND_NAMES)
+    assert all(b["reachable"] for b in body["backends"].values())
+
+
+async def test_readyz_503_names_unreachable_backend(sandbox: SandboxThread, tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings = test_settings(
+        sandbox.base_port,
+        tmp_path,
+        backends={
+            "erp": {"sandbox": False, "base_url": dead, "auth": {"kind": "api_key", "key": "x"}}
+        },
+    )
+    async with (
+        serve(create_app(settings)) as url,
+        aiohttp.ClientSession() as s,
+        s.get(url + "/readyz") as r,
+    ):
+        body = await r.json()
+        assert r.status == 503
+        assert body["status"] == "not ready"
+        assert any(reason.startswith("erp: unreachable") for reason in body["reasons"])
+        assert dead not in str(body)  # no internal host names leak
+
+
+async def test_request_id_echoed_and_generated(gw: Gw) -> None:
+    _, headers, _ = await gw.call("GET", "/healthz", headers={"X-Request-ID": "req-12345678"})
+    assert headers["X-Request-ID"] == "req-12345678"
+    _, headers, _ = await gw.call("GET", "/healthz", headers={"X-Request-ID": "bad id\twith junk"})
+    assert headers["X-Request-ID"] != "bad id\twith junk" and len(headers["X-Request-ID"]) == 32
+
+
+async def test_unknown_route_is_problem_404(gw: Gw) -> None:
+    assert_problem(*(await gw.call("GET", "/nope")), 404)
+
+
+async def test_wrong_method_is_problem_405(gw: Gw) -> None:
+    status, headers, body = await gw.call("DELETE", "/healthz")
+    assert_problem(status, headers, body, 405)
+    assert "GET" in headers["Allow"]
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+async def test_system_routes_need_a_token(gw: Gw, backend: str) -> None:
+    status, headers, body = await gw.call("GET", f"/system/v1/{backend}/anything")
+    assert_problem(status, headers, body, 401)
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+async def test_system_routes_need_their_scope(gw: Gw, backend: str) -> None:
+    status, headers, body = await gw.call("GET", f"/system/v1/{backend}/anything", gw.other)
+    assert_problem(status, headers, body, 403)
+    assert 'error="insufficient_scope"' in headers["WWW-Authenticate"]
+
+
+async def test_system_write_needs_write_scope(gw: Gw) -> None:
+    status, headers, body = await gw.call(
+        "POST", "/system/v1/inventory/reservations", gw.admin, json={"lines": []}
+    )
+    assert_problem(status, headers, body, 403)
+
+
+async def test_every_route_denies_without_scope(gw: Gw) -> None:
+    """Default deny: walk the routes; only the declared public paths answer without a token."""
+    from starlette.routing import Mount, Route
+
+    app = create_app(test_settings(9101, Path("/tmp/unused-trellis")))
+    open_paths = []
+    for route in app.routes:
+        if isinstance(route, Route):
+            open_paths.append(route.path)
+        else:
+            assert isinstance(route, Mount)
+    assert sorted(open_paths) == sorted(PUBLIC_PATHS)
+
+
+async def test_system_read_through_gateway(gw: Gw) -> None:
+    status, _, body = await gw.call("GET", "/system/v1/inventory/stock/SKU-0001", gw.admin)
+    assert status == 200, body
+    assert body["sku"] == "SKU-0001" and "unit_cost" not in body
+
+
+async def test_malformed_json_is_400_and_reserves_nothing(gw: Gw) -> None:
+    _, _, before = await gw.call("GET", "/system/v1/inventory/stock/SKU-0280", gw.admin)
+    status, headers, body = await gw.call(
+        "POST",
+        "/system/v1/inventory/reservations",
+        gw.writer,
+        data=b'{"lines": [{"sku": "SKU-0280", "quantity": 1}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert_problem(status, headers, body, 400)
+    _, _, after = await gw.call("GET", "/system/v1/inventory/stock/SKU-0280", gw.admin)
+    assert after["reserved"] == before["reserved"]
+
+
+async def test_wrong_content_type_is_415(gw: Gw) -> None:
+    status, headers, body = await gw.call(
+        "POST",
+        "/system/v1/inventory/reservations",
+        gw.writer,
+        data=b"lines=1",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert_problem(status, headers, body, 415)
+
+
+async def test_invalid_body_is_422_with_paths(gw: Gw) -> None:
+    _, _, before = await gw.call("GET", "/system/v1/inventory/stock/SKU-0281", gw.admin)
+    status, headers, body = await gw.call(
+        "POST",
+        "/system/v1/inventory/reservations",
+        gw.writer,
+        json={"lines": [{"sku": "SKU-0281", "quantity": "lots"}]},
+    )
+    assert_problem(status, headers, body, 422)
+    assert any("quantity" in e["path"] for e in body["errors"])
+    _, _, after = await gw.call("GET", "/system/v1/inventory/stock/SKU-0281", gw.admin)
+    assert after["reserved"] == before["reserved"]
+
+
+async def test_oversized_body_is_413(gw: Gw) -> None:
+    big = b'{"pad": "' + b"x" * 1_100_000 + b'"}'
+    status, headers, body = await gw.call(
+        "POST",
+        "/system/v1/inventory/reservations",
+        gw.writer,
+        data=big,
+        headers={"Content-Type": "application/json"},
+    )
+    assert_problem(status, headers, body, 413)
+
+
+async def test_unknown_id_is_404_problem(gw: Gw) -> None:
+    status, headers, body = await gw.call("GET", "/system/v1/inventory/stock/SKU-9999", gw.admin)
+    assert_problem(status, headers, body, 404)
+
+
+async def test_backend_down_is_503(gw: Gw, clean_sandbox: SandboxThread) -> None:
+    await clean_sandbox.set_faults("inventory", fail_next=5, error_statuses=[503])
+    status, headers, body = await gw.call("GET", "/system/v1/inventory/stock/SKU-0002", gw.admin)
+    assert_problem(status, headers, body, 503)
+    assert body["backend"] == "inventory"
+
+
+async def test_backend_garbage_is_502(gw: Gw, clean_sandbox: SandboxThread) -> None:
+    await clean_sandbox.set_faults("inventory", malformed_rate=1)
+    status, headers, body = await gw.call("GET", "/system/v1/inventory/stock/SKU-0002", gw.admin)
+    assert_problem(status, headers, body, 502)
+    assert "127.0.0.1" not in str(body)
+
+
+async def test_backend_slow_is_504(gw: Gw, clean_sandbox: SandboxThread) -> None:
+    await clean_sandbox.set_faults("inventory", latency_ms=1500)
+    status, headers, body = await gw.call("GET", "/system/v1/inventory/stock/SKU-0002", gw.admin)
+    assert_problem(status, headers, body, 504)
