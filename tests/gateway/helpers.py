@@ -42,9 +42,12 @@ async def token(base_url: str, client_id: str, scope: str | None = None) -> str:
         s.post(
             f"{base_url}/oauth/token",
             data=form,
-            auth=aiohttp.BasicAuth(client_id, f"{client_id}-secret"),
+            headers={"Authorization": aiohttp.encode_basic_auth(client_id, f"{client_id}-secret")},
         ) as r,
     ):
         body = await r.json()
         assert r.status == 200, body
         return str(body["access_token"])
+
+
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
