@@ -37,9 +37,7 @@ class MalformedCredentials(ValueError):
     """Credentials sent twice, or an Authorization header that is not valid Basic."""
 
 
-def presented_credentials(
-    headers: Headers, form: Mapping[str, str]
-) -> PresentedCredentials | None:
+def presented_credentials(headers: Headers, form: Mapping[str, str]) -> PresentedCredentials | None:
     """The credentials in the request, or None if there are none (RFC 6749 §2.3.1)."""
     authorization = headers.get("authorization", "")
     form_id, form_secret = form.get("client_id"), form.get("client_secret")
@@ -72,10 +70,14 @@ class ClientAuthenticator:
         self._dummy_hash = await run_in_threadpool(self._make_dummy_hash)
 
     def _make_dummy_hash(self) -> str:
-        params = Counter(
-            extract_parameters(c.secret_hash.get_secret_value()) for c in self._clients.values()
-        ).most_common(1)
-        hasher = PasswordHasher.from_parameters(params[0][0] if params else RFC_9106_LOW_MEMORY)
+        hashes = [c.secret_hash.get_secret_value() for c in self._clients.values()]
+        # The part of the hash before the salt names the algorithm, version and cost.
+        prefixes = Counter(h.rsplit("$", 2)[0] for h in hashes).most_common(1)
+        params = RFC_9106_LOW_MEMORY
+        if prefixes:
+            sample = next(h for h in hashes if h.startswith(prefixes[0][0] + "$"))
+            params = extract_parameters(sample)
+        hasher = PasswordHasher.from_parameters(params)
         return hasher.hash(secrets.token_urlsafe(16))
 
     async def authenticate(self, credentials: PresentedCredentials) -> ClientConfig | None:

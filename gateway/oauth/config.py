@@ -63,7 +63,7 @@ class OAuthConfig(Strict):
     issuer: str = Field(
         "http://127.0.0.1:8080", description="This gateway's ``iss``; its public base URL."
     )
-    audience: str = Field("trellis", description="``aud`` of issued tokens, required on local ones.")
+    audience: str = Field("trellis", description="``aud`` of issued tokens; local ones need it.")
     access_token_lifetime_s: int = Field(900, ge=60, le=86_400)
     keys_dir: Path = Field(
         Path("var/keys"),

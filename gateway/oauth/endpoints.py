@@ -52,7 +52,7 @@ class OAuthError(Exception):
 
 
 def oauth_error_response(request: Request, exc: OAuthError) -> Response:
-    """problem+json carrying RFC 6749's ``error``/``error_description`` so OAuth clients parse it."""
+    """problem+json with RFC 6749's ``error``/``error_description``, so OAuth clients parse it."""
     headers = dict(NO_STORE)
     if exc.error == "invalid_client":
         headers["WWW-Authenticate"] = 'Basic realm="trellis"'
@@ -222,7 +222,9 @@ class AuthorizationEndpoints:
                 if principal.issuer != self._config.issuer or principal.token_id is None:
                     return Response(status_code=200, headers=NO_STORE)
                 if principal.client_id != client_id and ADMIN_SCOPE not in client.scopes:
-                    raise OAuthError("unauthorized_client", "The token was issued to another client.")
+                    raise OAuthError(
+                        "unauthorized_client", "The token was issued to another client."
+                    )
                 await self._revocations.revoke(principal.token_id, principal.expires_at)
                 return Response(status_code=200, headers=NO_STORE)
 

@@ -89,6 +89,7 @@ def _parse_jwks(document: Any) -> dict[str, ECKey | RSAKey]:
         try:
             key = KeySet.import_key_set({"keys": [public]}).keys[0]
         except Exception:  # one malformed key must not hide the others
+            log.warning("JWKS key %r ignored: not a usable public key", item["kid"])
             continue
         if isinstance(key, ECKey | RSAKey):
             keys[item["kid"]] = key

@@ -28,10 +28,10 @@ def bearer_token(scope: Scope, max_bytes: int) -> str | TokenRefused | None:
         return None
     if len(values) > 1:
         return TokenRefused("malformed")
-    value = values[0]
+    value: bytes = values[0]
     if value[:7].lower() != b"bearer ":
         return None
-    raw = value[7:].strip()
+    raw: bytes = value[7:].strip()
     if len(raw) > max_bytes:
         return TokenRefused("too_large")
     if not _B64TOKEN.fullmatch(raw):

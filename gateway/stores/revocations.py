@@ -70,9 +70,11 @@ class SqliteRevocationStore:
 
     def _is_revoked(self, jti: str) -> bool:
         with self._lock:
-            row = self._connect().execute(
-                "SELECT 1 FROM revoked_tokens WHERE jti = ?", (jti,)
-            ).fetchone()
+            row = (
+                self._connect()
+                .execute("SELECT 1 FROM revoked_tokens WHERE jti = ?", (jti,))
+                .fetchone()
+            )
         return row is not None
 
     def _close(self) -> None:
@@ -126,7 +128,7 @@ class RedisRevocationStore:
 async def open_revocation_store(
     redis_url: str | None, data_dir: Path
 ) -> SqliteRevocationStore | RedisRevocationStore:
-    """Redis when configured (several processes, several hosts), else ``data_dir/revocations.db``."""
+    """Redis when configured (several processes or hosts), else ``data_dir/revocations.db``."""
     store: SqliteRevocationStore | RedisRevocationStore
     if redis_url:
         store = RedisRevocationStore(redis_url)
