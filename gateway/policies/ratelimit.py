@@ -1,0 +1,547 @@
+"""Rate limiting: per-tier and per-route budgets on ``limits.aio``, headers per the IETF draft.
+
+Who is limited: an authenticated caller by client id under its principal's tier; everyone else
+by source address. Several named limits may apply at once (``burst`` and ``sustained``); all must
+pass. Counters live in process memory, or in Redis when ``redis_url`` is set so that every
+gateway process shares one budget. The check never blocks the event loop (``limits.aio``, not
+slowapi: see docs/decisions.md) and is bounded by a time budget, so a stalled Redis costs a
+request at most ``storage_timeout_ms`` and is then handled like a Redis that is down: fail open
+or closed as configured, logged and counted.
+
+Headers follow draft-ietf-httpapi-ratelimit-headers (structured fields):
+``RateLimit-Policy: "burst";q=10;w=1, "sustained";q=60;w=60`` on every limited response,
+``RateLimit: "sustained";r=42;t=17`` naming the most constrained policy, and on 429 only a
+``Retry-After`` that never points before the caller could be admitted again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import SlidingWindowCounterSupport
+from limits.aio.strategies import (
+    FixedWindowRateLimiter,
+    MovingWindowRateLimiter,
+    RateLimiter,
+    SlidingWindowCounterRateLimiter,
+)
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.principal import principal_of
+from gateway.problems import TYPE_BASE, problem_response
+from gateway.stores.limits_storage import LimitsStorage, open_limits_storage
+
+log = logging.getLogger("trellis.ratelimit")
+
+Strategy = Literal["fixed-window", "sliding-window-counter", "moving-window"]
+UNAUTHENTICATED = "unauthenticated"
+"""The counter label of callers without a principal (limited per source address)."""
+
+_STRATEGIES: dict[str, type[RateLimiter]] = {
+    "fixed-window": FixedWindowRateLimiter,
+    "sliding-window-counter": SlidingWindowCounterRateLimiter,
+    "moving-window": MovingWindowRateLimiter,
+}
+_POLICY_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
+_PATH_PARAM = re.compile(r"\{[^{}/]+\}")
+_HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+LimitSet = dict[str, str]
+"""Named limits that apply together, e.g. ``{"burst": "10/second", "sustained": "60/minute"}``."""
+
+
+def _check_limit_set(value: Mapping[str, str], where: str) -> None:
+    if not value:
+        raise ValueError(f"{where}: name at least one limit, e.g. {{sustained: 60/minute}}")
+    for name, text in value.items():
+        if not _POLICY_NAME.match(name):
+            raise ValueError(
+                f"{where}.{name}: a policy name is lower-case letters, digits, '_', '.', '-' "
+                "(it is sent in the RateLimit-Policy header)"
+            )
+        try:
+            item = parse(text)
+        except ValueError:
+            raise ValueError(
+                f"{where}.{name}: {text!r} is not a limit like '60/minute' or '10 per second'"
+            ) from None
+        if item.amount < 1:
+            raise ValueError(f"{where}.{name}: the quota must be at least 1")
+
+
+def _default_tiers() -> dict[str, LimitSet]:
+    return {
+        "partner-standard": {"burst": "10/second", "sustained": "60/minute"},
+        "internal": {"sustained": "6000/minute"},
+        "external": {"burst": "20/second", "sustained": "600/minute"},
+        "default": {"burst": "10/second", "sustained": "120/minute"},
+    }
+
+
+def _default_unauthenticated() -> LimitSet:
+    return {"burst": "5/second", "sustained": "60/minute"}
+
+
+def _default_exempt() -> list[str]:
+    return ["/healthz", "/readyz", "/metrics", "/.well-known/"]
+
+
+class RouteLimits(Strict):
+    """Limits for the routes under one path: they replace the global ones for the callers named.
+
+    ``path`` is a prefix that may hold ``{param}`` segments (``/process/v1/orders/{id}``); it
+    matches that path and everything below it. A route's counters are its own: spending them
+    does not spend the global budget, and vice versa.
+    """
+
+    path: str = Field("/", pattern=r"^/", description="Path prefix or template, e.g. /oauth/token.")
+    methods: list[str] | None = Field(None, description="Only these methods; default all.")
+    tiers: dict[str, LimitSet] = Field(
+        default_factory=dict,
+        description="Per tier; '*' applies to every tier not listed. Unlisted: global limits.",
+    )
+    unauthenticated: LimitSet | None = Field(
+        None, description="Per source address for callers without a token; None: global limits."
+    )
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        upper = [m.upper() for m in value]
+        unknown = sorted(set(upper) - _HTTP_METHODS)
+        if unknown:
+            raise ValueError(f"unknown HTTP method(s) {unknown}")
+        return upper
+
+    @model_validator(mode="after")
+    def _limits(self) -> RouteLimits:
+        for tier, limit_set in self.tiers.items():
+            _check_limit_set(limit_set, f"tiers.{tier}")
+        if self.unauthenticated is not None:
+            _check_limit_set(self.unauthenticated, "unauthenticated")
+        return self
+
+
+class RateLimitConfig(Strict):
+    """The whole of ``config/ratelimit.yaml``."""
+
+    enabled: bool = True
+    strategy: Strategy = Field(
+        "sliding-window-counter",
+        description="fixed-window (cheapest, allows 2x at a boundary), sliding-window-counter "
+        "(smooth, two counters per key), moving-window (exact, one entry per request).",
+    )
+    tiers: dict[str, LimitSet] = Field(
+        default_factory=_default_tiers,
+        description="Limits per principal tier; a tier not listed gets 'default'.",
+    )
+    unauthenticated: LimitSet = Field(
+        default_factory=_default_unauthenticated,
+        description="Limits per source address for requests without a principal.",
+    )
+    routes: list[RouteLimits] = Field(
+        default_factory=list, description="Per-route overrides; the first match wins."
+    )
+    exempt_paths: list[str] = Field(
+        default_factory=_default_exempt,
+        description="Never limited: a path equal to or below each (health, metrics, well-known).",
+    )
+    fail_open: bool = Field(
+        True, description="Storage down or too slow: let requests through (else 503)."
+    )
+    storage_timeout_ms: float = Field(
+        50.0, gt=0, le=5000, description="Budget of one request's check; over it = storage down."
+    )
+    error_log_interval_s: float = Field(
+        10.0, ge=0, description="At most one storage-error WARNING per interval."
+    )
+    namespace: str = Field(
+        "trellis", pattern=r"^[A-Za-z0-9_.-]+$", description="Key prefix in a shared Redis."
+    )
+
+    @model_validator(mode="after")
+    def _limits(self) -> RateLimitConfig:
+        if "default" not in self.tiers:
+            raise ValueError("tiers must define 'default' (it limits tiers not listed)")
+        for tier, limit_set in self.tiers.items():
+            _check_limit_set(limit_set, f"tiers.{tier}")
+        _check_limit_set(self.unauthenticated, "unauthenticated")
+        for path in self.exempt_paths:
+            if not path.startswith("/"):
+                raise ValueError(f"exempt_paths: {path!r} must start with '/'")
+        return self
+
+
+# --------------------------------------------------------------------------- policy engine
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One named limit of a limit set, ready for ``limits``."""
+
+    name: str
+    item: RateLimitItem
+
+    @property
+    def quota(self) -> int:
+        return int(self.item.amount)
+
+    @property
+    def window_s(self) -> int:
+        return int(self.item.get_expiry())
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSetRule:
+    """The limits that apply to one request, where their counters live, and their label."""
+
+    label: str
+    bucket: str
+    limits: tuple[Limit, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    """A limit after this request: what the ``RateLimit`` header reports."""
+
+    limit: Limit
+    remaining: int
+    reset_s: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One check's outcome; ``allowed`` False without ``violated``: storage failed closed."""
+
+    allowed: bool
+    rule: LimitSetRule
+    states: tuple[LimitState, ...] = ()
+    violated: LimitState | None = None
+    storage_failed: bool = False
+
+
+def _compile_set(limit_set: Mapping[str, str]) -> tuple[Limit, ...]:
+    limits = [Limit(name, parse(text)) for name, text in limit_set.items()]
+    # shortest window first: a caller refused by its burst limit does not spend its sustained one
+    return tuple(sorted(limits, key=lambda lim: lim.window_s))
+
+
+def _path_matcher(path: str) -> re.Pattern[str]:
+    """``/a/{id}`` -> matches ``/a/7`` and ``/a/7/b``; a trailing ``/`` matches what is below it."""
+    prefix = path.rstrip("/")
+    parts = _PATH_PARAM.split(prefix)
+    body = r"[^/]+".join(re.escape(p) for p in parts)
+    if path.endswith("/") and path != "/":
+        return re.compile(f"^{body}/")
+    return re.compile(f"^{body}(?:/|$)")
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledRoute:
+    path: str
+    pattern: re.Pattern[str]
+    methods: frozenset[str] | None
+    tiers: dict[str, tuple[Limit, ...]]
+    unauthenticated: tuple[Limit, ...] | None
+
+
+def _sliding_retry_after(
+    quota: int, window: float, prev: int, prev_ttl: float, cur: int, cur_ttl: float
+) -> float:
+    """Seconds until the sliding-window counter admits one more request (never too early).
+
+    ``limits`` admits while ``floor(prev * prev_ttl / window) + cur + 1 <= quota``; the current
+    counter becomes the previous one when its TTL falls to ``window``. limits' own
+    ``get_window_stats`` reset can be earlier than that, so Retry-After is computed here.
+    """
+    until_shift = max(0.0, cur_ttl - window)
+    if cur < quota:
+        if prev <= 0:
+            return 0.0
+        wait = prev_ttl - (quota - cur) * window / prev
+        return min(max(0.0, wait), until_shift)
+    # the current window is full: wait for it to become the previous one, then for its weight
+    # to decay until floor(cur * w) <= quota - 1
+    return until_shift + window * (1 - quota / cur)
+
+
+class RateLimitPolicy:
+    """The engine behind the middleware: rules, storage, counters. One per gateway process.
+
+    ``decisions``, ``rejections`` and ``storage_errors`` count by limit-set label (a tier,
+    ``unauthenticated``, or ``tier@/route``) for the metrics policy; ``stats()`` snapshots them.
+    """
+
+    def __init__(
+        self,
+        config: RateLimitConfig,
+        redis_url: str | None = None,
+        *,
+        storage: LimitsStorage | None = None,
+    ) -> None:
+        self.config = config
+        self.store = storage if storage is not None else open_limits_storage(redis_url)
+        self.shared = self.store.pool is not None
+        self.strategy: RateLimiter = _STRATEGIES[config.strategy](self.store.storage)
+        self.timeout_s = config.storage_timeout_ms / 1000
+        self.decisions: Counter[str] = Counter()
+        self.rejections: Counter[str] = Counter()
+        self.storage_errors: Counter[str] = Counter()
+        self._tiers = {tier: _compile_set(s) for tier, s in config.tiers.items()}
+        self._unauthenticated = _compile_set(config.unauthenticated)
+        self._exempt = tuple(_path_matcher(p) for p in config.exempt_paths)
+        self._routes = tuple(
+            _CompiledRoute(
+                path=r.path,
+                pattern=_path_matcher(r.path),
+                methods=frozenset(r.methods) if r.methods else None,
+                tiers={t: _compile_set(s) for t, s in r.tiers.items()},
+                unauthenticated=_compile_set(r.unauthenticated) if r.unauthenticated else None,
+            )
+            for r in config.routes
+        )
+        self._last_warning = -math.inf
+        self._suppressed = 0
+
+    # ---- which limits apply
+
+    def is_exempt(self, path: str) -> bool:
+        return any(p.match(path) for p in self._exempt)
+
+    def rule_for(self, scope: Scope) -> tuple[LimitSetRule, str]:
+        """The limit set of this request and the identity its counters are kept under."""
+        principal = principal_of(scope)
+        if principal is not None:
+            tier = principal.tier if principal.tier in self._tiers else "default"
+            identity = "client:" + principal.client_id
+        else:
+            tier = UNAUTHENTICATED
+            client = scope.get("client")
+            identity = "addr:" + (str(client[0]) if client else "unknown")
+        path, method = scope.get("path", "/"), scope.get("method", "GET")
+        for route in self._routes:
+            if route.methods is not None and method not in route.methods:
+                continue
+            if not route.pattern.match(path):
+                continue
+            if principal is None:
+                limits = route.unauthenticated
+            else:
+                limits = route.tiers.get(principal.tier) or route.tiers.get("*")
+            if limits is not None:
+                return LimitSetRule(f"{tier}@{route.path}", f"route:{route.path}", limits), identity
+            break  # first matching route wins; it does not name this caller: global limits
+        limits = self._unauthenticated if principal is None else self._tiers[tier]
+        return LimitSetRule(tier, "global", limits), identity
+
+    # ---- the check
+
+    async def check(self, scope: Scope) -> Decision:
+        """Spend one request of every limit of the caller's set, within the time budget."""
+        rule, identity = self.rule_for(scope)
+        self.decisions[rule.label] += 1
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                decision = await self._check(rule, identity)
+        except Exception as exc:  # storage down, too slow, or broken: never a 500 from here
+            self._storage_failed(rule, exc)
+            return Decision(self.config.fail_open, rule, storage_failed=True)
+        if not decision.allowed:
+            self.rejections[rule.label] += 1
+        return decision
+
+    async def _check(self, rule: LimitSetRule, identity: str) -> Decision:
+        ids = (self.config.namespace, rule.bucket, identity)
+        for limit in rule.limits:
+            if not await self.strategy.hit(limit.item, *ids, limit.name):
+                retry = await self._retry_after(limit, ids)
+                state = LimitState(limit, 0, retry)
+                return Decision(False, rule, (state,), violated=state)
+        stats = await asyncio.gather(
+            *(self.strategy.get_window_stats(lim.item, *ids, lim.name) for lim in rule.limits)
+        )
+        now = time.time()
+        states = tuple(
+            LimitState(lim, max(0, int(s.remaining)), max(0, math.ceil(s.reset_time - now)))
+            for lim, s in zip(rule.limits, stats, strict=True)
+        )
+        return Decision(True, rule, states)
+
+    async def _retry_after(self, limit: Limit, ids: tuple[str, ...]) -> int:
+        """Whole seconds until this limit admits the caller again, rounded up, at least 1."""
+        if self.config.strategy == "sliding-window-counter":
+            storage = cast(SlidingWindowCounterSupport, self.store.storage)
+            prev, prev_ttl, cur, cur_ttl = await storage.get_sliding_window(
+                limit.item.key_for(*ids, limit.name), limit.window_s
+            )
+            wait = _sliding_retry_after(
+                limit.quota, limit.window_s, int(prev), float(prev_ttl), int(cur), float(cur_ttl)
+            )
+        else:
+            stats = await self.strategy.get_window_stats(limit.item, *ids, limit.name)
+            wait = stats.reset_time - time.time()
+        # a little slack for clock granularity between this process and the storage
+        return max(1, math.ceil(wait + 0.01))
+
+    def _storage_failed(self, rule: LimitSetRule, exc: BaseException) -> None:
+        self.storage_errors[rule.label] += 1
+        now = time.monotonic()
+        if now - self._last_warning < self.config.error_log_interval_s:
+            self._suppressed += 1
+            return
+        what = (
+            f"no answer within {self.config.storage_timeout_ms:g} ms"
+            if isinstance(exc, TimeoutError)
+            else f"{type(exc).__name__}: {exc}"
+        )
+        mode = "open: requests pass unlimited" if self.config.fail_open else "closed: 503"
+        if self._suppressed:
+            what += f"; {self._suppressed} more failure(s) since the last warning"
+        log.warning("rate-limit storage failed (%s); failing %s", what, mode)
+        self._last_warning, self._suppressed = now, 0
+
+    # ---- lifecycle and metrics
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot for the metrics policy: counters by limit-set label, and the mode."""
+        return {
+            "decisions": dict(self.decisions),
+            "rejections": dict(self.rejections),
+            "storage_errors": dict(self.storage_errors),
+            "strategy": self.config.strategy,
+            "shared": self.shared,
+            "fail_open": self.config.fail_open,
+        }
+
+    async def start(self) -> bool:
+        """Probe the storage once at startup so a misconfigured Redis shows in the log at once.
+
+        Never raises: the gateway still starts and each request then fails open or closed.
+        """
+        try:
+            async with asyncio.timeout(max(self.timeout_s, 1.0)):
+                if await self.store.storage.check():
+                    return True
+        except Exception as exc:
+            what = f"{type(exc).__name__}: {exc}"
+            log.warning("rate-limit storage unreachable at startup (%s)", what)
+            return False
+        log.warning("rate-limit storage unreachable at startup")
+        return False
+
+    async def close(self) -> None:
+        """Release the Redis pool (call it from the app's lifespan)."""
+        await self.store.close()
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def policy_header(limits: Sequence[Limit]) -> bytes:
+    """``"burst";q=10;w=1, "sustained";q=60;w=60``."""
+    return ", ".join(f'"{lim.name}";q={lim.quota};w={lim.window_s}' for lim in limits).encode()
+
+
+def most_constrained(states: Sequence[LimitState]) -> LimitState:
+    """The limit with the fewest requests left; on a tie, the one that resets last."""
+    return min(states, key=lambda s: (s.remaining, -s.reset_s))
+
+
+def ratelimit_header(state: LimitState) -> bytes:
+    """``"sustained";r=42;t=17``."""
+    return f'"{state.limit.name}";r={state.remaining};t={state.reset_s}'.encode()
+
+
+# --------------------------------------------------------------------------- middleware
+
+
+class RateLimitMiddleware:
+    """Pure ASGI: place it after authentication (it reads the principal) and before routing."""
+
+    def __init__(self, app: ASGIApp, policy: RateLimitPolicy) -> None:
+        self.app = app
+        self.policy = policy
+
+    def stats(self) -> dict[str, Any]:
+        return self.policy.stats()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or not self.policy.config.enabled
+            or self.policy.is_exempt(scope["path"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        decision = await self.policy.check(scope)
+        headers = [(b"ratelimit-policy", policy_header(decision.rule.limits))]
+        if decision.states:
+            headers.append((b"ratelimit", ratelimit_header(most_constrained(decision.states))))
+
+        if decision.violated is not None:
+            await self._reject(scope, receive, send, decision.violated, decision.rule, headers)
+            return
+        if not decision.allowed:  # storage failed and the policy fails closed
+            response = problem_response(
+                503,
+                scope=scope,
+                title="Rate limiting unavailable",
+                detail="The rate-limit store cannot be reached; try again shortly.",
+                type_=TYPE_BASE + "rate-limit-unavailable",
+            )
+            await response(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *headers]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    @staticmethod
+    async def _reject(
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        violated: LimitState,
+        rule: LimitSetRule,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        limit = violated.limit
+        who = "address" if rule.label.startswith(UNAUTHENTICATED) else "client"
+        response = problem_response(
+            429,
+            scope=scope,
+            title="Too Many Requests",
+            detail=(
+                f"Rate limit {limit.name!r} ({limit.quota} per {limit.window_s} s) exceeded "
+                f"for this {who}; retry after {violated.reset_s} s."
+            ),
+            type_=TYPE_BASE + "rate-limited",
+            headers={"Retry-After": str(violated.reset_s)},
+            extra={"policy": limit.name, "quota": limit.quota, "window_s": limit.window_s,
+                   "retry_after_s": violated.reset_s},
+        )
+        response.raw_headers.extend(headers)
+        await response(scope, receive, send)
