@@ -22,10 +22,11 @@ from system_apis.registry import SystemApis
 
 from .errors import HANDLERS
 from .events.component import EventBus
-from .layers import Layers, build_layers
 from .health import health_routes
+from .layers import Layers, build_layers
 from .policies.body_limit import BodyLimitMiddleware
 from .policies.edge import SecurityHeadersMiddleware, TrustedProxyMiddleware, cors_middleware
+from .policies.ratelimit import RateLimitMiddleware, RateLimitPolicy
 from .request_id import RequestIdMiddleware
 from .settings import Settings, load_settings
 
@@ -51,6 +52,7 @@ class Gateway(Starlette):
     oauth: OAuth
     layers: Layers
     events: EventBus
+    ratelimit: RateLimitPolicy
 
 
 def system_mounts(systems: SystemApis) -> list[BaseRoute]:
@@ -61,7 +63,9 @@ def system_mounts(systems: SystemApis) -> list[BaseRoute]:
             routes=[
                 Mount(
                     f"/{name}",
-                    app=RequireScopes(Router(routes=routes), read=["system:read"], write=["system:write"]),
+                    app=RequireScopes(
+                        Router(routes=routes), read=["system:read"], write=["system:write"]
+                    ),
                 )
                 for name, routes in systems.routes().items()
             ],
@@ -69,15 +73,21 @@ def system_mounts(systems: SystemApis) -> list[BaseRoute]:
     ]
 
 
-def edge_middleware(settings: Settings, oauth: OAuth) -> list[Middleware]:
+def edge_middleware(
+    settings: Settings, oauth: OAuth, ratelimit: RateLimitPolicy
+) -> list[Middleware]:
     """The policy chain, outermost first."""
     gw = settings.gateway
-    chain = [Middleware(TrustedProxyMiddleware, gw.edge.trusted_proxies), Middleware(RequestIdMiddleware)]
+    chain = [
+        Middleware(TrustedProxyMiddleware, gw.edge.trusted_proxies),
+        Middleware(RequestIdMiddleware),
+    ]
     if gw.edge.security_headers:
         chain.append(Middleware(SecurityHeadersMiddleware, gw.edge.hsts))
     chain.append(Middleware(cors_middleware, gw.edge.cors))
     chain.append(Middleware(BodyLimitMiddleware, gw.max_body_bytes))
     chain.append(Middleware(oauth.middleware))
+    chain.append(Middleware(RateLimitMiddleware, policy=ratelimit))  # after auth: keyed by tier
     return chain
 
 
@@ -91,13 +101,14 @@ def create_app(settings: Settings) -> Gateway:
         data_dir=Path(settings.gateway.data_dir),
     )
 
+    ratelimit = RateLimitPolicy(settings.ratelimit, redis_url=settings.gateway.redis_url)
     layers = build_layers(settings, systems)
     events = EventBus(settings, systems)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            for component in (systems, oauth, layers, events):
+            for component in (systems, oauth, ratelimit, layers, events):
                 await component.start()
                 stack.push_async_callback(component.close)
             yield
@@ -113,10 +124,14 @@ def create_app(settings: Settings) -> Gateway:
         routes=routes,
         lifespan=lifespan,
         exception_handlers=dict(HANDLERS),
-        middleware=edge_middleware(settings, oauth),
+        middleware=edge_middleware(settings, oauth, ratelimit),
     )
     app.settings, app.systems, app.oauth, app.layers, app.events = (
-        settings, systems, oauth, layers, events
+        settings,
+        systems,
+        oauth,
+        layers,
+        events,
     )
     return app
 
