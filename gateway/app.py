@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
+from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Mount, Router
@@ -24,6 +25,7 @@ from .errors import HANDLERS
 from .events.component import EventBus
 from .health import health_routes
 from .layers import Layers, build_layers
+from .observability import Observability
 from .policies.body_limit import BodyLimitMiddleware
 from .policies.edge import SecurityHeadersMiddleware, TrustedProxyMiddleware, cors_middleware
 from .policies.ratelimit import RateLimitMiddleware, RateLimitPolicy
@@ -43,6 +45,9 @@ PUBLIC_PATHS: tuple[str, ...] = (
 )
 """Routes reachable without a token (introspect/revoke authenticate the client themselves)."""
 
+PUBLIC_PREFIXES: tuple[str, ...] = ("/webhooks/", "/docs", "/openapi.json")
+"""Public by prefix: inbound webhooks (authenticated by signature) and the API documentation."""
+
 
 class Gateway(Starlette):
     """The Starlette app plus handles tests and the CLI use (settings, clients, auth)."""
@@ -53,6 +58,12 @@ class Gateway(Starlette):
     layers: Layers
     events: EventBus
     ratelimit: RateLimitPolicy
+    observability: Observability
+
+    def build_middleware_stack(self) -> ASGIApp:
+        # tracing, metrics and the access log sit outside Starlette's error middleware, so a
+        # crash's 500 is still traced, counted and logged with its final status
+        return self.observability.wrap(super().build_middleware_stack())
 
 
 def system_mounts(systems: SystemApis) -> list[BaseRoute]:
@@ -91,8 +102,16 @@ def edge_middleware(
     return chain
 
 
-def create_app(settings: Settings) -> Gateway:
-    """The whole gateway as one ASGI app, with its edge policies applied outermost."""
+def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = None) -> Gateway:
+    """The whole gateway as one ASGI app, with its edge policies applied outermost.
+
+    ``tracer_provider``: use this one (tests pass an in-memory one) instead of the configured.
+    """
+    obs = Observability(
+        settings.observability,
+        tracer_provider=tracer_provider,
+        log_level=settings.gateway.log_level,
+    )
     systems = SystemApis.from_config(settings.backends, settings.backend_url)
     oauth = OAuth(
         settings.oauth,
@@ -108,9 +127,12 @@ def create_app(settings: Settings) -> Gateway:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            for component in (systems, oauth, ratelimit, layers, events):
+            # observability first: client instrumentation only affects sessions made after it
+            for component in (obs, systems, oauth, ratelimit, layers, events):
                 await component.start()
                 stack.push_async_callback(component.close)
+            obs.metrics.watch_breakers(systems.all())
+            obs.metrics.watch_rate_limits(ratelimit_rejections(ratelimit))
             yield
 
     routes: list[BaseRoute] = [
@@ -119,6 +141,7 @@ def create_app(settings: Settings) -> Gateway:
         *system_mounts(systems),
         *layers.routes,
         *events.routes(),
+        *obs.routes(protect=metrics_guard(settings)),
     ]
     app = Gateway(
         routes=routes,
@@ -133,7 +156,23 @@ def create_app(settings: Settings) -> Gateway:
         layers,
         events,
     )
+    app.ratelimit, app.observability = ratelimit, obs
     return app
+
+
+def metrics_guard(settings: Settings) -> Callable[[ASGIApp], ASGIApp] | None:
+    """/metrics needs the configured scope unless configured public."""
+    cfg = settings.observability.metrics
+    if cfg.public:
+        return None
+    return lambda app: RequireScopes(app, read=[cfg.require_scope])
+
+
+def ratelimit_rejections(policy: RateLimitPolicy) -> Callable[[], Mapping[str, int]]:
+    def read() -> Mapping[str, int]:
+        return dict(policy.rejections)
+
+    return read
 
 
 def app_from_env() -> ASGIApp:

@@ -27,6 +27,9 @@ def test_settings(sandbox_base_port: int, tmp: Path, **overrides: Any) -> Settin
         "gateway": {"sandbox": {"base_port": sandbox_base_port}, "data_dir": str(tmp / "data")},
         "oauth": {"keys_dir": str(tmp / "keys"), "generate_if_missing": True},
         "clients": clients,
+        # edge rate limits are tested on their own (tests/policies); whole-gateway tests that
+        # want them pass ratelimit={"enabled": True}
+        "ratelimit": {"enabled": False},
     }
     for key, value in overrides.items():
         merged[key] = {**merged.get(key, {}), **value}

@@ -1,0 +1,87 @@
+"""Access-log policy: one structured line per request on the ``trellis.access`` logger.
+
+The line carries what an operator correlates on (request id, trace id, client id) and what
+they aggregate on (route template, status, duration, bytes). It goes through the same JSON
+formatter and redaction as every ``trellis.*`` logger; the formatter adds the time.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.policies.routing import route_template
+from gateway.principal import principal_of
+
+ACCESS_LOGGER = "trellis.access"
+
+
+class LogsConfig(BaseModel):
+    """How ``trellis.*`` loggers write: JSON lines, redacted, and whether requests are logged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["json", "text"] = Field("json", description="text is for a terminal.")
+    access_log: bool = True
+    redact: bool = Field(True, description="Only switch off to debug on a private machine.")
+    redact_keys: list[str] = Field(
+        default_factory=list,
+        description="Extra key fragments whose values are redacted, besides password, secret...",
+    )
+    stream: Literal["stderr", "stdout"] = "stderr"
+
+
+class AccessLogMiddleware:
+    """Writes the access line once the response is complete (or the app failed)."""
+
+    def __init__(self, app: ASGIApp, logger: logging.Logger | None = None) -> None:
+        self.app = app
+        self.log = logger or logging.getLogger(ACCESS_LOGGER)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.log.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        status = 0
+        sent = 0
+
+        async def send_and_count(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_and_count)
+        except BaseException:
+            if status == 0:
+                status = 500
+            raise
+        finally:
+            duration_ms = (time.perf_counter() - started) * 1000.0
+            principal = principal_of(scope)
+            route = route_template(scope)
+            method = scope["method"]
+            self.log.info(
+                "%s %s %s",
+                method,
+                route,
+                status,
+                extra={
+                    "request_id": scope.get("trellis.request_id"),
+                    "trace_id": scope.get("trellis.trace_id"),
+                    "client_id": principal.client_id if principal is not None else None,
+                    "method": method,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(duration_ms, 3),
+                    "bytes": sent,
+                },
+            )

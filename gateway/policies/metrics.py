@@ -1,0 +1,323 @@
+"""Metrics policy: Prometheus series for requests, backends, breakers and rate limiting.
+
+``prometheus-client`` does the bookkeeping and the text exposition (a labelled counter
+increment costs 1-2 microseconds). Labels stay bounded: routes are templates, never raw
+paths; the client label is a client id only for authenticated principals, else
+``anonymous``; backend errors are labelled by error kind. Breaker states and rate-limit
+counts are read from their owners at scrape time, so nothing has to push them.
+
+Each worker process keeps its own numbers; ``/metrics`` shows those of the worker that
+answered the scrape (the same holds for the separate metrics port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.policies.routing import route_template
+from gateway.principal import principal_of
+
+log = logging.getLogger("trellis.metrics")
+
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+BREAKER_STATES: tuple[str, ...] = ("closed", "open", "half_open")
+ANONYMOUS = "anonymous"
+_CONTENT_TYPE = {"Content-Type": CONTENT_TYPE_LATEST}
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The request method, or ``_OTHER`` so invented methods cannot add series."""
+    return method if method in METHODS else "_OTHER"
+
+
+class MetricsConfig(BaseModel):
+    """Whether and how ``/metrics`` is exposed, and who may read it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    path: str = Field("/metrics", pattern=r"^/[A-Za-z0-9/_.-]*$")
+    public: bool = Field(False, description="Serve without a token (only on a private network).")
+    require_scope: str = Field("admin", min_length=1, description="Scope a scraper's token needs.")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Serve on this separate port instead of the gateway's."
+    )
+    host: str = Field("127.0.0.1", description="Address of the separate metrics port.")
+    latency_buckets: list[float] = Field(default_factory=lambda: list(DEFAULT_BUCKETS))
+
+    @model_validator(mode="after")
+    def _sorted_buckets(self) -> MetricsConfig:
+        if not self.latency_buckets or sorted(self.latency_buckets) != self.latency_buckets:
+            raise ValueError("latency_buckets must be a non-empty ascending list")
+        return self
+
+
+class _Breaker(Protocol):
+    @property
+    def state(self) -> Any: ...
+
+
+class BreakerHolder(Protocol):
+    """What the breaker collector needs of a backend client (``BackendClient`` satisfies it)."""
+
+    @property
+    def breaker(self) -> _Breaker: ...
+
+
+class _Snapshot:
+    """The scrape-time series, as last refreshed on the event loop.
+
+    Sources (breakers, rate-limit counts) are read on the loop, where their owners live;
+    only the rendering of numbers already taken runs in a worker thread.
+    """
+
+    def __init__(self) -> None:
+        self.metrics: list[Metric] = []
+
+    def collect(self) -> Iterable[Metric]:
+        return list(self.metrics)
+
+    def describe(self) -> Iterable[Metric]:
+        return ()  # names are dynamic; skip prometheus-client's duplicate-name check
+
+
+class GatewayMetrics:
+    """The gateway's series in one registry; also the backend-call observer of the clients."""
+
+    def __init__(
+        self, config: MetricsConfig | None = None, registry: CollectorRegistry | None = None
+    ) -> None:
+        self.config = config or MetricsConfig()
+        # no ``_created`` twin of every counter: half the series, and nobody graphs them
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        self.registry = registry or CollectorRegistry(auto_describe=False)
+        self._sources: list[tuple[str, Callable[[], Iterable[Metric]]]] = []
+        self._snapshot = _Snapshot()
+        self.registry.register(self._snapshot)
+        buckets = self.config.latency_buckets
+        r = self.registry
+        self.requests = Counter(
+            "trellis_http_requests",
+            "HTTP requests answered, by route template, method, status and client id.",
+            ["route", "method", "status", "client"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "trellis_http_request_duration_seconds",
+            "Time from request start to the end of the response, by route template and method.",
+            ["route", "method"],
+            buckets=buckets,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "trellis_http_requests_in_flight", "Requests being processed now.", registry=r
+        )
+        self.backend_calls = Counter(
+            "trellis_backend_requests",
+            "Attempts sent to a backend (each retry counts), by backend, method and status.",
+            ["backend", "method", "status"],
+            registry=r,
+        )
+        self.backend_errors = Counter(
+            "trellis_backend_errors",
+            "Failed backend attempts: exception kind, or the HTTP status for 429 and 5xx.",
+            ["backend", "kind"],
+            registry=r,
+        )
+        self.backend_retries = Counter(
+            "trellis_backend_retries",
+            "Attempts after the first of a call.",
+            ["backend"],
+            registry=r,
+        )
+        self.backend_latency = Histogram(
+            "trellis_backend_request_duration_seconds",
+            "Duration of one backend attempt.",
+            ["backend"],
+            buckets=buckets,
+            registry=r,
+        )
+
+    # --- the CallObserver protocol (system_apis.observe) ----------------------------------
+
+    def on_attempt(
+        self,
+        backend: str,
+        method: str,
+        status: int | None,
+        error: str | None,
+        duration_s: float,
+        attempt: int,
+        breaker: str,
+    ) -> None:
+        """Count one backend attempt; called by the client base after every try."""
+        self.backend_calls.labels(backend, method, str(status) if status else "none").inc()
+        self.backend_latency.labels(backend).observe(duration_s)
+        if error is not None:
+            self.backend_errors.labels(backend, error).inc()
+        elif status is not None and (status == 429 or status >= 500):
+            self.backend_errors.labels(backend, str(status)).inc()
+        if attempt > 1:
+            self.backend_retries.labels(backend).inc()
+
+    # --- scrape-time sources --------------------------------------------------------------
+
+    def watch_breakers(self, clients: Mapping[str, BreakerHolder]) -> None:
+        """Expose each client's breaker as ``trellis_backend_breaker_state{backend,state}``."""
+
+        def collect() -> Iterator[Metric]:
+            family = GaugeMetricFamily(
+                "trellis_backend_breaker_state",
+                "1 for the current circuit-breaker state of each backend, 0 for the others.",
+                labels=["backend", "state"],
+            )
+            for name, client in clients.items():
+                current = str(client.breaker.state)
+                for state in BREAKER_STATES:
+                    family.add_metric([name, state], 1.0 if state == current else 0.0)
+            yield family
+
+        self._sources.append(("trellis_backend_breaker_state", collect))
+
+    def watch_counts(
+        self, name: str, documentation: str, label: str, source: Callable[[], Mapping[str, int]]
+    ) -> None:
+        """Expose a monotonically growing mapping (e.g. a policy's ``stats()``) as a counter."""
+
+        def collect() -> Iterator[Metric]:
+            family = CounterMetricFamily(name, documentation, labels=[label])
+            for key, value in sorted(dict(source()).items()):
+                family.add_metric([str(key)], float(value))
+            yield family
+
+        self._sources.append((name, collect))
+
+    def watch_rate_limits(self, stats: Callable[[], Mapping[str, int]]) -> None:
+        """``trellis_ratelimit_rejections_total{limit}`` from the rate-limit policy's counts."""
+        self.watch_counts(
+            "trellis_ratelimit_rejections",
+            "Requests refused by the rate-limit policy, by limit.",
+            "limit",
+            stats,
+        )
+
+    # --- exposition -----------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Read the scrape-time sources now (on the loop); a failing one is left out, logged."""
+        taken: list[Metric] = []
+        for name, collect in self._sources:
+            try:
+                taken.extend(collect())
+            except Exception:  # one broken source must not break the whole scrape
+                log.exception("metrics source failed", extra={"metric": name})
+        self._snapshot.metrics = taken
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every series (call ``refresh`` first)."""
+        return generate_latest(self.registry)
+
+    async def scrape(self) -> bytes:
+        """Refresh on the loop, render in a worker thread: rendering costs several
+        microseconds a series, which for a large registry would stall every request."""
+        self.refresh()
+        return await asyncio.to_thread(self.render)
+
+    async def endpoint(self, request: Request) -> Response:
+        """``GET /metrics`` on the gateway's port (see ``route`` for its protection)."""
+        return Response(await self.scrape(), media_type=CONTENT_TYPE_LATEST)
+
+    async def serve_port(self) -> web.AppRunner:
+        """Serve ``GET {path}`` unauthenticated on ``config.port`` (a private admin port).
+
+        ``reuse_port`` lets several workers share it, as they share the gateway's port.
+        """
+
+        async def handle(request: web.Request) -> web.Response:
+            return web.Response(body=await self.scrape(), headers=_CONTENT_TYPE)
+
+        app = web.Application()
+        app.router.add_get(self.config.path, handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.host, self.config.port, reuse_port=True)
+        await site.start()
+        return runner
+
+    def route(self, protect: Callable[[ASGIApp], ASGIApp] | None = None) -> Route:
+        """The metrics route; unless ``public``, wrapped by ``protect`` (a scope check).
+
+        Pass ``lambda app: RequireScopes(app, read=[config.require_scope])``; a non-public
+        config without ``protect`` is refused rather than served open by mistake.
+        """
+        app: ASGIApp = _AsgiEndpoint(self.endpoint)
+        if not self.config.public:
+            if protect is None:
+                raise ValueError("metrics are not public: pass protect= (a scope check)")
+            app = protect(app)
+        return Route(self.config.path, app, methods=["GET"])
+
+
+class _AsgiEndpoint:
+    """An endpoint as an ASGI app object (Starlette treats a plain function as an endpoint)."""
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.endpoint(Request(scope, receive))
+        await response(scope, receive, send)
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request once it is answered; route template and client read after."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 0
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        m = self.metrics
+        started = time.perf_counter()
+        m.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_and_note)
+        except BaseException:
+            if status == 0:
+                status = 500
+            raise
+        finally:
+            m.in_flight.dec()
+            route, method = route_template(scope), method_label(scope["method"])
+            principal = principal_of(scope)
+            client = principal.client_id if principal is not None else ANONYMOUS
+            m.requests.labels(route, method, str(status), client).inc()
+            m.latency.labels(route, method).observe(time.perf_counter() - started)

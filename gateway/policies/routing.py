@@ -1,0 +1,30 @@
+"""The route template of a request, for span names, metric labels and access logs.
+
+Starlette's router records the matched route in ``scope["route"]`` and accumulates mount
+prefixes in ``scope["root_path"]`` in place, so an outer middleware reads the template AFTER
+calling the app. Templates (``/customers/{id}``) keep label cardinality bounded; raw paths
+never appear in telemetry.
+"""
+
+from __future__ import annotations
+
+from starlette.routing import Mount
+from starlette.types import Scope
+
+UNMATCHED = "unmatched"
+"""The template of a request no route matched (404, or answered before routing)."""
+
+
+def route_template(scope: Scope) -> str:
+    """``/system/v1/crm/customers/{id}`` for a routed request, else ``"unmatched"``."""
+    route = scope.get("route")
+    if route is None:
+        return UNMATCHED
+    root = scope.get("root_path", "") or ""
+    if isinstance(route, Mount):
+        # a Mount whose app is not a router: the accumulated prefix is all we know
+        return root or "/"
+    path_format = getattr(route, "path_format", None)
+    if not isinstance(path_format, str):
+        return UNMATCHED
+    return root.rstrip("/") + path_format or "/"

@@ -1,0 +1,238 @@
+"""Tracing policy: one server span per request, named by route template, W3C context in and out.
+
+Our own thin pure-ASGI middleware rather than the contrib ``OpenTelemetryMiddleware`` (which
+names spans by raw path, records receive/send spans unless told not to, and records its own
+metrics) or Starlette's experimental one (which names by template but neither exposes the
+trace id to the app nor returns it). It starts the span before the app runs so the trace id is
+in ``scope["trellis.trace_id"]`` for problem bodies and logs, returns it in ``X-Trace-Id``,
+renames the span to ``METHOD /route/{template}`` once routing is known, and tags it with the
+authenticated client id. Backend calls get client spans from the aiohttp instrumentation,
+tagged here with backend, attempt and breaker state (see ``system_apis.observe``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import aiohttp
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.policies.routing import UNMATCHED, route_template
+from gateway.principal import principal_of
+from system_apis import observe
+
+TRACE_ID_KEY = "trellis.trace_id"
+"""The ASGI scope key problem bodies and access logs read the trace id from."""
+
+TRACE_ID_HEADER = b"x-trace-id"
+"""Response header carrying the 32-hex trace id (the same value as ``trace_id`` in errors)."""
+
+_W3C = TraceContextTextMapPropagator()
+"""Only W3C trace context is accepted from callers: their baggage is not forwarded inward."""
+
+
+class TracingConfig(BaseModel):
+    """How spans are sampled and where they go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    exporter: Literal["none", "console", "otlp-http", "otlp-grpc"] = Field(
+        "none",
+        description="none keeps trace ids and propagation but records nothing (cheapest).",
+    )
+    endpoint: str | None = Field(
+        None, description="OTLP endpoint; default from OTEL_EXPORTER_OTLP_* or the exporter's."
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="OTLP headers (auth).")
+    timeout_s: float = Field(10.0, gt=0, description="OTLP export timeout.")
+    sample_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, description="Parent-based: a caller's sampled flag wins."
+    )
+    service_name: str = "trellis"
+
+
+def _exporter(config: TracingConfig) -> SpanExporter | None:
+    if config.exporter == "none":
+        return None
+    if config.exporter == "console":
+        return ConsoleSpanExporter()
+    kwargs: dict[str, Any] = {"timeout": config.timeout_s}
+    if config.headers:
+        kwargs["headers"] = dict(config.headers)
+    if config.endpoint:
+        kwargs["endpoint"] = config.endpoint
+    if config.exporter == "otlp-http":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(**kwargs)
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcSpanExporter,
+        )
+    except ImportError as exc:  # grpcio is an optional, heavy dependency
+        raise RuntimeError(
+            "tracing.exporter otlp-grpc needs opentelemetry-exporter-otlp-proto-grpc==1.45.1"
+        ) from exc
+    return GrpcSpanExporter(**kwargs)
+
+
+def build_tracer_provider(config: TracingConfig) -> TracerProvider:
+    """A provider from config: parent-based ratio sampler, batch export off the event loop.
+
+    With no exporter the sampler is always-off: spans cost almost nothing, yet each request
+    still gets a trace id and backends still receive ``traceparent`` (flag not sampled).
+    """
+    exporter = _exporter(config)
+    ratio = ParentBased(TraceIdRatioBased(config.sample_ratio))
+    sampler = ALWAYS_OFF if exporter is None else ratio
+    provider = TracerProvider(
+        sampler=sampler, resource=Resource.create({"service.name": config.service_name})
+    )
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def _tag_backend_span(span: trace.Span, params: aiohttp.TraceRequestStartParams) -> None:
+    """Client-span hook: name the backend, attempt and breaker state of the call in progress."""
+    info = observe.current_attempt.get()
+    if info is None or not span.is_recording():
+        return
+    span.set_attribute("trellis.backend", info.backend)
+    span.set_attribute("trellis.retry.attempt", info.attempt)
+    span.set_attribute("trellis.breaker.state", str(info.breaker))
+
+
+_instrumented_with: trace.TracerProvider | None = None
+
+
+def instrument_backend_calls(provider: trace.TracerProvider) -> None:
+    """Client spans (and ``traceparent``) for every aiohttp session created from now on.
+
+    The instrumentation patches ``ClientSession.__init__`` process-wide, so call this before
+    the lifespan makes the backend sessions. Called again with another provider (a second
+    app in the same process, as in tests), it re-instruments for sessions made afterwards.
+    """
+    global _instrumented_with
+    if _instrumented_with is provider:
+        return
+    instrumentor = AioHttpClientInstrumentor()
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+    instrumentor.instrument(tracer_provider=provider, request_hook=_tag_backend_span)
+    _instrumented_with = provider
+
+
+def uninstall_tracer_provider(provider: trace.TracerProvider) -> None:
+    """Undo ``install_tracer_provider`` if ``provider`` is still the one installed (the
+    global provider, settable once, stays)."""
+    global _instrumented_with
+    if _instrumented_with is provider:
+        AioHttpClientInstrumentor().uninstrument()
+        _instrumented_with = None
+        observe.set_tracer_provider(None)
+
+
+def install_tracer_provider(provider: trace.TracerProvider, *, make_global: bool) -> None:
+    """Use ``provider`` for backend client spans and ``step()`` spans.
+
+    ``make_global`` also sets the process-wide provider, which OpenTelemetry allows only once
+    per process; it is skipped when one is already set (tests install theirs first).
+    """
+    instrument_backend_calls(provider)
+    observe.set_tracer_provider(provider)
+    if make_global and isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        trace.set_tracer_provider(provider)
+
+
+class TracingMiddleware:
+    """The server span of each request; must sit outside the request-id middleware.
+
+    It overwrites nothing the request-id policy sets: it sets ``scope["trellis.trace_id"]``
+    first, and the request-id policy only fills it when no trace id is there.
+    """
+
+    def __init__(self, app: ASGIApp, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self.app = app
+        self.tracer = trace.get_tracer("trellis.gateway", tracer_provider=tracer_provider)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        carrier: dict[str, str] = {}
+        for name, value in scope["headers"]:
+            if name in (b"traceparent", b"tracestate"):
+                key = name.decode("latin-1")
+                text = value.decode("latin-1")
+                carrier[key] = f"{carrier[key]},{text}" if key in carrier else text
+        parent = _W3C.extract(carrier) if carrier else None
+        method: str = scope["method"]
+        span = self.tracer.start_span(
+            method,
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={
+                "http.request.method": method,
+                "url.path": scope["path"],
+                "url.scheme": scope.get("scheme", "http"),
+            },
+        )
+        span_context = span.get_span_context()
+        trace_id = b""
+        if span_context.is_valid:
+            trace_id = format(span_context.trace_id, "032x").encode()
+            scope[TRACE_ID_KEY] = trace_id.decode()
+        status = 0
+        error_type: str | None = None
+
+        async def send_with_trace_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if trace_id:
+                    message["headers"] = [*message.get("headers", ()), (TRACE_ID_HEADER, trace_id)]
+            await send(message)
+
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            await self.app(scope, receive, send_with_trace_id)
+        except BaseException as exc:
+            if status == 0:
+                status = 500  # the server-error middleware outside us will answer 500
+            error_type = type(exc).__qualname__
+            if isinstance(exc, Exception) and span.is_recording():
+                span.record_exception(exc)
+            raise
+        finally:
+            otel_context.detach(token)
+            if span.is_recording():
+                _finish(span, scope, method, status, error_type)
+            span.end()
+
+
+def _finish(
+    span: trace.Span, scope: Scope, method: str, status: int, error_type: str | None
+) -> None:
+    template = route_template(scope)
+    if template != UNMATCHED:
+        span.update_name(f"{method} {template}")
+        span.set_attribute("http.route", template)
+    if status:
+        span.set_attribute("http.response.status_code", status)
+    if status >= 500 or error_type:
+        span.set_status(Status(StatusCode.ERROR))
+        span.set_attribute("error.type", error_type or str(status))
+    principal = principal_of(scope)
+    if principal is not None:
+        span.set_attribute("enduser.id", principal.client_id)
