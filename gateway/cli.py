@@ -54,8 +54,16 @@ def _say(line: str) -> None:
 
 def _start_sandbox(settings: Settings) -> subprocess.Popen[bytes]:
     sb = settings.gateway.sandbox
-    cmd = [sys.executable, "-m", "gateway.cli", "sandbox", "--host", sb.host,
-           "--base-port", str(sb.base_port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        "sandbox",
+        "--host",
+        sb.host,
+        "--base-port",
+        str(sb.base_port),
+    ]
     proc = subprocess.Popen(cmd)  # noqa: S603 - our own interpreter and module
     deadline = time.monotonic() + 20
     pending = [n for n in BACKEND_NAMES if settings.backends[n].sandbox]
@@ -122,13 +130,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if gw.workers > 1:
             os.environ["TRELLIS_GATEWAY__WORKERS"] = str(gw.workers)
-            uvicorn.run("gateway.app:app_from_env", factory=True, host=gw.host, port=gw.port,
-                        workers=gw.workers, log_level=gw.log_level, access_log=False)
+            uvicorn.run(
+                "gateway.app:app_from_env",
+                factory=True,
+                host=gw.host,
+                port=gw.port,
+                proxy_headers=False,  # gateway.edge.trusted_proxies decides, not uvicorn
+                workers=gw.workers,
+                log_level=gw.log_level,
+                access_log=False,
+            )
         else:
             from .app import create_app
 
-            config = uvicorn.Config(create_app(settings), host=gw.host, port=gw.port,
-                                    log_level=gw.log_level, access_log=False, lifespan="on")
+            config = uvicorn.Config(
+                create_app(settings),
+                host=gw.host,
+                port=gw.port,
+                proxy_headers=False,  # gateway.edge.trusted_proxies decides, not uvicorn
+                log_level=gw.log_level,
+                access_log=False,
+                lifespan="on",
+            )
             uvicorn.Server(config).run()
     finally:
         _stop(sandbox)

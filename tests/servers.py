@@ -21,7 +21,9 @@ def free_port() -> int:
 async def serve(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
     """Yield the base URL while uvicorn serves ``app`` (lifespan included) over real HTTP."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", proxy_headers=False
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(500):
