@@ -21,6 +21,7 @@ from gateway.oauth import OAuth
 from gateway.oauth.scopes import RequireScopes
 from system_apis.registry import SystemApis
 
+from .docs import docs_routes
 from .errors import HANDLERS
 from .events.component import EventBus
 from .health import health_routes
@@ -142,6 +143,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         *layers.routes,
         *events.routes(),
         *obs.routes(protect=metrics_guard(settings)),
+        *docs_routes(),
     ]
     app = Gateway(
         routes=routes,

@@ -101,7 +101,7 @@ def _default_unauthenticated() -> LimitSet:
 
 
 def _default_exempt() -> list[str]:
-    return ["/healthz", "/readyz", "/metrics", "/.well-known/"]
+    return ["/healthz", "/readyz", "/metrics", "/.well-known/", "/docs", "/openapi.json"]
 
 
 class RouteLimits(Strict):

@@ -10,8 +10,13 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..billing import MAX_LIMIT, BillingClient, decimal_to_cents
-from ..models import InvoiceStatus, OrderLine
+from ..models import BillingCustomer, Invoice, InvoiceStatus, OrderLine, Page, Payment
 from .common import InvalidInput, json_response, query_int, read_model
+from .operation import BACKEND_ERRORS, HeaderParam, QueryParam, operation, page_query
+
+IDEMPOTENCY_KEY = HeaderParam(
+    "Idempotency-Key", "1-200 characters; a retry with the same key replays at the vendor."
+)
 
 
 class CustomerIn(BaseModel):
@@ -45,14 +50,29 @@ def _page_args(request: Request) -> tuple[str | None, int]:
 
 
 def routes(client: BillingClient) -> list[BaseRoute]:
+    @operation(
+        "List customers, optionally only those with an email",
+        response=Page[BillingCustomer],
+        query=[QueryParam("email", "Exact email."), *page_query(MAX_LIMIT)],
+        errors=[422, *BACKEND_ERRORS],
+    )
     async def list_customers(request: Request) -> Response:
         cursor, limit = _page_args(request)
         email = request.query_params.get("email") or None
         return json_response(await client.customers_page(cursor, limit, email=email))
 
+    @operation("A customer", response=BillingCustomer, errors=[404, *BACKEND_ERRORS])
     async def get_customer(request: Request) -> Response:
         return json_response(await client.get_customer(request.path_params["id"]))
 
+    @operation(
+        "Create a customer",
+        request=CustomerIn,
+        response=BillingCustomer,
+        status=201,
+        headers=[IDEMPOTENCY_KEY],
+        errors=[409, *BACKEND_ERRORS],
+    )
     async def create_customer(request: Request) -> Response:
         body = await read_model(request, CustomerIn)
         customer = await client.create_customer(
@@ -64,6 +84,16 @@ def routes(client: BillingClient) -> list[BaseRoute]:
         )
         return json_response(customer, status=201)
 
+    @operation(
+        "List invoices",
+        response=Page[Invoice],
+        query=[
+            QueryParam("customer", "Only this customer's invoices."),
+            QueryParam("status", "Only invoices in this status.", enum=tuple(InvoiceStatus)),
+            *page_query(MAX_LIMIT),
+        ],
+        errors=[422, *BACKEND_ERRORS],
+    )
     async def list_invoices(request: Request) -> Response:
         cursor, limit = _page_args(request)
         raw_status = request.query_params.get("status")
@@ -79,9 +109,18 @@ def routes(client: BillingClient) -> list[BaseRoute]:
         )
         return json_response(page)
 
+    @operation("An invoice", response=Invoice, errors=[404, *BACKEND_ERRORS])
     async def get_invoice(request: Request) -> Response:
         return json_response(await client.get_invoice(request.path_params["id"]))
 
+    @operation(
+        "Create and finalise an invoice",
+        request=InvoiceIn,
+        response=Invoice,
+        status=201,
+        headers=[IDEMPOTENCY_KEY],
+        errors=[404, 409, *BACKEND_ERRORS],
+    )
     async def create_invoice(request: Request) -> Response:
         body = await read_model(request, InvoiceIn)
         key = _idempotency_key(request)
@@ -103,12 +142,24 @@ def routes(client: BillingClient) -> list[BaseRoute]:
         )
         return json_response(invoice, status=201)
 
+    @operation(
+        "Void an open invoice",
+        response=Invoice,
+        headers=[IDEMPOTENCY_KEY],
+        errors=[400, 404, 409, *BACKEND_ERRORS],
+    )
     async def void_invoice(request: Request) -> Response:
         invoice = await client.void_invoice(
             request.path_params["id"], idempotency_key=_idempotency_key(request)
         )
         return json_response(invoice)
 
+    @operation(
+        "A customer's payments",
+        response=Page[Payment],
+        query=page_query(MAX_LIMIT),
+        errors=[404, 422, *BACKEND_ERRORS],
+    )
     async def customer_payments(request: Request) -> Response:
         cursor, limit = _page_args(request)
         return json_response(await client.payments_page(request.path_params["id"], cursor, limit))

@@ -7,8 +7,18 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..crm import ContactCreate, CrmClient
-from ..models import Activity, Canonical, Lead, OpportunityStage
+from ..models import (
+    Account,
+    Activity,
+    Canonical,
+    Contact,
+    Lead,
+    Opportunity,
+    OpportunityStage,
+    Page,
+)
 from .common import InvalidInput, json_response, query_int, read_model
+from .operation import BACKEND_ERRORS, PAGE_QUERY, QueryParam, operation
 
 DEFAULT_LIMIT = 50
 
@@ -25,6 +35,12 @@ def _bad_cursor() -> InvalidInput:
 
 
 def routes(client: CrmClient) -> list[BaseRoute]:
+    @operation(
+        "List contacts, or look one up by email",
+        response=Page[Contact],
+        query=[QueryParam("email", "Exact email: answers at most one contact."), *PAGE_QUERY],
+        errors=[422, *BACKEND_ERRORS],
+    )
     async def list_contacts(request: Request) -> Response:
         email = request.query_params.get("email")
         if email is not None:
@@ -37,29 +53,58 @@ def routes(client: CrmClient) -> list[BaseRoute]:
             raise _bad_cursor() from exc
         return json_response(page)
 
+    @operation("A contact", response=Contact, errors=[404, *BACKEND_ERRORS])
     async def get_contact(request: Request) -> Response:
         return json_response(await client.get_contact(request.path_params["id"]))
 
+    @operation(
+        "Create a contact",
+        request=ContactCreate,
+        response=Contact,
+        status=201,
+        errors=[409, *BACKEND_ERRORS],
+    )
     async def create_contact(request: Request) -> Response:
         new = await read_model(request, ContactCreate)
         return json_response(await client.create_contact(new), status=201)
 
+    @operation("An account", response=Account, errors=[404, *BACKEND_ERRORS])
     async def get_account(request: Request) -> Response:
         return json_response(await client.get_account(request.path_params["id"]))
 
+    @operation("An opportunity", response=Opportunity, errors=[404, *BACKEND_ERRORS])
     async def get_opportunity(request: Request) -> Response:
         return json_response(await client.get_opportunity(request.path_params["id"]))
 
+    @operation(
+        "Move an opportunity to another stage",
+        request=StageChange,
+        response=Opportunity,
+        errors=[404, *BACKEND_ERRORS],
+    )
     async def set_stage(request: Request) -> Response:
         change = await read_model(request, StageChange)
         return json_response(
             await client.set_opportunity_stage(request.path_params["id"], change.stage)
         )
 
+    @operation(
+        "Log an activity (a task) against a record",
+        request=Activity,
+        response=Activity,
+        status=201,
+        errors=[404, *BACKEND_ERRORS],
+    )
     async def create_task(request: Request) -> Response:
         activity = await read_model(request, Activity)
         return json_response(await client.create_task(activity), status=201)
 
+    @operation(
+        "Look a lead up by email",
+        response=Page[Lead],
+        query=[QueryParam("email", "Exact email of the lead.", required=True)],
+        errors=[422, *BACKEND_ERRORS],
+    )
     async def find_leads(request: Request) -> Response:
         email = request.query_params.get("email")
         if not email:
@@ -70,6 +115,13 @@ def routes(client: CrmClient) -> list[BaseRoute]:
         found = await client.find_lead_by_email(email)
         return json_response({"items": [found] if found else [], "next_cursor": None})
 
+    @operation(
+        "Create a lead",
+        request=Lead,
+        response=Lead,
+        status=201,
+        errors=[409, *BACKEND_ERRORS],
+    )
     async def create_lead(request: Request) -> Response:
         lead = await read_model(request, Lead)
         return json_response(await client.create_lead(lead), status=201)

@@ -8,8 +8,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..erp import ErpClient, ErpCustomerCreate
-from ..models import Canonical, OrderLine
+from ..models import Canonical, ErpCustomer, Invoice, Order, OrderLine, Page
 from .common import InvalidInput, json_response, query_int, read_model
+from .operation import BACKEND_ERRORS, PAGE_QUERY, QueryParam, operation
 
 DEFAULT_LIMIT = 50
 
@@ -33,6 +34,12 @@ def _invalid(name: str, message: str) -> InvalidInput:
 
 
 def routes(client: ErpClient) -> list[BaseRoute]:
+    @operation(
+        "List customers, or look one up by email",
+        response=Page[ErpCustomer],
+        query=[QueryParam("email", "Exact email: answers at most one customer."), *PAGE_QUERY],
+        errors=[422, *BACKEND_ERRORS],
+    )
     async def list_customers(request: Request) -> Response:
         email = request.query_params.get("email")
         if email is not None:
@@ -45,13 +52,31 @@ def routes(client: ErpClient) -> list[BaseRoute]:
             raise _invalid("cursor", "invalid cursor") from exc
         return json_response(page)
 
+    @operation("A customer by number", response=ErpCustomer, errors=[404, *BACKEND_ERRORS])
     async def get_customer(request: Request) -> Response:
         return json_response(await client.get_customer(request.path_params["number"]))
 
+    @operation(
+        "Create a customer (the ERP assigns its number)",
+        request=ErpCustomerCreate,
+        response=ErpCustomer,
+        status=201,
+        errors=[409, *BACKEND_ERRORS],
+    )
     async def create_customer(request: Request) -> Response:
         new = await read_model(request, ErpCustomerCreate)
         return json_response(await client.create_customer(new), status=201)
 
+    @operation(
+        "List sales orders",
+        response=Page[Order],
+        query=[
+            QueryParam("customer", "Only this customer's orders (up to 10 digits)."),
+            QueryParam("channel", "Only orders from this sales channel."),
+            *PAGE_QUERY,
+        ],
+        errors=[422, *BACKEND_ERRORS],
+    )
     async def list_orders(request: Request) -> Response:
         limit = query_int(request, "limit", DEFAULT_LIMIT)
         customer = request.query_params.get("customer") or None
@@ -68,9 +93,17 @@ def routes(client: ErpClient) -> list[BaseRoute]:
             raise _invalid("cursor", "invalid cursor") from exc
         return json_response(page)
 
+    @operation("A sales order by number", response=Order, errors=[404, *BACKEND_ERRORS])
     async def get_order(request: Request) -> Response:
         return json_response(await client.get_order(request.path_params["number"]))
 
+    @operation(
+        "Create a sales order",
+        request=OrderCreate,
+        response=Order,
+        status=201,
+        errors=[404, 409, *BACKEND_ERRORS],
+    )
     async def create_order(request: Request) -> Response:
         new = await read_model(request, OrderCreate)
         order = await client.create_order(
@@ -78,12 +111,19 @@ def routes(client: ErpClient) -> list[BaseRoute]:
         )
         return json_response(order, status=201)
 
+    @operation(
+        "Cancel a sales order",
+        request=OrderCancel,
+        response=Order,
+        errors=[404, 409, *BACKEND_ERRORS],
+    )
     async def cancel_order(request: Request) -> Response:
         cancel = await read_model(request, OrderCancel)
         return json_response(
             await client.cancel_order(request.path_params["number"], cancel.reason)
         )
 
+    @operation("A customer's invoices", response=Page[Invoice], errors=[404, *BACKEND_ERRORS])
     async def list_invoices(request: Request) -> Response:
         invoices = [i async for i in client.iter_invoices(request.path_params["number"])]
         return json_response({"items": invoices, "next_cursor": None})

@@ -8,8 +8,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..inventory import MAX_PER_PAGE, InventoryClient
-from ..models import OrderLine
+from ..models import OrderLine, Page, Reservation, StockLevel
 from .common import InvalidInput, json_response, query_int, read_model
+from .operation import BACKEND_ERRORS, HeaderParam, operation, page_query
 
 
 class ReservationRequest(BaseModel):
@@ -23,6 +24,12 @@ class ReservationRequest(BaseModel):
 
 
 def routes(client: InventoryClient) -> list[BaseRoute]:
+    @operation(
+        "Stock levels, one page at a time",
+        response=Page[StockLevel],
+        query=page_query(MAX_PER_PAGE),
+        errors=[422, *BACKEND_ERRORS],
+    )
     async def list_stock(request: Request) -> Response:
         cursor = request.query_params.get("cursor")
         if cursor is not None and not cursor.isdigit():
@@ -34,9 +41,18 @@ def routes(client: InventoryClient) -> list[BaseRoute]:
         page = await client.stock_page(cursor, limit)
         return json_response({"items": page.items, "next_cursor": page.next_cursor})
 
+    @operation("The stock level of one SKU", response=StockLevel, errors=[404, *BACKEND_ERRORS])
     async def get_stock(request: Request) -> Response:
         return json_response(await client.get_stock(request.path_params["sku"]))
 
+    @operation(
+        "Reserve stock for an order",
+        request=ReservationRequest,
+        response=Reservation,
+        status=201,
+        headers=[HeaderParam("Idempotency-Key", "A retry with the same key reserves once.")],
+        errors=[404, 409, *BACKEND_ERRORS],
+    )
     async def create_reservation(request: Request) -> Response:
         body = await read_model(request, ReservationRequest)
         reservation = await client.reserve(
@@ -47,12 +63,23 @@ def routes(client: InventoryClient) -> list[BaseRoute]:
         )
         return json_response(reservation, status=201)
 
+    @operation("A reservation", response=Reservation, errors=[404, *BACKEND_ERRORS])
     async def get_reservation(request: Request) -> Response:
         return json_response(await client.get_reservation(request.path_params["id"]))
 
+    @operation(
+        "Release a reservation (stock returns to available)",
+        response=Reservation,
+        errors=[404, 409, *BACKEND_ERRORS],
+    )
     async def release(request: Request) -> Response:
         return json_response(await client.release(request.path_params["id"]))
 
+    @operation(
+        "Commit a reservation (the stock ships)",
+        response=Reservation,
+        errors=[404, 409, *BACKEND_ERRORS],
+    )
     async def commit(request: Request) -> Response:
         return json_response(await client.commit(request.path_params["id"]))
 

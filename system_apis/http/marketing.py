@@ -8,8 +8,10 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import BackendNotFound
-from ..marketing import MAX_LIMIT, MarketingClient, template_id
+from ..marketing import MAX_LIMIT, ListMembershipChange, MarketingClient, template_id
+from ..models import EmailSend, Engagement, MarketingContact, MarketingList, Page
 from .common import InvalidInput, json_response, query_int, read_model
+from .operation import BACKEND_ERRORS, QueryParam, operation, page_query
 
 
 class _Body(BaseModel):
@@ -34,6 +36,15 @@ class EmailRequest(_Body):
 
 
 def routes(client: MarketingClient) -> list[BaseRoute]:
+    @operation(
+        "List contacts, or look one up by email",
+        response=Page[MarketingContact],
+        query=[
+            QueryParam("email", "Exact email: answers at most one contact."),
+            *page_query(MAX_LIMIT),
+        ],
+        errors=[422, *BACKEND_ERRORS],
+    )
     async def list_contacts(request: Request) -> Response:
         email = request.query_params.get("email")
         if email is not None:
@@ -43,9 +54,17 @@ def routes(client: MarketingClient) -> list[BaseRoute]:
         page = await client.contacts_page(request.query_params.get("cursor"), limit)
         return json_response({"items": page.items, "next_cursor": page.next_cursor})
 
+    @operation("A contact", response=MarketingContact, errors=[404, *BACKEND_ERRORS])
     async def get_contact(request: Request) -> Response:
         return json_response(await client.get_contact(request.path_params["id"]))
 
+    @operation(
+        "Create a contact",
+        request=ContactCreate,
+        response=MarketingContact,
+        status=201,
+        errors=[409, *BACKEND_ERRORS],
+    )
     async def create_contact(request: Request) -> Response:
         body = await read_model(request, ContactCreate)
         contact = await client.create_contact(
@@ -57,17 +76,30 @@ def routes(client: MarketingClient) -> list[BaseRoute]:
         )
         return json_response(contact, status=201)
 
+    @operation("A contact's email engagement", response=Engagement, errors=[404, *BACKEND_ERRORS])
     async def engagement(request: Request) -> Response:
         contact = await client.get_contact(request.path_params["id"])
         return json_response(await client.engagement(contact.email, contact.id))
 
+    @operation("The marketing lists", response=Page[MarketingList], errors=[*BACKEND_ERRORS])
     async def lists(request: Request) -> Response:
         return json_response({"items": await client.lists(), "next_cursor": None})
 
+    @operation(
+        "Add contacts to a list",
+        request=ListMembersAdd,
+        response=ListMembershipChange,
+        errors=[404, *BACKEND_ERRORS],
+    )
     async def add_members(request: Request) -> Response:
         body = await read_model(request, ListMembersAdd)
         return json_response(await client.add_to_list(request.path_params["id"], body.contact_ids))
 
+    @operation(
+        "Remove a contact from a list",
+        response=ListMembershipChange,
+        errors=[404, *BACKEND_ERRORS],
+    )
     async def remove_member(request: Request) -> Response:
         list_id, contact_id = request.path_params["id"], request.path_params["contact_id"]
         change = await client.remove_from_list(list_id, [contact_id])
@@ -75,6 +107,13 @@ def routes(client: MarketingClient) -> list[BaseRoute]:
             raise BackendNotFound(client.name, f"contact {contact_id} is not in list {list_id}")
         return json_response(change)
 
+    @operation(
+        "Send a template email to a contact",
+        request=EmailRequest,
+        response=EmailSend,
+        status=202,
+        errors=[404, *BACKEND_ERRORS],
+    )
     async def send_email(request: Request) -> Response:
         body = await read_model(request, EmailRequest)
         try:

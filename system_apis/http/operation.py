@@ -23,6 +23,9 @@ class QueryParam:
     description: str = ""
     type: str = "string"  # JSON schema type: string | integer | boolean
     required: bool = False
+    enum: tuple[str, ...] = ()  # allowed values, when the parameter is a closed vocabulary
+    minimum: int | None = None  # bounds of an integer parameter
+    maximum: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,8 @@ class OperationSpec:
     tags: tuple[str, ...] = ()
     description: str = ""
     extra_responses: dict[int, str] = field(default_factory=dict)
+    media_type: str = "application/json"  # of the success body (e.g. text/html for a page)
+    deprecated: bool = False
 
 
 def operation(
@@ -58,6 +63,8 @@ def operation(
     tags: Sequence[str] = (),
     description: str = "",
     extra_responses: dict[int, str] | None = None,
+    media_type: str = "application/json",
+    deprecated: bool = False,
 ) -> Callable[[F], F]:
     """Attach an ``OperationSpec`` to a view function (no behaviour change)."""
 
@@ -72,6 +79,8 @@ def operation(
         tags=tuple(tags),
         description=description,
         extra_responses=dict(extra_responses or {}),
+        media_type=media_type,
+        deprecated=deprecated,
     )
 
     def attach(fn: F) -> F:
@@ -82,11 +91,26 @@ def operation(
 
 
 def spec_of(endpoint: Any) -> OperationSpec | None:
-    spec = getattr(endpoint, SPEC_ATTR, None)
-    return spec if isinstance(spec, OperationSpec) else None
+    """The endpoint's spec, following ``functools.wraps`` chains: decorator order is free."""
+    seen = 0
+    while endpoint is not None and seen < 10:
+        spec = getattr(endpoint, SPEC_ATTR, None)
+        if isinstance(spec, OperationSpec):
+            return spec
+        endpoint = getattr(endpoint, "__wrapped__", None)
+        seen += 1
+    return None
 
 
-PAGE_QUERY: tuple[QueryParam, ...] = (
-    QueryParam("cursor", "Opaque cursor from the previous page's next_cursor."),
-    QueryParam("limit", "Page size (1-200).", type="integer"),
-)
+def page_query(max_limit: int = 200) -> tuple[QueryParam, ...]:
+    """``cursor`` and ``limit`` as a list view takes them, with that view's page-size cap."""
+    return (
+        QueryParam("cursor", "Opaque cursor from the previous page's next_cursor."),
+        QueryParam("limit", "Page size.", type="integer", minimum=1, maximum=max_limit),
+    )
+
+
+PAGE_QUERY: tuple[QueryParam, ...] = page_query()
+
+BACKEND_ERRORS: tuple[int, ...] = (502, 503, 504)
+"""What any view that reaches a backend may answer: bad upstream data, unavailable, timeout."""

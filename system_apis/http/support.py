@@ -7,9 +7,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..models import TicketPriority, TicketStatus
+from ..models import Page, SupportUser, Ticket, TicketComment, TicketPriority, TicketStatus
 from ..support import MAX_PAGE, SupportClient
 from .common import InvalidInput, json_response, query_int, read_model
+from .operation import BACKEND_ERRORS, HeaderParam, QueryParam, operation, page_query
+
+IDEMPOTENCY_KEY = HeaderParam("Idempotency-Key", "A retry with the same key creates nothing new.")
 
 
 class UserIn(BaseModel):
@@ -41,6 +44,12 @@ def _page_args(request: Request) -> tuple[str | None, int]:
 
 
 def routes(client: SupportClient) -> list[BaseRoute]:
+    @operation(
+        "Look a helpdesk user up by email",
+        response=Page[SupportUser],
+        query=[QueryParam("email", "Exact email of the user.", required=True)],
+        errors=[422, *BACKEND_ERRORS],
+    )
     async def find_user(request: Request) -> Response:
         email = request.query_params.get("email")
         if not email:
@@ -51,9 +60,18 @@ def routes(client: SupportClient) -> list[BaseRoute]:
         user = await client.find_user_by_email(email)
         return json_response({"items": [user] if user else [], "next_cursor": None})
 
+    @operation("A helpdesk user", response=SupportUser, errors=[404, *BACKEND_ERRORS])
     async def get_user(request: Request) -> Response:
         return json_response(await client.get_user(request.path_params["id"]))
 
+    @operation(
+        "Create a helpdesk user",
+        request=UserIn,
+        response=SupportUser,
+        status=201,
+        headers=[IDEMPOTENCY_KEY],
+        errors=[409, *BACKEND_ERRORS],
+    )
     async def create_user(request: Request) -> Response:
         body = await read_model(request, UserIn)
         user = await client.create_user(
@@ -64,18 +82,39 @@ def routes(client: SupportClient) -> list[BaseRoute]:
         )
         return json_response(user, status=201)
 
+    @operation(
+        "The tickets a user requested",
+        response=Page[Ticket],
+        query=page_query(MAX_PAGE),
+        errors=[404, 422, *BACKEND_ERRORS],
+    )
     async def user_tickets(request: Request) -> Response:
         cursor, limit = _page_args(request)
         page = await client.user_tickets_page(request.path_params["id"], cursor, limit)
         return json_response(page)
 
+    @operation(
+        "List tickets",
+        response=Page[Ticket],
+        query=page_query(MAX_PAGE),
+        errors=[422, *BACKEND_ERRORS],
+    )
     async def list_tickets(request: Request) -> Response:
         cursor, limit = _page_args(request)
         return json_response(await client.tickets_page(cursor, limit))
 
+    @operation("A ticket", response=Ticket, errors=[404, *BACKEND_ERRORS])
     async def get_ticket(request: Request) -> Response:
         return json_response(await client.get_ticket(request.path_params["id"]))
 
+    @operation(
+        "Open a ticket",
+        request=TicketIn,
+        response=Ticket,
+        status=201,
+        headers=[IDEMPOTENCY_KEY],
+        errors=[404, *BACKEND_ERRORS],
+    )
     async def create_ticket(request: Request) -> Response:
         body = await read_model(request, TicketIn)
         ticket = await client.create_ticket(
@@ -88,10 +127,22 @@ def routes(client: SupportClient) -> list[BaseRoute]:
         )
         return json_response(ticket, status=201)
 
+    @operation(
+        "Change a ticket's status",
+        request=TicketStatusIn,
+        response=Ticket,
+        errors=[404, *BACKEND_ERRORS],
+    )
     async def set_status(request: Request) -> Response:
         body = await read_model(request, TicketStatusIn)
         return json_response(await client.set_ticket_status(request.path_params["id"], body.status))
 
+    @operation(
+        "A ticket's comments",
+        response=Page[TicketComment],
+        query=page_query(MAX_PAGE),
+        errors=[404, 422, *BACKEND_ERRORS],
+    )
     async def ticket_comments(request: Request) -> Response:
         cursor, limit = _page_args(request)
         page = await client.comments_page(request.path_params["id"], cursor, limit)
