@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from system_apis.errors import BackendError, BadBackendData, BackendUnavailable
+from system_apis.errors import BackendError, BackendUnavailable, BadBackendData
 from system_apis.http.common import InvalidInput
 
 from .problems import TYPE_BASE, problem_response
@@ -28,7 +28,10 @@ async def backend_error(request: Request, exc: Exception) -> Response:
     headers: dict[str, str] = {}
     if isinstance(exc, BackendUnavailable) and exc.retry_after:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    elif exc.status == 409 and exc.backend == "trellis":  # an idempotency key still in progress
+        headers["Retry-After"] = "1"
     extra: dict[str, object] = {"backend": exc.backend}
+    extra.update(getattr(exc, "problem_extra", dict)())  # e.g. a failed saga step and its undo
     if isinstance(exc, BadBackendData):
         log.warning("bad data from backend", extra={"backend": exc.backend, "detail": exc.detail})
     return problem_response(

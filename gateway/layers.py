@@ -1,30 +1,78 @@
 """The process and experience layers, assembled for the gateway (owned by the process-API work).
 
-``build_layers`` returns the mounts (each wrapped in its scopes) and the lifespan hooks.
+``build_layers`` returns the mounts (each wrapped in its scopes) and the lifespan hooks that
+open and close the operation store (idempotency keys, cross-references, outbox).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Mount, Router
 
+from experience_apis.channels import channel_apps
+from gateway.oauth.scopes import RequireScopes
+from process_apis.service import ProcessApis
+from process_apis.views import routes as process_routes
 from system_apis.registry import SystemApis
 
 from .settings import Settings
+from .stores.operations import RedisOperationStore, SqliteOperationStore, open_operation_store
+
+CHANNEL_SCOPES: dict[str, str] = {
+    "web": "experience:web",
+    "mobile": "experience:mobile",
+    "support": "experience:support",
+    "partner": "partner",
+}
+"""The scope a token needs for each experience channel (reads and writes alike)."""
 
 
 @dataclass
 class Layers:
     routes: list[BaseRoute] = field(default_factory=list)
+    process: ProcessApis | None = None
+    redis_url: str | None = None
+    data_dir: Path = Path("var")
+    store: SqliteOperationStore | RedisOperationStore | None = None
 
     async def start(self) -> None:
-        return None
+        if self.process is None:
+            return
+        self.store = await open_operation_store(self.redis_url, self.data_dir)
+        self.process.attach(self.store)
 
     async def close(self) -> None:
-        return None
+        if self.process is not None:
+            self.process.attach(None)
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
 
 
 def build_layers(settings: Settings, systems: SystemApis) -> Layers:
     """Process APIs under /process/v1 and experience APIs under /experience/{channel}/v1."""
-    return Layers()
+    process = ProcessApis(systems)
+    routes: list[BaseRoute] = [
+        Mount(
+            "/process/v1",
+            app=RequireScopes(
+                Router(routes=process_routes(process)),
+                read=["process:read"],
+                write=["process:write"],
+            ),
+        )
+    ]
+    for channel, versions in channel_apps(process, settings.experience).items():
+        scope = CHANNEL_SCOPES[channel]
+        for version, app in versions.items():
+            routes.append(
+                Mount(f"/experience/{channel}/{version}", app=RequireScopes(app, read=[scope]))
+            )
+    return Layers(
+        routes=routes,
+        process=process,
+        redis_url=settings.gateway.redis_url,
+        data_dir=Path(settings.gateway.data_dir),
+    )

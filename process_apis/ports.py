@@ -70,7 +70,10 @@ class Outcome:
     idempotency_key: str | None = None
     response: StoredResponse | None = None
     xrefs: dict[str, dict[str, str]] = field(default_factory=dict)
-    """canonical customer id -> {system name: that system's id}"""
+    """canonical customer id -> {system name: that system's id}. Also used for other links:
+    ``order:<order id>`` -> {"inventory.reservation", "billing.invoice", "crm.customer"} and
+    ``attempts:<idempotency key>``; a name starting with ``_`` is a state marker (e.g.
+    ``_onboarding: incomplete``), not a system, and is not indexed for ``customer_for``."""
     events: list[DomainEvent] = field(default_factory=list)
 
 

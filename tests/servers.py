@@ -33,6 +33,10 @@ async def serve(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
             task.result()  # raises the startup error
             raise RuntimeError("server stopped during startup")
         await asyncio.sleep(0.01)
+    if not server.started:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+        raise RuntimeError(f"uvicorn did not start on port {port} within 5 s")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -46,6 +46,10 @@ def event_json(event: DomainEvent) -> str:
     return event.model_dump_json()
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _response_json(response: StoredResponse | None) -> tuple[int | None, str | None]:
     if response is None:
         return None, None
@@ -130,10 +134,7 @@ class SqliteOperationStore:
             )
         conn.executemany(
             "INSERT INTO outbox (id, type, subject, time, event) VALUES (?, ?, ?, ?, ?)",
-            [
-                (e.id, e.type, e.subject, e.time.isoformat(), event_json(e))
-                for e in outcome.events
-            ],
+            [(e.id, e.type, e.subject, e.time.isoformat(), event_json(e)) for e in outcome.events],
         )
 
     def _select(self, sql: str, args: tuple[str, ...]) -> list[tuple[Any, ...]]:
@@ -169,7 +170,8 @@ class SqliteOperationStore:
 
     async def xrefs(self, customer_id: str) -> dict[str, str]:
         rows = await asyncio.to_thread(
-            self._select, "SELECT system, system_id FROM xrefs WHERE customer_id = ?",
+            self._select,
+            "SELECT system, system_id FROM xrefs WHERE customer_id = ?",
             (customer_id,),
         )
         return {str(s): str(i) for s, i in rows}
@@ -233,7 +235,9 @@ class RedisOperationStore:
             if outcome.idempotency_key is not None:
                 idem = self._idem(outcome.idempotency_key)
                 raw = await self._redis.get(idem)
-                claim = orjson.loads(raw) if raw is not None else {"fp": "", "ttl": 86_400}
+                claim: dict[str, Any] = (
+                    orjson.loads(raw) if raw is not None else {"fp": "", "ttl": 86_400}
+                )
                 response = outcome.response
                 done = {
                     "fp": claim["fp"],
@@ -244,20 +248,23 @@ class RedisOperationStore:
                 tx.set(idem, orjson.dumps(done), px=int(float(claim["ttl"]) * 1000))
             for customer_id, ids in outcome.xrefs.items():
                 if ids:
-                    tx.hset(f"{self.prefix}xref:{customer_id}", mapping=ids)
+                    tx.hset(f"{self.prefix}xref:{customer_id}", mapping=dict(ids))  # type: ignore[arg-type]
                 for system, system_id in ids.items():
+                    if system.startswith("_"):  # a state marker, not a system id
+                        continue
                     tx.set(f"{self.prefix}xref-of:{system}:{system_id}", customer_id)
             for event in outcome.events:
-                tx.xadd(self.stream, {"id": event.id, "type": event.type, "event": event_json(event)})
+                fields = {"id": event.id, "type": event.type, "event": event_json(event)}
+                tx.xadd(self.stream, fields)  # type: ignore[arg-type]
             await tx.execute()
 
     async def xrefs(self, customer_id: str) -> dict[str, str]:
         raw = await self._redis.hgetall(f"{self.prefix}xref:{customer_id}")
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return {_text(k): _text(v) for k, v in raw.items()}
 
     async def customer_for(self, system: str, system_id: str) -> str | None:
         raw = await self._redis.get(f"{self.prefix}xref-of:{system}:{system_id}")
-        return raw.decode() if raw is not None else None
+        return _text(raw) if raw is not None else None
 
     async def close(self) -> None:
         await self._redis.aclose()

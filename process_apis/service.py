@@ -1,0 +1,33 @@
+"""The process layer's handle on the world: the system API clients and the operation store.
+
+Views are built before the gateway's lifespan opens the store, so the store is attached later
+(``attach``); using it before that is a programming error, reported as such.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from system_apis.registry import SystemApis
+
+from .ports import OperationStore
+
+__all__ = ["ProcessApis"]
+
+
+@dataclass(slots=True)
+class ProcessApis:
+    systems: SystemApis
+    section_timeout_s: float = 3.0
+    """How long a composite view waits for one non-critical backend before it counts as down."""
+    idempotency_ttl_s: float = 86_400.0
+    _store: OperationStore | None = None
+
+    def attach(self, store: OperationStore | None) -> None:
+        self._store = store
+
+    @property
+    def store(self) -> OperationStore:
+        if self._store is None:
+            raise RuntimeError("the operation store is not open (gateway lifespan not started)")
+        return self._store

@@ -1,0 +1,166 @@
+"""The HTTP face of the process APIs, mounted at ``/process/v1`` (scopes process:read/write)."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from gateway.principal import principal_of
+
+from . import customers, deals, leads, orders, tickets
+from .idempotency import HEADER, fingerprint, key_of, once
+from .models import (
+    CloseWonResult,
+    Customer,
+    Customer360,
+    LeadCaptured,
+    LeadRequest,
+    OnboardRequest,
+    OrderDetail,
+    Page,
+    PlacedOrder,
+    PlaceOrderRequest,
+    TicketContext,
+)
+from .ports import StoredResponse
+from .service import ProcessApis
+from .web import (
+    PAGE_QUERY,
+    HeaderParam,
+    QueryParam,
+    json_response,
+    operation,
+    query_int,
+    read_model,
+)
+
+TAGS = ("process",)
+REPLAYED = "Idempotent-Replayed"
+
+__all__ = ["routes"]
+
+
+def caller(request: Request) -> str:
+    principal = principal_of(request.scope)
+    return principal.client_id if principal else "anonymous"
+
+
+def stored(response: StoredResponse, replayed: bool) -> Response:
+    headers = {REPLAYED: "true"} if replayed else None
+    return json_response(response.body, status=response.status, headers=headers)
+
+
+def routes(apis: ProcessApis) -> list[BaseRoute]:
+    @operation(
+        "List customers (CRM is the system of record), or find one by email",
+        response=Page[Customer],
+        query=(*PAGE_QUERY, QueryParam("email", "Exact email lookup.")),
+        errors=(400, 401, 403, 422, 502, 503, 504),
+        tags=TAGS,
+    )
+    async def list_customers(request: Request) -> Response:
+        limit = query_int(request, "limit", 50)
+        page = await customers.list_customers(
+            apis, request.query_params.get("cursor"), limit, request.query_params.get("email")
+        )
+        return json_response(page)
+
+    @operation(
+        "Customer 360: CRM, ERP, billing, support and marketing in one view",
+        response=Customer360,
+        errors=(401, 403, 404, 503),
+        tags=TAGS,
+        description="Answers 200 with `partial: true` and `unavailable` when a non-critical "
+        "backend fails or is slow; 503 when the CRM (system of record) fails.",
+    )
+    async def customer_360(request: Request) -> Response:
+        return json_response(await customers.customer_360(apis, request.path_params["id"]))
+
+    @operation(
+        "Onboard a customer into CRM, ERP, billing and the marketing nurture list",
+        request=OnboardRequest,
+        response=Customer,
+        status=201,
+        errors=(400, 401, 403, 409, 415, 422, 502, 503, 504),
+        tags=TAGS,
+        description="A failed step is named in the problem; repeating the same request resumes "
+        "an onboarding that stopped half-way (no backend allows deleting a customer).",
+    )
+    async def onboard(request: Request) -> Response:
+        body = await read_model(request, OnboardRequest)
+        customer, created = await customers.onboard(apis, body)
+        return json_response(customer, status=201 if created else 200)
+
+    @operation(
+        "Place an order: reserve stock, ERP sales order, invoice, CRM activity, order.placed",
+        request=PlaceOrderRequest,
+        response=PlacedOrder,
+        status=201,
+        headers=(HeaderParam(HEADER, "Unique per order; a retry with it replays.", True),),
+        errors=(400, 401, 403, 409, 415, 422, 502, 503, 504),
+        tags=TAGS,
+    )
+    async def place_order(request: Request) -> Response:
+        key = key_of(request, "orders", caller(request))
+        body = await read_model(request, PlaceOrderRequest)
+        assert key is not None
+        response, replayed = await once(
+            apis.store,
+            key,
+            fingerprint(body),
+            lambda: orders.place_order(apis, body, key),
+            apis.idempotency_ttl_s,
+        )
+        return stored(response, replayed)
+
+    @operation(
+        "An order with its status in ERP, billing and the warehouse",
+        response=OrderDetail,
+        errors=(401, 403, 404, 502, 503, 504),
+        tags=TAGS,
+    )
+    async def get_order(request: Request) -> Response:
+        return json_response(await orders.get_order(apis, request.path_params["id"]))
+
+    @operation(
+        "Close a deal as won: CRM stage, billing invoice, stop nurture, deal.won",
+        response=CloseWonResult,
+        errors=(401, 403, 404, 409, 422, 502, 503, 504),
+        tags=TAGS,
+    )
+    async def close_won(request: Request) -> Response:
+        response, replayed = await deals.close_won(apis, request.path_params["id"])
+        return stored(response, replayed)
+
+    @operation(
+        "Capture a lead: dedupe, enrich, create in CRM, score, enrol in nurture",
+        request=LeadRequest,
+        response=LeadCaptured,
+        status=201,
+        errors=(400, 401, 403, 409, 415, 422, 502, 503, 504),
+        tags=TAGS,
+    )
+    async def capture_lead(request: Request) -> Response:
+        body = await read_model(request, LeadRequest)
+        return json_response(await leads.capture_lead(apis, body), status=201)
+
+    @operation(
+        "A support ticket with the customer's orders, invoices and payment status",
+        response=TicketContext,
+        errors=(401, 403, 404, 503),
+        tags=TAGS,
+    )
+    async def ticket_context(request: Request) -> Response:
+        return json_response(await tickets.ticket_context(apis, request.path_params["id"]))
+
+    return [
+        Route("/customers", list_customers, methods=["GET"]),
+        Route("/customers", onboard, methods=["POST"]),
+        Route("/customers/{id}", customer_360, methods=["GET"]),
+        Route("/orders", place_order, methods=["POST"]),
+        Route("/orders/{id}", get_order, methods=["GET"]),
+        Route("/deals/{id}/close-won", close_won, methods=["POST"]),
+        Route("/leads", capture_lead, methods=["POST"]),
+        Route("/tickets/{id}/context", ticket_context, methods=["GET"]),
+    ]

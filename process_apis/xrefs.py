@@ -1,0 +1,85 @@
+"""A customer's id in every system: from the store, else looked up once and then remembered.
+
+The canonical customer id is the CRM contact id (the system of record), so every seed customer
+has a cross-reference without a migration: the ERP number is on the CRM contact, the others are
+found by email the first time and cached in the store.
+"""
+
+from __future__ import annotations
+
+from system_apis.errors import BackendNotFound
+
+from .models import BillingCustomer, Contact, MarketingContact, SupportUser
+from .ports import Outcome
+from .service import ProcessApis
+
+ONBOARDING = "_onboarding"
+"""Marker entry (not a system): "incomplete" while an onboarding still has steps to finish."""
+
+__all__ = [
+    "ONBOARDING",
+    "billing_customer",
+    "known_ids",
+    "marketing_contact",
+    "remember",
+    "support_user",
+]
+
+
+async def known_ids(apis: ProcessApis, contact: Contact) -> dict[str, str]:
+    ids = {"crm": contact.id}
+    if contact.erp_customer_number:
+        ids["erp"] = contact.erp_customer_number
+    ids.update(await apis.store.xrefs(contact.id))
+    return ids
+
+
+async def remember(apis: ProcessApis, customer_id: str, ids: dict[str, str]) -> None:
+    """Cache newly found ids; a store hiccup only costs a lookup next time, so it is not fatal."""
+    if ids:
+        await apis.store.commit(Outcome(xrefs={customer_id: ids}))
+
+
+async def billing_customer(
+    apis: ProcessApis, contact: Contact, known: dict[str, str]
+) -> BillingCustomer | None:
+    billing = apis.systems.billing
+    if "billing" in known:
+        try:
+            return await billing.get_customer(known["billing"])
+        except BackendNotFound:
+            pass
+    found = await billing.find_customer_by_email(contact.email)
+    if found is not None and known.get("billing") != found.id:
+        await remember(apis, contact.id, {"billing": found.id})
+    return found
+
+
+async def support_user(
+    apis: ProcessApis, contact: Contact, known: dict[str, str]
+) -> SupportUser | None:
+    support = apis.systems.support
+    if "support" in known:
+        try:
+            return await support.get_user(known["support"])
+        except BackendNotFound:
+            pass
+    found = await support.find_user_by_email(contact.email)
+    if found is not None and known.get("support") != found.id:
+        await remember(apis, contact.id, {"support": found.id})
+    return found
+
+
+async def marketing_contact(
+    apis: ProcessApis, contact: Contact, known: dict[str, str]
+) -> MarketingContact | None:
+    marketing = apis.systems.marketing
+    if "marketing" in known:
+        try:
+            return await marketing.get_contact(known["marketing"])
+        except BackendNotFound:
+            pass
+    found = await marketing.find_contact_by_email(contact.email)
+    if found is not None and known.get("marketing") != found.id:
+        await remember(apis, contact.id, {"marketing": found.id})
+    return found
