@@ -22,8 +22,8 @@ from experience_apis.config import ExperienceConfig
 from gateway.events.config import EventsConfig
 from gateway.oauth.config import ClientConfig, OAuthConfig
 from gateway.observability import ObservabilityConfig
-from gateway.policies.ratelimit import RateLimitConfig
 from gateway.policies.edge import EdgeConfig
+from gateway.policies.ratelimit import RateLimitConfig
 from system_apis.config import BACKEND_NAMES, BackendConfig
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
@@ -88,7 +88,10 @@ class Settings(BaseSettings):
     """The whole configuration. Build it with ``load_settings``; it never reads files itself."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TRELLIS_", env_nested_delimiter="__", extra="forbid", nested_model_default_partial_update=True
+        env_prefix="TRELLIS_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        nested_model_default_partial_update=True,
     )
 
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
@@ -123,7 +126,9 @@ class Settings(BaseSettings):
         required = self.gateway.readiness.required_backends or []
         for name in required:
             if name not in BACKEND_NAMES:
-                problems.append(f"gateway.readiness.required_backends names unknown backend {name!r}")
+                problems.append(
+                    f"gateway.readiness.required_backends names unknown backend {name!r}"
+                )
         for client_id, client in self.clients.items():
             for scope in client.scopes:
                 if scope not in KNOWN_SCOPES:
@@ -161,7 +166,10 @@ class ConfigError(Exception):
 
 def _interpolate(value: Any, where: str, problems: list[str]) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate(v, f"{where}.{k}" if where else str(k), problems) for k, v in value.items()}
+        return {
+            k: _interpolate(v, f"{where}.{k}" if where else str(k), problems)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_interpolate(v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
     if isinstance(value, str) and "${" in value:
@@ -191,8 +199,10 @@ def read_config_dir(config_dir: Path) -> tuple[dict[str, Any], list[str]]:
             continue
         rel = f"{config_dir.name}/{path.name}"
         if path.stem not in SECTIONS:
-            problems.append(f"{rel}: unknown config file; expected one of "
-                            + ", ".join(f"{s}.yaml" for s in SECTIONS))
+            problems.append(
+                f"{rel}: unknown config file; expected one of "
+                + ", ".join(f"{s}.yaml" for s in SECTIONS)
+            )
             continue
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -210,7 +220,9 @@ def read_config_dir(config_dir: Path) -> tuple[dict[str, Any], list[str]]:
         data[path.stem] = _interpolate(raw, "", section_problems)
         problems.extend(f"{rel}: {p}" for p in section_problems)
     if "backends" not in data:
-        problems.append(f"{config_dir.name}/backends.yaml: missing (every backend must be declared)")
+        problems.append(
+            f"{config_dir.name}/backends.yaml: missing (every backend must be declared)"
+        )
     return data, problems
 
 

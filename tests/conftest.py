@@ -78,9 +78,10 @@ class SandboxThread:
         return self.sandbox.url(name)
 
     async def control(self, name: str, method: str, path: str, body: Any = None) -> Any:
-        async with aiohttp.ClientSession() as s, s.request(
-            method, self.url(name) + path, json=body
-        ) as r:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.request(method, self.url(name) + path, json=body) as r,
+        ):
             assert r.status == 200, await r.text()
             return await r.json()
 

@@ -19,14 +19,30 @@ class Strict(BaseModel):
 
 class CorsConfig(Strict):
     allow_origins: list[str] = Field(default_factory=list, description="Empty: CORS off.")
-    allow_methods: list[str] = Field(default_factory=lambda: ["GET", "POST", "PUT", "PATCH", "DELETE"])
+    allow_methods: list[str] = Field(
+        default_factory=lambda: ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    )
     allow_headers: list[str] = Field(
-        default_factory=lambda: ["Authorization", "Content-Type", "Idempotency-Key", "If-None-Match",
-                                 "X-Request-ID", "traceparent", "tracestate"]
+        default_factory=lambda: [
+            "Authorization",
+            "Content-Type",
+            "Idempotency-Key",
+            "If-None-Match",
+            "X-Request-ID",
+            "traceparent",
+            "tracestate",
+        ]
     )
     expose_headers: list[str] = Field(
-        default_factory=lambda: ["ETag", "X-Request-ID", "RateLimit", "RateLimit-Policy",
-                                 "Retry-After", "Deprecation", "Sunset"]
+        default_factory=lambda: [
+            "ETag",
+            "X-Request-ID",
+            "RateLimit",
+            "RateLimit-Policy",
+            "Retry-After",
+            "Deprecation",
+            "Sunset",
+        ]
     )
     max_age_s: int = 600
 
@@ -124,8 +140,11 @@ def _forwarded_chain(headers: Iterable[tuple[bytes, bytes]]) -> tuple[list[str],
                     key, _, val = pair.strip().partition("=")
                     val = val.strip('"')
                     if key.lower() == "for" and val:
-                        chain.append(val.strip("[]").split("]:")[0] if val.startswith("[")
-                                     else val.split(":")[0])
+                        chain.append(
+                            val.strip("[]").split("]:")[0]
+                            if val.startswith("[")
+                            else val.split(":")[0]
+                        )
                     elif key.lower() == "proto":
                         proto = val.lower()
         elif name == b"x-forwarded-for" and not chain:
