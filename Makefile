@@ -27,7 +27,7 @@ check-config: $(STAMP)
 	$(BIN)/trellis check-config
 
 lint: $(STAMP)
-	$(BIN)/ruff check gateway system_apis process_apis experience_apis tests
+	$(BIN)/ruff check gateway system_apis process_apis experience_apis tests bench
 	$(BIN)/mypy gateway system_apis process_apis experience_apis
 	$(BIN)/lint-imports
 
@@ -37,6 +37,17 @@ test: $(STAMP) lint
 fmt: $(STAMP)
 	$(BIN)/ruff format gateway system_apis process_apis experience_apis tests
 	$(BIN)/ruff check --fix gateway system_apis process_apis experience_apis tests
+
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[bench]'
+	@touch $(BENCH_STAMP)
+
+# Benchmarks against references in one run (bench/run.py); wrk and nginx are used when present.
+bench: $(BENCH_STAMP)
+	@command -v wrk >/dev/null || echo "wrk not found: using the Python load generator (apt-get install -y wrk nginx-light)"
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var

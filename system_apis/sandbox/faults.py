@@ -44,6 +44,8 @@ class FaultState:
     def __init__(self, faults: Faults | None = None, seed: int = 7) -> None:
         self.faults = faults or Faults()
         self.hits: Counter[str] = Counter()
+        self.trace_ids: Counter[str] = Counter()
+        """Trace ids of the W3C traceparent headers received: proves propagation end to end."""
         self._rng = random.Random(seed)
 
     def applies(self, path: str) -> bool:
@@ -71,10 +73,17 @@ def _control_routes(state: FaultState) -> list[web.RouteDef]:
         return web.json_response(state.faults.model_dump())
 
     async def stats(request: web.Request) -> web.Response:
-        return web.json_response({"hits": dict(state.hits), "total": sum(state.hits.values())})
+        return web.json_response(
+            {
+                "hits": dict(state.hits),
+                "total": sum(state.hits.values()),
+                "trace_ids": dict(state.trace_ids),
+            }
+        )
 
     async def reset_stats(request: web.Request) -> web.Response:
         state.hits.clear()
+        state.trace_ids.clear()
         return web.json_response({"hits": {}, "total": 0})
 
     async def health(request: web.Request) -> web.Response:
@@ -96,6 +105,9 @@ def fault_middleware(state: FaultState) -> Middleware:
         if not state.applies(request.path):
             return await handler(request)
         state.hits[f"{request.method} {request.path}"] += 1
+        traceparent = request.headers.get("traceparent", "")
+        if traceparent.count("-") == 3:
+            state.trace_ids[traceparent.split("-")[1]] += 1
         f = state.faults
         delay = f.latency_ms + (state._rng.uniform(0, f.jitter_ms) if f.jitter_ms else 0)
         if delay:

@@ -1,0 +1,126 @@
+"""The fallback load generator when wrk is not installed: aiohttp on uvloop, keep-alive.
+
+It is labelled ``python-loadgen`` in every result: on one core it saturates at a few thousand
+requests per second, so against the faster references it measures itself, not the server.
+Bounded by ``--duration`` and ``--max-requests``. Prints one ``WRKJSON {...}`` line with the
+same fields as ``bench/wrk.lua``.
+
+Run: ``python -m bench.loadgen --url http://127.0.0.1:8000/x -c 32 -d 5``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    """Nearest-rank percentile of an ascending list (0 when empty)."""
+    if not sorted_values:
+        return 0.0
+    rank = min(len(sorted_values) - 1, max(0, round(p / 100 * len(sorted_values)) - 1))
+    return sorted_values[rank]
+
+
+async def _worker(
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    end: float,
+    budget: list[int],
+    interval: float,
+    latencies: list[float],
+    errors: dict[str, int],
+) -> None:
+    next_at = time.perf_counter()
+    while budget[0] > 0:
+        now = time.perf_counter()
+        if now >= end:
+            return
+        if interval:
+            if next_at > now:
+                await asyncio.sleep(next_at - now)
+            next_at += interval
+        budget[0] -= 1
+        start = time.perf_counter()
+        try:
+            async with session.get(url, headers=headers) as resp:
+                await resp.read()
+                if resp.status >= 400:
+                    errors["status_errors"] += 1
+        except (TimeoutError, aiohttp.ClientError):
+            errors["read_errors"] += 1
+            continue
+        latencies.append((time.perf_counter() - start) * 1e6)
+
+
+async def run(
+    url: str,
+    connections: int,
+    duration: float,
+    headers: dict[str, str],
+    max_requests: int,
+    rate: float,
+) -> dict[str, Any]:
+    """Drive ``url`` with ``connections`` keep-alive clients; the same summary as wrk.lua."""
+    latencies: list[float] = []
+    errors = {"connect_errors": 0, "read_errors": 0, "write_errors": 0, "status_errors": 0}
+    interval = connections / rate if rate > 0 else 0.0
+    connector = aiohttp.TCPConnector(limit=connections)
+    timeout = aiohttp.ClientTimeout(total=10)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        start = time.perf_counter()
+        end = start + duration
+        budget = [max_requests]
+        await asyncio.gather(
+            *(
+                _worker(session, url, headers, end, budget, interval, latencies, errors)
+                for _ in range(connections)
+            )
+        )
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+    return {
+        "requests": len(latencies) + errors["read_errors"],
+        "duration_us": int(elapsed * 1e6),
+        **errors,
+        "timeouts": 0,
+        "p50_us": percentile(latencies, 50),
+        "p90_us": percentile(latencies, 90),
+        "p99_us": percentile(latencies, 99),
+        "p999_us": percentile(latencies, 99.9),
+        "mean_us": sum(latencies) / len(latencies) if latencies else 0.0,
+        "max_us": latencies[-1] if latencies else 0.0,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("-c", "--connections", type=int, default=32)
+    parser.add_argument("-d", "--duration", type=float, default=5.0)
+    parser.add_argument("-H", "--header", action="append", default=[], help="'Name: value'")
+    parser.add_argument("--max-requests", type=int, default=200_000)
+    parser.add_argument("--rate", type=float, default=0.0, help="requests/s in total; 0: max")
+    args = parser.parse_args(argv)
+    headers = dict(h.split(": ", 1) for h in args.header)
+    runner: Any = asyncio.run
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        pass
+    summary = runner(
+        run(args.url, args.connections, args.duration, headers, args.max_requests, args.rate)
+    )
+    print("WRKJSON " + orjson.dumps(summary).decode(), flush=True)
+
+
+if __name__ == "__main__":
+    main()

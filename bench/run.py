@@ -1,0 +1,1234 @@
+"""``make bench``: Trellis against its references, in one bounded run, reported as ratios.
+
+Every scenario runs in this one invocation against the same backend (bench/backend.py), so
+the ratios hold on a noisy machine even when absolute numbers drift. Load comes from wrk
+when installed (else bench/loadgen.py, labelled); with ``taskset`` and two or more cores the
+load generator and the backend share core 0 and the server under test gets core 1.
+A scenario whose piece is missing (nginx not installed, a route not landed yet) is reported
+as ``n/a: <reason>`` and the run goes on.
+
+Output: one table on stdout, ``bench/results/latest.json`` and ``bench/results/latest.png``.
+Run ``python -m bench.run --help`` for the knobs (duration, connections, scenarios).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+RESULTS = BENCH / "results"
+PYTHON = sys.executable
+VENV_BIN = Path(sys.executable).parent
+STOCK_PATH = "/v1/stock/SKU-0001"
+SYSTEM_ROUTE = "/system/v1/inventory/stock/SKU-0001"
+CUSTOMER_360 = "/process/v1/customers/{id}"
+API_KEY_HEADER = "X-Api-Key: inv-sandbox-key"
+HIGH_LIMIT = "1000000000/minute"
+BACKENDS = ("crm", "erp", "billing", "support", "marketing", "inventory")
+WRK_INSTALL = "apt-get install -y wrk   (Debian/Ubuntu; brew install wrk on macOS)"
+NGINX_INSTALL = "apt-get install -y nginx-light"
+
+
+class Unavailable(Exception):
+    """A scenario cannot run here; the message becomes its ``n/a: <reason>``."""
+
+
+# --- results -----------------------------------------------------------------------------
+
+
+@dataclass
+class Load:
+    """One load run, as wrk.lua (or loadgen.py) summarises it; latencies in milliseconds."""
+
+    tool: str
+    connections: int
+    requests: int
+    duration_s: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p999_ms: float
+    errors: int
+    target_rps: float | None = None
+    cpu_us_per_req: float | None = None
+    """CPU time of the server under test (and its children) per request: robust to other
+    load on the machine, unlike requests per second."""
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    key: str
+    title: str
+    server: str = ""
+    load: Load | None = None
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.load is not None and not self.note.startswith("n/a")
+
+
+# --- machine and processes -----------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """nproc, CPU model, memory, kernel, Python, and the tool versions used."""
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_gib = 0.0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_gib = int(line.split()[1]) / 1024 / 1024
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem_gib, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "wrk": _version(["wrk", "-v"]),
+        "nginx": _version(["nginx", "-v"]),
+        "taskset": shutil.which("taskset") is not None,
+    }
+
+
+def _version(cmd: list[str]) -> str | None:
+    if shutil.which(cmd[0]) is None:
+        return None
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
+    text = (out.stdout + out.stderr).strip().splitlines()
+    return text[0] if text else "installed"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Cores:
+    """Which CPU the load (and backend) get, and which the server under test gets."""
+
+    def __init__(self) -> None:
+        n = os.cpu_count() or 1
+        self.enabled = shutil.which("taskset") is not None and n >= 2
+        self.load = 0
+        self.server = 1 if self.enabled else 0
+
+    def pin(self, cpu: int) -> list[str]:
+        return ["taskset", "-c", str(cpu)] if self.enabled else []
+
+    def move(self, pid: int, cpu: int) -> None:
+        """Re-pin a running process (and its threads) to ``cpu``."""
+        if not self.enabled:
+            return
+        subprocess.run(  # noqa: S603
+            ["taskset", "-a", "-p", "-c", str(cpu), str(pid)],  # noqa: S607
+            capture_output=True,
+            check=False,
+        )
+
+
+class Procs:
+    """Every process the bench starts: logged to files, stopped by pid in ``finally``."""
+
+    def __init__(self, tmp: Path, cores: Cores) -> None:
+        self.tmp = tmp
+        self.cores = cores
+        self.running: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self, name: str, cmd: list[str], cpu: int, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        log = (self.tmp / f"{name}.log").open("ab")
+        proc = subprocess.Popen(  # noqa: S603 - our own commands
+            self.cores.pin(cpu) + cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=self.tmp,
+            start_new_session=True,
+        )
+        log.close()
+        proc.name = name  # type: ignore[attr-defined]
+        self.running.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes], timeout: float = 15) -> int | None:
+        """SIGTERM, wait, SIGKILL if it does not go; the exit code (None if killed)."""
+        if proc in self.running:
+            self.running.remove(proc)
+        if proc.poll() is not None:
+            return proc.returncode
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            return None
+
+    def stop_all(self) -> None:
+        for proc in list(reversed(self.running)):
+            self.stop(proc, timeout=5)
+
+    def tail(self, name: str, lines: int = 8) -> str:
+        path = self.tmp / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: no proxies
+
+
+def http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 5,
+) -> tuple[int, bytes]:
+    """A blocking loopback request (set-up only, never under load): status and body."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # noqa: S310
+    try:
+        with _OPENER.open(req, timeout=timeout) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], procs: Procs, timeout: float = 30) -> None:
+    """Until ``url`` answers 200; a process that dies or a timeout is ``Unavailable``."""
+    deadline = time.monotonic() + timeout
+    name = getattr(proc, "name", "server")
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise Unavailable(f"{name} exited ({proc.returncode}): {procs.tail(name, 3)}")
+        with contextlib.suppress(OSError):
+            if http("GET", url, timeout=1)[0] == 200:
+                return
+        time.sleep(0.1)
+    raise Unavailable(f"{name} did not answer {url} within {timeout:.0f}s")
+
+
+# --- load ----------------------------------------------------------------------------------
+
+
+class LoadGenerator:
+    """wrk when installed (one thread, pinned), else bench/loadgen.py, clearly labelled."""
+
+    def __init__(self, cores: Cores, use_wrk: bool) -> None:
+        self.cores = cores
+        self.wrk = shutil.which("wrk") if use_wrk else None
+        self.tool = "wrk" if self.wrk else "python-loadgen"
+
+    def run(
+        self,
+        url: str,
+        *,
+        duration: float,
+        connections: int,
+        headers: list[str] | None = None,
+        rate: float = 0.0,
+        max_requests: int = 2_000_000,
+    ) -> Load:
+        headers = headers or []
+        env = dict(os.environ)
+        if self.wrk:
+            cmd = [self.wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s"]
+            cmd += ["--timeout", "5s", "-s", str(BENCH / "wrk.lua")]
+            for h in headers:
+                cmd += ["-H", h]
+            if rate > 0:
+                env["WRK_DELAY_MS"] = str(max(1, round(connections * 1000 / rate)))
+            cmd.append(url)
+        else:
+            cmd = [PYTHON, "-m", "bench.loadgen", "--url", url, f"-c{connections}"]
+            cmd += ["-d", str(duration), "--max-requests", str(max_requests)]
+            cmd += ["--rate", str(rate)]
+            for h in headers:
+                cmd += ["-H", h]
+        out = subprocess.run(  # noqa: S603 - our own command line
+            self.cores.pin(self.cores.load) + cmd,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+            timeout=duration + 60,
+            check=False,
+        )
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON ")), None)
+        if line is None:
+            raise Unavailable(f"{self.tool} failed: {(out.stderr or out.stdout).strip()[-300:]}")
+        s = json.loads(line.removeprefix("WRKJSON "))
+        secs = s["duration_us"] / 1e6
+        errors = sum(
+            int(s[k])
+            for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+        )
+        return Load(
+            tool=self.tool,
+            connections=connections,
+            requests=int(s["requests"]),
+            duration_s=round(secs, 2),
+            rps=round(s["requests"] / secs, 1) if secs else 0.0,
+            p50_ms=round(s["p50_us"] / 1000, 3),
+            p90_ms=round(s["p90_us"] / 1000, 3),
+            p99_ms=round(s["p99_us"] / 1000, 3),
+            p999_ms=round(s["p999_us"] / 1000, 3),
+            errors=errors,
+            target_rps=rate or None,
+        )
+
+
+class RssSampler:
+    """Peak RSS of a process and its children, sampled every 100 ms in a thread."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_total = 0
+        self.peak_worker = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            rss = [_rss(p) for p in [self.pid, *_children(self.pid)]]
+            self.peak_total = max(self.peak_total, sum(rss))
+            self.peak_worker = max(self.peak_worker, *rss)
+            self._stop.wait(0.1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its live children, from /proc (0 when gone)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def _rss(pid: int) -> int:
+    """Resident bytes of ``pid`` from /proc (0 when gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        import psutil
+
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except Exception:
+        return []
+
+
+# --- servers -------------------------------------------------------------------------------
+
+
+def asgi_server_cmd(server: str, target: str, port: int, factory: bool = True) -> list[str]:
+    """uvicorn (uvloop + httptools) or granian (one worker, uvloop) serving ``target``."""
+    if server == "uvicorn":
+        cmd = [PYTHON, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--log-level", "warning", "--no-access-log", "--lifespan", "on"]
+        cmd += ["--loop", "uvloop", "--http", "httptools"]
+        return [*cmd, "--factory"] if factory else cmd
+    granian = shutil.which("granian", path=str(VENV_BIN)) or "granian"
+    cmd = [granian, "--interface", "asgi", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--workers", "1", "--loop", "uvloop", "--no-ws", "--log-level", "warning"]
+    cmd += ["--no-access-log"]
+    return [*cmd, "--factory", target] if factory else [*cmd, target]
+
+
+def servers_available(wanted: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The ASGI servers we can run, and why the others cannot."""
+    ok, missing = [], {}
+    for name in wanted:
+        module = "uvicorn" if name == "uvicorn" else "granian"
+        try:
+            __import__(module)
+            ok.append(name)
+        except ImportError:
+            missing[name] = f"n/a: {name} not installed (pip install -e '.[bench]')"
+    return ok, missing
+
+
+# --- Trellis configuration ------------------------------------------------------------------
+
+
+def trellis_config(
+    tmp: Path, name: str, *, backend_port: int, sandbox_port: int, full: bool
+) -> Path:
+    """A copy of config/ pointed at the bench backend; ``full`` keeps every policy on.
+
+    Both variants: inventory is the bench backend, the sandbox is started by the bench
+    (pinned with the load), vendor pacing is lifted so the 360 view measures fan-out, and the
+    ``internal`` tier's limit is set so high it is checked on every request but never refuses
+    one (the peer's limit is set the same way). ``full=False`` switches off every policy that
+    has a switch: rate limit, metrics, access log, security headers.
+    """
+    out = tmp / f"config-{name}"
+    out.mkdir(parents=True, exist_ok=True)
+    sections: dict[str, Any] = {}
+    for path in sorted((REPO / "config").glob("*.yaml")):
+        sections[path.stem] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    gw = sections.setdefault("gateway", {})
+    gw["data_dir"] = str(tmp / "data")
+    gw["log_level"] = "info" if full else "warning"  # the access log writes at info
+    gw.setdefault("sandbox", {}).update({"enabled": False, "base_port": sandbox_port})
+    backends = sections["backends"]
+    backends["inventory"]["sandbox"] = False
+    backends["inventory"]["base_url"] = f"http://127.0.0.1:{backend_port}"
+    for cfg in backends.values():
+        if cfg.get("rate_limit"):
+            cfg["rate_limit"] = {"rate": 100_000, "period_s": 1}
+        cfg["max_concurrency"] = max(int(cfg.get("max_concurrency", 32)), 64)
+    oauth = sections.setdefault("oauth", {})
+    oauth["keys_dir"] = str(tmp / "keys")
+    rl = sections.setdefault("ratelimit", {})
+    rl.setdefault("tiers", {}).setdefault("internal", {})["sustained"] = HIGH_LIMIT
+    obs = sections.setdefault("observability", {})
+    if not full:
+        rl["enabled"] = False
+        gw.setdefault("edge", {})["security_headers"] = False
+        obs.setdefault("metrics", {})["enabled"] = False
+        obs.setdefault("logs", {})["access_log"] = False
+    for section, data in sections.items():
+        if data:
+            (out / f"{section}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return out
+
+
+TRELLIS_SRC: list[str] = []
+"""A source tree to run instead of the installed one (``--trellis-src``, for before/after)."""
+
+
+def trellis_cmd(server: str, config: Path, port: int) -> tuple[list[str], dict[str, str]]:
+    """``trellis run`` (uvicorn, the shipped default) or granian on ``app_from_env``."""
+    env = {"TRELLIS_CONFIG_DIR": str(config), "AUTHLIB_INSECURE_TRANSPORT": "1"}
+    if TRELLIS_SRC:
+        env["PYTHONPATH"] = TRELLIS_SRC[0]
+        if server == "uvicorn":
+            run = [PYTHON, "-m", "gateway.cli", "run", "--config", str(config), "--no-sandbox"]
+            return [*run, "--port", str(port)], env
+    if server == "uvicorn":
+        trellis = shutil.which("trellis", path=str(VENV_BIN)) or "trellis"
+        return [trellis, "run", "--config", str(config), "--no-sandbox", "--port", str(port)], env
+    return asgi_server_cmd("granian", "gateway.app:app_from_env", port), env
+
+
+def token(base: str, client_id: str, scope: str) -> str:
+    """A real access token from the gateway's own token endpoint (client credentials)."""
+    basic = b64encode(f"{client_id}:{client_id}-secret".encode()).decode()
+    body = f"grant_type=client_credentials&scope={scope}".encode()
+    headers = {
+        "Authorization": f"Basic {basic}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+    for _ in range(20):
+        status, raw = http("POST", f"{base}/oauth/token", body, headers)
+        if status == 200:
+            return str(json.loads(raw)["access_token"])
+        if status != 429:
+            raise Unavailable(f"POST /oauth/token answered {status}: {raw[:200]!r}")
+        time.sleep(0.6)
+    raise Unavailable("POST /oauth/token kept answering 429")
+
+
+# --- the bench -----------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    duration: float
+    warmup: float
+    connections: int
+    scenarios: set[str]
+    servers: list[str]
+    use_wrk: bool
+    chart: bool
+    customer_id: str | None
+    events: int
+    keep_tmp: bool
+    repeat: int = 1
+    half_peak: bool = True
+
+
+class Bench:
+    """Runs the scenarios in order, collecting one ``Row`` each."""
+
+    def __init__(self, opts: Options, tmp: Path) -> None:
+        self.opts = opts
+        self.tmp = tmp
+        self.cores = Cores()
+        self.procs = Procs(tmp, self.cores)
+        self.loadgen = LoadGenerator(self.cores, opts.use_wrk)
+        self.rows: list[Row] = []
+        self.backend_port = free_port()
+        self.sandbox_port = 0
+        self.sandbox: subprocess.Popen[bytes] | None = None
+        self.started = time.monotonic()
+
+    # helpers
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)
+
+    def measure(
+        self, url: str, headers: list[str] | None = None, pid: int | None = None, **kw: Any
+    ) -> Load:
+        """Warm up, then ``--repeat`` measured runs; the fastest one is kept (noisy machine).
+
+        With ``pid``, the server's CPU time during the kept run is recorded per request.
+        """
+        connections = kw.pop("connections", self.opts.connections)
+        duration = kw.pop("duration", self.opts.duration)
+        if self.opts.warmup > 0:
+            self.loadgen.run(
+                url, duration=self.opts.warmup, connections=connections, headers=headers
+            )
+        best: Load | None = None
+        for _ in range(max(1, self.opts.repeat)):
+            before = cpu_seconds(pid) if pid else 0.0
+            load = self.loadgen.run(
+                url, duration=duration, connections=connections, headers=headers, **kw
+            )
+            if pid and load.requests:
+                load.cpu_us_per_req = round((cpu_seconds(pid) - before) / load.requests * 1e6, 1)
+            if best is None or load.rps > best.rps:
+                best = load
+        assert best is not None
+        return best
+
+    def scenario(self, key: str, title: str, server: str = "") -> Callable[..., Any]:
+        """Decorator-like runner: records ``n/a`` for ``Unavailable`` and for crashes."""
+
+        def run(fn: Callable[[Row], None]) -> Row:
+            row = Row(key, title, server)
+            if key[0] not in self.opts.scenarios:
+                return row
+            self.say(f"scenario {key}: {title} {server}".rstrip())
+            try:
+                fn(row)
+            except Unavailable as exc:
+                row.note = f"n/a: {exc}"
+            except Exception as exc:
+                row.note = f"n/a: {type(exc).__name__}: {exc}"[:300]
+            self.rows.append(row)
+            if row.load:
+                ld = row.load
+                self.say(
+                    f"  -> {ld.rps:,.0f} req/s  p50 {ld.p50_ms:.2f} ms  p99 {ld.p99_ms:.2f} ms"
+                    f"  errors {ld.errors}  {row.note}"
+                )
+            else:
+                self.say(f"  -> {row.note}")
+            return row
+
+        return run
+
+    @contextlib.contextmanager
+    def serving(
+        self, name: str, cmd: list[str], health: str, env: dict[str, str] | None = None
+    ) -> Iterator[subprocess.Popen[bytes]]:
+        proc = self.procs.start(name, cmd, self.cores.server, env)
+        try:
+            wait_http(health, proc, self.procs)
+            yield proc
+        finally:
+            self.procs.stop(proc)
+
+    # scenarios
+
+    def start_backend(self) -> None:
+        cmd = [PYTHON, "-m", "bench.backend", "--port", str(self.backend_port)]
+        self.backend = self.procs.start("backend", cmd, self.cores.load, {"PYTHONPATH": str(REPO)})
+        wait_http(f"http://127.0.0.1:{self.backend_port}/__health", self.backend, self.procs)
+
+    @property
+    def backend_url(self) -> str:
+        return f"http://127.0.0.1:{self.backend_port}{STOCK_PATH}"
+
+    def backend_direct(self, row: Row) -> None:
+        self.cores.move(self.backend.pid, self.cores.server)
+        try:
+            row.load = self.measure(self.backend_url, [API_KEY_HEADER], pid=self.backend.pid)
+        finally:
+            self.cores.move(self.backend.pid, self.cores.load)
+        row.server = "asyncio+httptools"
+
+    def nginx(self, row: Row) -> None:
+        nginx = shutil.which("nginx") or (
+            "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None
+        )
+        if nginx is None:
+            raise Unavailable(f"nginx not installed ({NGINX_INSTALL})")
+        port = free_port()
+        conf = self.tmp / "nginx.conf"
+        text = Template((BENCH / "nginx.conf.tmpl").read_text()).substitute(
+            PORT=port, UPSTREAM_PORT=self.backend_port, TMP=self.tmp
+        )
+        conf.write_text(text)
+        cmd = [nginx, "-c", str(conf), "-e", str(self.tmp / "nginx-error.log")]
+        with self.serving("nginx", cmd, f"http://127.0.0.1:{port}/__health") as proc:
+            row.load = self.measure(f"http://127.0.0.1:{port}{STOCK_PATH}", pid=proc.pid)
+        row.server = "nginx 1 worker"
+
+    def python_proxy(self, row: Row, target: str, server: str, headers: list[str]) -> None:
+        port = free_port()
+        env = {"BENCH_UPSTREAM": f"http://127.0.0.1:{self.backend_port}", "PYTHONPATH": str(REPO)}
+        cmd = asgi_server_cmd(server, target, port)
+        name = target.split(":")[0].split(".")[-1] + "-" + server
+        with self.serving(name, cmd, f"http://127.0.0.1:{port}/__health", env) as proc:
+            row.load = self.measure(f"http://127.0.0.1:{port}{STOCK_PATH}", headers, pid=proc.pid)
+
+    def start_sandbox(self) -> None:
+        if self.sandbox is not None and self.sandbox.poll() is None:
+            return
+        self.sandbox_port = free_port_block(len(BACKENDS))
+        trellis = shutil.which("trellis", path=str(VENV_BIN)) or "trellis"
+        cmd = [trellis, "sandbox", "--base-port", str(self.sandbox_port)]
+        self.sandbox = self.procs.start("sandbox", cmd, self.cores.load)
+        for i in range(len(BACKENDS)):
+            wait_http(
+                f"http://127.0.0.1:{self.sandbox_port + i}/__health", self.sandbox, self.procs
+            )
+
+    def trellis(self, row: Row, server: str, full: bool, rss: bool = False) -> None:
+        self.start_sandbox()
+        name = f"{'full' if full else 'bare'}"
+        config = trellis_config(
+            self.tmp,
+            name,
+            backend_port=self.backend_port,
+            sandbox_port=self.sandbox_port,
+            full=full,
+        )
+        port = free_port()
+        cmd, env = trellis_cmd(server, config, port)
+        base = f"http://127.0.0.1:{port}"
+        with self.serving(f"trellis-{name}-{server}", cmd, f"{base}/healthz", env) as proc:
+            access = token(base, "ops-admin", "system:read")
+            bearer = f"Authorization: Bearer {access}"
+            status, body = http(
+                "GET", base + SYSTEM_ROUTE, headers={"Authorization": f"Bearer {access}"}
+            )
+            if status != 200:
+                raise Unavailable(f"GET {SYSTEM_ROUTE} answered {status}: {body[:160]!r}")
+            with RssSampler(proc.pid) as sampler:
+                row.load = self.measure(base + SYSTEM_ROUTE, [bearer], pid=proc.pid)
+            row.extra["rss_peak_worker_mb"] = round(sampler.peak_worker / 2**20, 1)
+            row.extra["rss_peak_total_mb"] = round(sampler.peak_total / 2**20, 1)
+            if full and server == self.opts.servers[0] and row.load and self.opts.half_peak:
+                self.half_peak(row, base + SYSTEM_ROUTE, bearer)
+
+    def half_peak(self, row: Row, url: str, bearer: str) -> None:
+        """p99 of the full chain and of the backend, both at half the chain's peak rate."""
+        assert row.load is not None
+        rate = row.load.rps / 2
+        conns = max(8, min(64, round(rate / 100)))
+
+        def quietest(target: str, header: str) -> Load:
+            runs = [
+                self.loadgen.run(
+                    target,
+                    duration=self.opts.duration,
+                    connections=conns,
+                    headers=[header],
+                    rate=rate,
+                )
+                for _ in range(max(1, self.opts.repeat))
+            ]
+            return min(runs, key=lambda ld: ld.p99_ms)  # the run least disturbed by neighbours
+
+        chain = quietest(url, bearer)
+        self.cores.move(self.backend.pid, self.cores.server)
+        try:
+            direct = quietest(self.backend_url, API_KEY_HEADER)
+        finally:
+            self.cores.move(self.backend.pid, self.cores.load)
+        row.extra["half_peak"] = {
+            "target_rps": round(rate),
+            "chain": asdict(chain),
+            "backend": asdict(direct),
+            "added_p50_ms": round(chain.p50_ms - direct.p50_ms, 3),
+            "added_p99_ms": round(chain.p99_ms - direct.p99_ms, 3),
+        }
+        self.say(
+            f"  half peak ({rate:,.0f} req/s): chain p99 {chain.p99_ms:.2f} ms, backend p99 "
+            f"{direct.p99_ms:.2f} ms -> added {chain.p99_ms - direct.p99_ms:.2f} ms"
+        )
+
+    def customer_360(self, row: Row) -> None:
+        self.start_sandbox()
+        config = trellis_config(
+            self.tmp,
+            "c360",
+            backend_port=self.backend_port,
+            sandbox_port=self.sandbox_port,
+            full=True,
+        )
+        port = free_port()
+        cmd, env = trellis_cmd("uvicorn", config, port)
+        base = f"http://127.0.0.1:{port}"
+        with self.serving("trellis-360", cmd, f"{base}/healthz", env) as proc:
+            tok = token(base, "orders-service", "process:read")
+            auth = {"Authorization": f"Bearer {tok}"}
+            customer = self.opts.customer_id or find_customer(base, auth)
+            url = base + CUSTOMER_360.format(id=customer)
+            status, body = http("GET", url, headers=auth, timeout=10)
+            if status != 200:
+                raise Unavailable(f"GET {CUSTOMER_360} answered {status}: {body[:160]!r}")
+            set_backend_latency(self.sandbox_port, 0)
+            conns, secs = 4, max(3.0, self.opts.duration / 2)
+            base_load = self.loadgen.run(
+                url, duration=secs, connections=conns, headers=[f"Authorization: Bearer {tok}"]
+            )
+            set_backend_latency(self.sandbox_port, 50)
+            try:
+                row.load = self.measure(
+                    url,
+                    [f"Authorization: Bearer {tok}"],
+                    connections=conns,
+                    duration=secs,
+                    pid=proc.pid,
+                )
+            finally:
+                set_backend_latency(self.sandbox_port, None)
+        row.server = "uvicorn"
+        row.extra.update(
+            {
+                "customer_id": customer,
+                "backend_latency_ms": 50,
+                "target_p50_ms": 60,
+                "p50_no_latency_ms": base_load.p50_ms,
+                "added_over_slowest_ms": round(row.load.p50_ms - 50, 3),
+            }
+        )
+        row.note = f"p50 at 0 ms backends: {base_load.p50_ms:.1f} ms"
+
+    def events(self, row: Row, store: str) -> None:
+        from bench.events import EventsUnavailable, run_events
+
+        try:
+            result = run_events(store, self.opts.events, self.tmp / f"events-{store}")
+        except EventsUnavailable as exc:
+            raise Unavailable(str(exc)) from exc
+        row.extra.update(result)
+        row.server = "in-process"
+        row.note = (
+            f"{result['handled_per_s']:,.0f} events/s handled, "
+            f"{result['published_per_s']:,.0f}/s published"
+        )
+
+    def server_check(self, server: str) -> dict[str, Any]:
+        """Lifespan once each way, in-flight request drained on SIGTERM, clean exit."""
+        port = free_port()
+        marker = self.tmp / f"marker-{server}"
+        marker.unlink(missing_ok=True)
+        cmd = asgi_server_cmd(server, "bench.servercheck:app", port, factory=False)
+        env = {"BENCH_MARKER": str(marker), "PYTHONPATH": str(REPO)}
+        proc = self.procs.start(f"check-{server}", cmd, self.cores.server, env)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/", proc, self.procs)
+        except Unavailable as exc:
+            self.procs.stop(proc)
+            return {"ok": False, "why": str(exc)}
+        slow: dict[str, Any] = {}
+
+        def call() -> None:
+            try:
+                slow["status"] = http("GET", f"http://127.0.0.1:{port}/slow", timeout=10)[0]
+            except OSError as exc:
+                slow["status"] = repr(exc)
+
+        t = threading.Thread(target=call)
+        t.start()
+        time.sleep(0.3)
+        began = time.monotonic()
+        rc = self.procs.stop(proc, timeout=15)
+        t.join()
+        events = marker.read_text().split() if marker.exists() else []
+        result = {
+            "in_flight_status": slow.get("status"),
+            "exit_code": rc,
+            "stop_s": round(time.monotonic() - began, 2),
+            "lifespan": events,
+        }
+        result["ok"] = (
+            result["in_flight_status"] == 200
+            and events.count("startup") == 1
+            and events.count("shutdown") == 1
+            and rc is not None
+        )
+        return result
+
+
+def free_port_block(n: int) -> int:
+    """A base port with ``n`` consecutive free ports after it."""
+    for _ in range(50):
+        base = free_port()
+        if base + n >= 65000:
+            continue
+        try:
+            socks = []
+            for i in range(n):
+                s = socket.socket()
+                s.bind(("127.0.0.1", base + i))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise Unavailable(f"no {n} consecutive free ports")
+
+
+def find_customer(base: str, auth: dict[str, str]) -> str:
+    """A canonical customer id from the process API's own listing."""
+    status, body = http("GET", f"{base}/process/v1/customers?limit=1", headers=auth, timeout=10)
+    if status == 200:
+        data = json.loads(body)
+        items = data.get("data") or data.get("items") or []
+        if items and isinstance(items[0], dict) and items[0].get("id"):
+            return str(items[0]["id"])
+    raise Unavailable(
+        f"no customer id: GET /process/v1/customers?limit=1 answered {status} (pass --customer-id)"
+    )
+
+
+def set_backend_latency(base_port: int, ms: float | None) -> None:
+    """Every sandbox backend answers after ``ms`` (None: clear); ERP's own latency to 0-0."""
+    for i, name in enumerate(BACKENDS):
+        url = f"http://127.0.0.1:{base_port + i}"
+        if ms is None:
+            http("DELETE", f"{url}/__faults")
+        else:
+            http("POST", f"{url}/__faults", json.dumps({"latency_ms": ms}).encode())
+        if name == "erp":
+            http("POST", f"{url}/__latency", b'{"min_ms": 0, "max_ms": 0}')
+        if name == "support":
+            http("POST", f"{url}/__ratelimit", b'{"per_second": 1000000}')
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def _ratio(row: Row, ref: Row | None) -> str:
+    if not (row.ok and ref and ref.ok and row.load and ref.load and ref.load.rps):
+        return "-"
+    return f"{row.load.rps / ref.load.rps:.2f}x"
+
+
+def table(rows: list[Row]) -> str:
+    by = {r.key: r for r in rows}
+    bare, peer = by.get("3"), by.get("4")
+    head = (
+        f"{'#':<4} {'scenario':<50} {'server':<17} {'req/s':>8} {'vs 3':>6} {'vs 4':>6} "
+        f"{'cpu us/req':>10} {'p50 ms':>8} {'p99 ms':>8} {'err':>4}  note"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if r.load:
+            ld = r.load
+            cpu = f"{ld.cpu_us_per_req:,.0f}" if ld.cpu_us_per_req else "-"
+            lines.append(
+                f"{r.key:<4} {r.title:<50} {r.server:<17} {ld.rps:>8,.0f} {_ratio(r, bare):>6} "
+                f"{_ratio(r, peer):>6} {cpu:>10} {ld.p50_ms:>8.2f} {ld.p99_ms:>8.2f} "
+                f"{ld.errors:>4}  {r.note}"
+            )
+        else:
+            lines.append(f"{r.key:<4} {r.title:<50} {r.server:<17} {r.note}")
+    return "\n".join(lines)
+
+
+def targets(rows: list[Row]) -> list[dict[str, Any]]:
+    """The issue's goals, each with the measured value (reported, never asserted)."""
+    by = {r.key: r for r in rows}
+    out: list[dict[str, Any]] = []
+
+    def rps(key: str) -> float | None:
+        r = by.get(key)
+        return r.load.rps if r and r.ok and r.load else None
+
+    def add(
+        goal: str, value: float | None, limit: float, higher: bool, unit: str, why: str
+    ) -> None:
+        met = None if value is None else (value >= limit if higher else value <= limit)
+        out.append(
+            {
+                "goal": goal,
+                "value": value,
+                "limit": limit,
+                "unit": unit,
+                "met": met,
+                "why": why if value is None else "",
+            }
+        )
+
+    def cost(key: str) -> float | None:
+        r = by.get(key)
+        return r.load.cpu_us_per_req if r and r.ok and r.load else None
+
+    full, bare, peer = rps("6"), rps("3"), rps("4")
+    c6, c3, c4 = cost("6"), cost("3"), cost("4")
+    add(
+        "full chain / bare pass-through, by CPU per request",
+        round(c3 / c6, 2) if c6 and c3 else None,
+        0.8,
+        True,
+        "x",
+        "scenario 3 or 6 missing",
+    )
+    add(
+        "full chain / peer gateway, by CPU per request",
+        round(c4 / c6, 2) if c6 and c4 else None,
+        1.0,
+        True,
+        "x",
+        "scenario 4 or 6 missing",
+    )
+    add(
+        "full chain / bare pass-through",
+        round(full / bare, 2) if full and bare else None,
+        0.8,
+        True,
+        "x",
+        "scenario 3 or 6 missing",
+    )
+    add(
+        "full chain / peer gateway",
+        round(full / peer, 2) if full and peer else None,
+        1.0,
+        True,
+        "x",
+        "scenario 4 or 6 missing",
+    )
+    hp = by["6"].extra.get("half_peak") if "6" in by else None
+    add(
+        "added p99 at half peak",
+        hp["added_p99_ms"] if hp else None,
+        2.0,
+        False,
+        "ms",
+        "scenario 6 missing",
+    )
+    c = by.get("7")
+    add(
+        "360 p50 vs slowest backend (50 ms) + 10 ms",
+        c.load.p50_ms if c and c.ok and c.load else None,
+        60.0,
+        False,
+        "ms",
+        (c.note if c else "scenario 7 not run"),
+    )
+    ev = by.get("8s")
+    add(
+        "events/s handled, embedded bus",
+        ev.extra.get("handled_per_s") if ev else None,
+        2000,
+        True,
+        "/s",
+        (ev.note if ev else "scenario 8 not run"),
+    )
+    rss = [r.extra["rss_peak_worker_mb"] for r in rows if "rss_peak_worker_mb" in r.extra]
+    add(
+        "peak RSS per worker under load",
+        max(rss) if rss else None,
+        150,
+        False,
+        "MB",
+        "no Trellis scenario ran",
+    )
+    return out
+
+
+def targets_text(items: list[dict[str, Any]]) -> str:
+    lines = ["targets (reported, never asserted):"]
+    for t in items:
+        if t["value"] is None:
+            mark, val = "n/a ", f"n/a: {t['why']}"
+        else:
+            mark = "MET " if t["met"] else "MISS"
+            cmp = ">=" if t["goal"].startswith(("full", "events")) else "<="
+            val = f"{t['value']}{t['unit']} (goal {cmp} {t['limit']}{t['unit']})"
+        lines.append(f"  [{mark}] {t['goal']:<46} {val}")
+    return "\n".join(lines)
+
+
+def chart(rows: list[Row], path: Path) -> str | None:
+    """Throughput and p50/p99 per scenario as one PNG; None when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib not installed (pip install -e '.[bench]')"
+    done = [r for r in rows if r.ok and r.load and not r.key.startswith("8")]
+    if not done:
+        return "no scenario ran"
+    labels = [f"{r.key} {r.title[:22]}\n{r.server[:18]}" for r in done]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(9, len(done) * 1.1), 9))
+    xs = range(len(done))
+    ax1.bar(xs, [r.load.rps for r in done if r.load], color="#4a78b5")
+    ax1.set_yscale("log")
+    ax1.set_ylabel("requests/s (log)")
+    ax1.set_title("Throughput per scenario (same run, same backend)")
+    ax1.set_xticks(list(xs), labels, fontsize=7, rotation=30, ha="right")
+    width = 0.4
+    ax2.bar(
+        [x - width / 2 for x in xs],
+        [r.load.p50_ms for r in done if r.load],
+        width,
+        label="p50",
+        color="#6aa84f",
+    )
+    ax2.bar(
+        [x + width / 2 for x in xs],
+        [r.load.p99_ms for r in done if r.load],
+        width,
+        label="p99",
+        color="#cc4125",
+    )
+    ax2.set_yscale("log")
+    ax2.set_ylabel("latency ms (log)")
+    ax2.set_title("Latency under full load")
+    ax2.set_xticks(list(xs), labels, fontsize=7, rotation=30, ha="right")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+ALL = ["1", "2", "3", "4", "5", "6", "7", "8", "9"]
+
+
+def parse(argv: list[str] | None) -> Options:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-d", "--duration", type=float, default=5.0, help="seconds per measured run")
+    p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each")
+    p.add_argument("-c", "--connections", type=int, default=64)
+    p.add_argument(
+        "-s", "--scenarios", default=",".join(ALL), help="comma list of 1-9 (default all)"
+    )
+    p.add_argument(
+        "--servers",
+        default="uvicorn,granian",
+        help="ASGI servers for scenarios 3, 5 and 6 (the first is the default)",
+    )
+    p.add_argument("--no-wrk", action="store_true", help="use the Python load generator")
+    p.add_argument("--no-chart", action="store_true")
+    p.add_argument("--customer-id", default=None, help="canonical id for scenario 7")
+    p.add_argument("--events", type=int, default=5000, help="events per bus in scenario 8")
+    p.add_argument("--repeat", type=int, default=2, help="measured runs per scenario; best kept")
+    p.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up, no repeat")
+    p.add_argument("--keep-tmp", action="store_true", help="keep the logs and configs")
+    p.add_argument("--no-half-peak", action="store_true", help="skip the half-peak p99 runs")
+    p.add_argument("--trellis-src", default=None, help="run Trellis from this source tree")
+    a = p.parse_args(argv)
+    if a.trellis_src:
+        TRELLIS_SRC[:] = [str(Path(a.trellis_src).resolve())]
+    if a.quick:
+        a.duration, a.warmup, a.repeat = 3.0, 1.0, 1
+    return Options(
+        duration=a.duration,
+        warmup=a.warmup,
+        connections=a.connections,
+        scenarios=set(a.scenarios.split(",")),
+        servers=[s for s in a.servers.split(",") if s],
+        use_wrk=not a.no_wrk,
+        chart=not a.no_chart,
+        customer_id=a.customer_id,
+        events=a.events,
+        keep_tmp=a.keep_tmp,
+        repeat=a.repeat,
+        half_peak=not a.no_half_peak,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="trellis-bench-"))
+    bench = Bench(opts, tmp)
+    info = machine()
+    print(
+        f"Trellis bench: {info['nproc']} cores, {info['cpu']}, {info['memory_gib']} GiB, "
+        f"Python {info['python']}"
+    )
+    if bench.loadgen.tool != "wrk":
+        print(
+            f"  wrk not found: using bench/loadgen.py (PYTHON LOAD GENERATOR: it saturates "
+            f"far below nginx; numbers are not comparable with wrk runs). Install: {WRK_INSTALL}"
+        )
+    pinning = (
+        f"load + backend on cpu {bench.cores.load}, server on cpu {bench.cores.server}"
+        if bench.cores.enabled
+        else "not pinned (needs taskset and 2+ cores)"
+    )
+    print(
+        f"  load: {bench.loadgen.tool}, {opts.connections} connections, {opts.duration:g}s "
+        f"(+{opts.warmup:g}s warm-up) per run; {pinning}; logs in {tmp}"
+    )
+    servers, missing = servers_available(opts.servers)
+    default_server = servers[0] if servers else "uvicorn"
+    checks: dict[str, Any] = {}
+    try:
+        bench.start_backend()
+    except Unavailable as exc:
+        bench.procs.stop_all()
+        print(f"bench: the backend did not start: {exc}", file=sys.stderr)
+        return 1
+    try:
+        b = bench
+        b.scenario("1", "backend direct")(b.backend_direct)
+        b.scenario("2", "nginx reverse proxy, upstream keepalive")(b.nginx)
+        for server in opts.servers:
+            key = "3" if server == default_server else "3g"
+            if server in missing:
+                b.rows.append(
+                    Row(key, "bare Starlette+aiohttp pass-through", server, note=missing[server])
+                )
+                continue
+            b.scenario(key, "bare Starlette+aiohttp pass-through", server)(
+                lambda row, s=server: b.python_proxy(row, "bench.passthrough:create_app", s, [])
+            )
+        b.scenario("4", "peer gateway: premier + rate limit", "uvicorn")(
+            lambda row: b.python_proxy(
+                row, "bench.peer_premier:create_app", "uvicorn", [API_KEY_HEADER]
+            )
+        )
+        for full, num, title in (
+            (False, "5", "Trellis system route, policies off"),
+            (True, "6", "Trellis full chain (JWT, RL, metrics, log, trace)"),
+        ):
+            for server in opts.servers:
+                key = num if server == default_server else num + "g"
+                if server in missing:
+                    b.rows.append(Row(key, title, server, note=missing[server]))
+                    continue
+                b.scenario(key, title, server)(lambda row, s=server, f=full: b.trellis(row, s, f))
+        b.scenario("7", "customer 360, 6 backends at +50 ms", "uvicorn")(b.customer_360)
+        b.scenario("8s", "events published->handled, SQLite")(lambda row: b.events(row, "sqlite"))
+        b.scenario("8r", "events published->handled, Redis")(lambda row: b.events(row, "redis"))
+        if opts.scenarios & {"5", "6", "9"}:
+            for server in servers:
+                if server not in checks:
+                    b.say(f"server check: {server} (lifespan, in-flight drain on SIGTERM)")
+                    checks[server] = b.server_check(server)
+                    b.say(f"  -> {checks[server]}")
+    except KeyboardInterrupt:
+        print("interrupted: reporting what ran", file=sys.stderr)
+    finally:
+        bench.procs.stop_all()
+    rows = bench.rows
+    rss_rows = [r for r in rows if "rss_peak_worker_mb" in r.extra]
+    if "9" in opts.scenarios:
+        for r in rss_rows:
+            rows.append(
+                Row(
+                    f"9/{r.key}",
+                    f"peak RSS under load (scenario {r.key})",
+                    r.server,
+                    note=f"{r.extra['rss_peak_worker_mb']} MB/worker, "
+                    f"{r.extra['rss_peak_total_mb']} MB total",
+                )
+            )
+    goals = targets(rows)
+    report = table(rows)
+    print()
+    print(report)
+    print()
+    print(targets_text(goals))
+    if checks:
+        print(
+            "servers: "
+            + "; ".join(f"{k}: {'OK' if v.get('ok') else 'PROBLEM'} {v}" for k, v in checks.items())
+        )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    result = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "python -m bench.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": info,
+        "options": {**asdict(opts), "scenarios": sorted(opts.scenarios)},
+        "load_generator": bench.loadgen.tool,
+        "pinning": pinning,
+        "rows": [asdict(r) for r in rows],
+        "targets": goals,
+        "server_checks": checks,
+        "table": report,
+        "elapsed_s": round(time.monotonic() - bench.started, 1),
+    }
+    (RESULTS / "latest.json").write_text(json.dumps(result, indent=2, default=str))
+    print(f"wrote {RESULTS / 'latest.json'}", end="")
+    if opts.chart:
+        problem = chart(rows, RESULTS / "latest.png")
+        print(f" and {RESULTS / 'latest.png'}" if problem is None else f" (no chart: {problem})")
+    else:
+        print()
+    print(f"elapsed {result['elapsed_s']}s")
+    if not opts.keep_tmp:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
