@@ -28,6 +28,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
+from gateway.policies import access_log
 from gateway.policies.access_log import ACCESS_LOGGER, AccessLogMiddleware, LogsConfig
 from gateway.policies.metrics import GatewayMetrics, MetricsConfig, MetricsMiddleware
 from gateway.policies.redaction import redact, redact_text
@@ -136,6 +137,23 @@ class TextFormatter(JsonFormatter):
         return f"{head} {tail}{exc}" if tail else f"{head}{exc}"
 
 
+class _LineListener(QueueListener):
+    """Writes pre-rendered lines (``str``) as they are, and log records through the handlers."""
+
+    def handle(self, record: logging.LogRecord | str) -> None:
+        if isinstance(record, str):
+            for handler in self.handlers:
+                if isinstance(handler, logging.StreamHandler):
+                    handler.acquire()
+                    try:
+                        handler.stream.write(record + "\n")
+                        handler.flush()
+                    finally:
+                        handler.release()
+            return
+        super().handle(record)
+
+
 class LoggingHandle:
     """The installed handler and its writer thread; ``close`` flushes them and restores the
     ``trellis`` logger as it was (so one app's shutdown leaves the process as it found it)."""
@@ -156,6 +174,7 @@ class LoggingHandle:
         root.removeHandler(self.handler)
         root.setLevel(self._before[0])
         root.propagate = self._before[1]
+        access_log.set_line_sink(None)
         self.listener.stop()  # drains the queue, then joins the writer thread
         if _installed is self:
             _installed = None
@@ -177,15 +196,18 @@ def configure_logging(
     if _installed is not None:
         _installed.close()
     formatter_type = JsonFormatter if config.format == "json" else TextFormatter
-    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    q: queue.SimpleQueue[logging.LogRecord | str] = queue.SimpleQueue()
     handler = QueueHandler(q)
     handler.setFormatter(formatter_type(redaction=config.redact, redact_keys=config.redact_keys))
     out = stream or (sys.stdout if config.stream == "stdout" else sys.stderr)
     writer = logging.StreamHandler(out)
     writer.setFormatter(logging.Formatter("%(message)s"))
-    listener = QueueListener(q, writer)
+    listener = _LineListener(q, writer)
     listener.start()
     _installed = LoggingHandle(handler, listener)
+    # The access line has a fixed schema of safe fields (ids, route template, status...):
+    # it skips LogRecord, caller lookup and per-field redaction and is queued as one line.
+    access_log.set_line_sink(q.put_nowait if config.format == "json" else None)
     root = logging.getLogger(ROOT_LOGGER)
     root.addHandler(handler)
     root.setLevel(level.upper())

@@ -15,6 +15,7 @@ from urllib.parse import urljoin
 import aiohttp
 import orjson
 
+from . import observe
 from .config import ApiKeyAuth, BackendAuth, BasicAuth, OAuthClientCredentialsAuth
 from .errors import BackendAuthFailed, BackendTimeout, BackendUnavailable, BadBackendData
 
@@ -82,19 +83,26 @@ class ClientCredentialsToken:
         basic = base64.b64encode(f"{self.cfg.client_id}:{secret}".encode()).decode()
         self.fetches += 1
         try:
-            async with session.post(
-                self.token_url,
-                data=form,
-                headers={"Authorization": f"Basic {basic}", "Accept": "application/json"},
-                timeout=self.timeout,
-            ) as resp:
-                body = await resp.read()
-                if resp.status in (400, 401, 403):
-                    raise BackendAuthFailed(
-                        self.backend, f"token endpoint refused our client ({resp.status})"
-                    )
-                if resp.status != 200:
-                    raise BackendUnavailable(self.backend, f"token endpoint answered {resp.status}")
+            # the token fetch is a backend call of its own: its own client span and metrics
+            with observe.attempt(self.backend, "POST", 1, "closed") as seen:
+                async with session.post(
+                    self.token_url,
+                    data=form,
+                    headers={
+                        "Authorization": f"Basic {basic}",
+                        "Accept": "application/json",
+                        **observe.trace_headers(),
+                    },
+                    timeout=self.timeout,
+                ) as resp:
+                    seen.status = resp.status
+                    body = await resp.read()
+            if resp.status in (400, 401, 403):
+                raise BackendAuthFailed(
+                    self.backend, f"token endpoint refused our client ({resp.status})"
+                )
+            if resp.status != 200:
+                raise BackendUnavailable(self.backend, f"token endpoint answered {resp.status}")
         except TimeoutError as exc:
             raise BackendTimeout(self.backend, "token endpoint timed out") from exc
         except aiohttp.ClientError as exc:

@@ -238,14 +238,22 @@ class BackendClient:
         timeouts = self.config.timeouts
         if self.pacer is not None and not await self.pacer.acquire(timeout_s=timeouts.total_s):
             raise BackendUnavailable(self.name, "outbound rate limit queue is full")
-        try:
-            await asyncio.wait_for(self._bulkhead.acquire(), timeout=timeouts.connect_s)
-        except TimeoutError as exc:
-            raise BackendUnavailable(self.name, "too many calls in flight (bulkhead full)") from exc
+        if self._bulkhead.locked():  # full: wait for a slot, but not for ever
+            try:
+                await asyncio.wait_for(self._bulkhead.acquire(), timeout=timeouts.connect_s)
+            except TimeoutError as exc:
+                raise BackendUnavailable(
+                    self.name, "too many calls in flight (bulkhead full)"
+                ) from exc
+        else:
+            await self._bulkhead.acquire()  # a free slot: no timer task needed
         try:
             self.stats.attempts += 1
             if authenticated:
                 headers = {**headers, **(await self.auth.headers(self.session))}
+            propagation = observe.trace_headers()
+            if propagation:
+                headers = {**headers, **propagation}
             async with self.session.request(
                 method, url, params=params, data=body, headers=headers
             ) as resp:

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Protocol
 
 from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "observers",
     "set_tracer_provider",
     "step",
+    "trace_headers",
 ]
 
 
@@ -61,6 +63,9 @@ class AttemptInfo:
     breaker: str
     status: int | None = None
     started: float = 0.0
+    traceparent: str | None = None
+    """W3C header of this attempt's client span, to send to the backend (None: no trace)."""
+    tracestate: str | None = None
 
 
 current_attempt: contextvars.ContextVar[AttemptInfo | None] = contextvars.ContextVar(
@@ -76,16 +81,36 @@ class attempt:  # lower case: used like a function, ``with observe.attempt(...) 
     generator-based manager costs several times more.
     """
 
-    __slots__ = ("_info", "_token")
+    __slots__ = ("_info", "_span", "_token")
 
     def __init__(self, backend: str, method: str, attempt: int, breaker: str) -> None:
         self._info = AttemptInfo(backend, method, attempt, breaker)
         self._token: contextvars.Token[AttemptInfo | None] | None = None
+        self._span: trace.Span | None = None
 
     def __enter__(self) -> AttemptInfo:
-        self._token = current_attempt.set(self._info)
-        self._info.started = time.perf_counter()
-        return self._info
+        info = self._info
+        self._token = current_attempt.set(info)
+        # One client span per attempt, made here rather than by the aiohttp instrumentation:
+        # that costs ~17% of a proxied request's CPU even when nothing is sampled.
+        span = _get_tracer().start_span(f"{info.method} {info.backend}", kind=_CLIENT)
+        ctx = span.get_span_context()
+        if ctx.is_valid:
+            info.traceparent = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+            if ctx.trace_state:
+                info.tracestate = ctx.trace_state.to_header()
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    "http.request.method": info.method,
+                    "trellis.backend": info.backend,
+                    "trellis.retry.attempt": info.attempt,
+                    "trellis.breaker.state": str(info.breaker),
+                }
+            )
+        self._span = span
+        info.started = time.perf_counter()
+        return info
 
     def __exit__(
         self,
@@ -99,10 +124,32 @@ class attempt:  # lower case: used like a function, ``with observe.attempt(...) 
             current_attempt.reset(self._token)
         error = exc_type.__name__ if exc_type is not None else None
         status = None if error is not None else info.status
+        span = self._span
+        if span is not None:
+            if span.is_recording():
+                if status is not None:
+                    span.set_attribute("http.response.status_code", status)
+                if error is not None or (status is not None and status >= 500):
+                    span.set_status(Status(StatusCode.ERROR))
+                    span.set_attribute("error.type", error or str(status))
+            span.end()
         for observer in observers:
             observer.on_attempt(
                 info.backend, info.method, status, error, duration, info.attempt, info.breaker
             )
+
+
+_CLIENT = trace.SpanKind.CLIENT
+
+
+def trace_headers() -> dict[str, str]:
+    """``traceparent``/``tracestate`` of the backend attempt in progress ({} outside one)."""
+    info = current_attempt.get()
+    if info is None or info.traceparent is None:
+        return {}
+    if info.tracestate:
+        return {"traceparent": info.traceparent, "tracestate": info.tracestate}
+    return {"traceparent": info.traceparent}
 
 
 _provider: trace.TracerProvider | None = None
@@ -113,6 +160,10 @@ def set_tracer_provider(provider: trace.TracerProvider | None) -> None:
     """Use ``provider`` for ``step()`` spans; None returns to the global provider."""
     global _provider, _tracer
     _provider, _tracer = provider, None
+
+
+def installed_provider() -> trace.TracerProvider | None:
+    return _provider
 
 
 def _get_tracer() -> trace.Tracer:

@@ -9,15 +9,31 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.policies.redaction import redact_text
 from gateway.policies.routing import route_template
-from gateway.principal import principal_of
+from gateway.principal import Principal, principal_of
 
 ACCESS_LOGGER = "trellis.access"
+
+_line_sink: Callable[[str], None] | None = None
+
+
+def set_line_sink(sink: Callable[[str], None] | None) -> None:
+    """Where ready-made JSON access lines go (the log writer's queue); None: use logging."""
+    global _line_sink
+    _line_sink = sink
+
+
+def _now_iso() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
 class LogsConfig(BaseModel):
@@ -33,6 +49,14 @@ class LogsConfig(BaseModel):
         description="Extra key fragments whose values are redacted, besides password, secret...",
     )
     stream: Literal["stderr", "stdout"] = "stderr"
+
+
+def _safe_client_id(principal: Principal | None) -> str | None:
+    """Our client ids are safe; an external issuer's subject may be an email: redact it."""
+    if principal is None:
+        return None
+    cid = principal.client_id
+    return redact_text(cid) if "@" in cid else cid
 
 
 class AccessLogMiddleware:
@@ -69,19 +93,53 @@ class AccessLogMiddleware:
             principal = principal_of(scope)
             route = route_template(scope)
             method = scope["method"]
-            self.log.info(
-                "%s %s %s",
-                method,
-                route,
-                status,
-                extra={
-                    "request_id": scope.get("trellis.request_id"),
-                    "trace_id": scope.get("trellis.trace_id"),
-                    "client_id": principal.client_id if principal is not None else None,
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(duration_ms, 3),
-                    "bytes": sent,
-                },
-            )
+            sink = _line_sink
+            if sink is not None and self.log.isEnabledFor(logging.INFO):
+                sink(
+                    orjson.dumps(
+                        {
+                            "time": _now_iso(),
+                            "level": "info",
+                            "logger": ACCESS_LOGGER,
+                            "message": f"{method} {route} {status}",
+                            "request_id": scope.get("trellis.request_id"),
+                            "trace_id": scope.get("trellis.trace_id"),
+                            "client_id": _safe_client_id(principal),
+                            "method": method,
+                            "route": route,
+                            "status": status,
+                            "duration_ms": round(duration_ms, 3),
+                            "bytes": sent,
+                        }
+                    ).decode()
+                )
+            else:
+                self._log_record(method, route, status, principal, scope, duration_ms, sent)
+
+    def _log_record(
+        self,
+        method: str,
+        route: str,
+        status: int,
+        principal: Principal | None,
+        scope: Scope,
+        duration_ms: float,
+        sent: int,
+    ) -> None:
+        """The slow path, through logging: when no JSON line sink is installed (text logs)."""
+        self.log.info(
+            "%s %s %s",
+            method,
+            route,
+            status,
+            extra={
+                "request_id": scope.get("trellis.request_id"),
+                "trace_id": scope.get("trellis.trace_id"),
+                "client_id": principal.client_id if principal is not None else None,
+                "method": method,
+                "route": route,
+                "status": status,
+                "duration_ms": round(duration_ms, 3),
+                "bytes": sent,
+            },
+        )

@@ -6,18 +6,16 @@ metrics) or Starlette's experimental one (which names by template but neither ex
 trace id to the app nor returns it). It starts the span before the app runs so the trace id is
 in ``scope["trellis.trace_id"]`` for problem bodies and logs, returns it in ``X-Trace-Id``,
 renames the span to ``METHOD /route/{template}`` once routing is known, and tags it with the
-authenticated client id. Backend calls get client spans from the aiohttp instrumentation,
-tagged here with backend, attempt and breaker state (see ``system_apis.observe``).
+authenticated client id. Backend calls get one client span per attempt from the client base,
+tagged with backend, attempt and breaker state (see ``system_apis.observe``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-import aiohttp
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -103,43 +101,20 @@ def build_tracer_provider(config: TracingConfig) -> TracerProvider:
     return provider
 
 
-def _tag_backend_span(span: trace.Span, params: aiohttp.TraceRequestStartParams) -> None:
-    """Client-span hook: name the backend, attempt and breaker state of the call in progress."""
-    info = observe.current_attempt.get()
-    if info is None or not span.is_recording():
-        return
-    span.set_attribute("trellis.backend", info.backend)
-    span.set_attribute("trellis.retry.attempt", info.attempt)
-    span.set_attribute("trellis.breaker.state", str(info.breaker))
-
-
-_instrumented_with: trace.TracerProvider | None = None
-
-
 def instrument_backend_calls(provider: trace.TracerProvider) -> None:
-    """Client spans (and ``traceparent``) for every aiohttp session created from now on.
+    """Backend client spans come from ``system_apis.observe.attempt`` on this provider.
 
-    The instrumentation patches ``ClientSession.__init__`` process-wide, so call this before
-    the lifespan makes the backend sessions. Called again with another provider (a second
-    app in the same process, as in tests), it re-instruments for sessions made afterwards.
+    We do not use the aiohttp client instrumentation: it cost ~17% of a proxied request's
+    CPU even with nothing sampled (bench/, docs/performance.md); one span per attempt made by
+    the client base, with ``traceparent`` injected by it, gives the same tree for less.
     """
-    global _instrumented_with
-    if _instrumented_with is provider:
-        return
-    instrumentor = AioHttpClientInstrumentor()
-    if instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.uninstrument()
-    instrumentor.instrument(tracer_provider=provider, request_hook=_tag_backend_span)
-    _instrumented_with = provider
+    observe.set_tracer_provider(provider)
 
 
 def uninstall_tracer_provider(provider: trace.TracerProvider) -> None:
     """Undo ``install_tracer_provider`` if ``provider`` is still the one installed (the
     global provider, settable once, stays)."""
-    global _instrumented_with
-    if _instrumented_with is provider:
-        AioHttpClientInstrumentor().uninstrument()
-        _instrumented_with = None
+    if observe.installed_provider() is provider:
         observe.set_tracer_provider(None)
 
 
