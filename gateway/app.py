@@ -123,7 +123,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
 
     ratelimit = RateLimitPolicy(settings.ratelimit, redis_url=settings.gateway.redis_url)
     layers = build_layers(settings, systems)
-    events = EventBus(settings, systems)
+    events = EventBus(settings, systems, tracer_provider=obs.tracer_provider)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -15,6 +15,7 @@ from types import FrameType
 
 from system_apis.config import BACKEND_NAMES
 
+from .events.cli import add_dlq_commands
 from .settings import ConfigError, Settings, load_settings
 
 
@@ -179,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the configuration and exit")
     check.add_argument("--config", default=None)
     check.set_defaults(func=cmd_check_config)
+
+    add_dlq_commands(sub)  # trellis dlq list|show|replay|discard
     return parser
 
 

@@ -22,9 +22,19 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from opentelemetry import trace
 from pydantic import BaseModel, ConfigDict, Field
 
 EVENT_SOURCE = "urn:trellis:gateway"
+
+
+def _current_trace() -> tuple[str | None, str | None]:
+    """W3C headers of the active span, so an event's handling joins the trace that caused it."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return None, None
+    parent = f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
+    return parent, (ctx.trace_state.to_header() or None) if ctx.trace_state else None
 
 
 class DomainEvent(BaseModel):
@@ -40,8 +50,8 @@ class DomainEvent(BaseModel):
     time: datetime = Field(default_factory=lambda: datetime.now(UTC))
     datacontenttype: str = "application/json"
     data: dict[str, Any] = Field(default_factory=dict)
-    traceparent: str | None = None
-    tracestate: str | None = None
+    traceparent: str | None = Field(default_factory=lambda: _current_trace()[0])
+    tracestate: str | None = Field(default_factory=lambda: _current_trace()[1])
 
 
 class BeginState(StrEnum):

@@ -1,0 +1,162 @@
+"""Each process-API subscriber's effect, visible in the sandbox backends after its event is
+put in the outbox (real SQLite outbox, real bus, real HTTP to the sandbox)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+from gateway.events.component import EventBus
+from gateway.events.records import DeliveryState
+from process_apis.ports import DomainEvent
+from process_apis.subscribers import SUBSCRIBERS
+from process_apis.subscribers.lookup import marker
+from system_apis.crm import AccountCreate, ContactCreate
+from system_apis.models import Contact
+from system_apis.registry import SystemApis
+from tests.events.conftest import BusFactory
+from tests.events.helpers import write_outbox
+
+
+def unique_email() -> str:
+    return f"evt-{uuid.uuid4().hex[:10]}@example.com"
+
+
+async def new_contact(systems: SystemApis, status: str = "Prospect") -> Contact:
+    account = await systems.crm.create_account(
+        AccountCreate(name=f"Acct {uuid.uuid4().hex[:6]}", status=status)
+    )
+    return await systems.crm.create_contact(
+        ContactCreate(
+            email=unique_email(), first_name="Eve", last_name="Vent", account_id=account.id
+        )
+    )
+
+
+async def delivered(bus: EventBus, events: list[DomainEvent], within: float = 20.0) -> None:
+    """Wait until every subscriber of every event is delivered (fail on a dead letter)."""
+    deadline = time.monotonic() + within
+    ids = {e.id for e in events}
+    while True:
+        summaries = [
+            s for s in await bus.store.recent_events(None, None, 200, bus.wants) if s.id in ids
+        ]
+        states = [d for s in summaries for d in s.deliveries]
+        dead = [d for d in states if d.state is DeliveryState.DEAD_LETTERED]
+        assert not dead, dead
+        if len(summaries) == len(ids) and all(d.state is DeliveryState.DELIVERED for d in states):
+            return
+        assert time.monotonic() < deadline, states
+        await asyncio.sleep(0.1)
+
+
+async def test_every_subscriber_has_its_effect(make_bus: BusFactory, tmp_path: Path) -> None:
+    async with make_bus({}, subscribers=SUBSCRIBERS, with_systems=True) as bus:
+        systems = bus.systems
+        # order.placed -> CRM activity + confirmation email
+        buyer = await new_contact(systems)
+        sent_before = (
+            (await systems.marketing.engagement(buyer.email)).emails_sent
+            if await systems.marketing.find_contact_by_email(buyer.email)
+            else 0
+        )
+        order = DomainEvent(
+            type="order.placed",
+            subject="SO-TEST-1",
+            data={
+                "order_id": "SO-TEST-1",
+                "crm_contact_id": buyer.id,
+                "email": buyer.email,
+                "total": "42.00",
+                "currency": "USD",
+            },
+        )
+        # invoice.paid -> CRM account status
+        payer = await new_contact(systems, status="Prospect")
+        paid = DomainEvent(
+            type="invoice.paid",
+            subject="in_x",
+            data={"invoice_id": "in_x", "crm_contact_id": payer.id},
+        )
+        # deal.won -> off the nurture list
+        nurtured = await systems.marketing.create_contact(
+            unique_email(), "Nu", "Ture", None, "lead"
+        )
+        nurture = await systems.marketing.find_list("Nurture")
+        assert nurture is not None
+        await systems.marketing.add_to_list(nurture.id, [nurtured.id])
+        won = DomainEvent(type="deal.won", data={"opportunity_id": "006x", "email": nurtured.email})
+        # ticket.created -> history comment
+        user = await systems.support.create_user(unique_email(), "Tick Et")
+        ticket = await systems.support.create_ticket(user.id, "Where is my order?", "Hello")
+        created = DomainEvent(
+            type="ticket.created",
+            subject=ticket.id,
+            data={"ticket_id": ticket.id, "email": user.email},
+        )
+        # customer.created -> welcome email
+        newcomer = await new_contact(systems)
+        welcome = DomainEvent(
+            type="customer.created", data={"crm_contact_id": newcomer.id, "email": newcomer.email}
+        )
+
+        events = [order, paid, won, created, welcome]
+        write_outbox(tmp_path / "data", events)
+        await delivered(bus, events)
+
+        tasks = [t async for t in systems.crm.iter_tasks(buyer.id)]
+        assert [t.subject for t in tasks] == ["Order SO-TEST-1 placed"]
+        assert marker(order.id) in (tasks[0].description or "")
+        assert (await systems.marketing.engagement(buyer.email)).emails_sent == sent_before + 1
+
+        assert payer.account_id is not None
+        assert (await systems.crm.get_account(payer.account_id)).status == "Active"
+
+        members = {m.id async for m in systems.marketing.iter_list_members(nurture.id)}
+        assert nurtured.id not in members
+
+        comments = [c async for c in systems.support.iter_comments(ticket.id)]
+        history = [c for c in comments if marker(created.id) in c.body]
+        assert len(history) == 1 and not history[0].public
+        assert "Orders:" in history[0].body and "Invoices:" in history[0].body
+
+        assert (await systems.marketing.engagement(newcomer.email)).emails_sent == 1
+
+
+async def test_handlers_are_idempotent_on_redelivery(make_bus: BusFactory, tmp_path: Path) -> None:
+    """A redelivery (crash after the effect, before the bus recorded it) writes nothing new."""
+    async with make_bus({}, with_systems=True) as bus:
+        systems = bus.systems
+        buyer = await new_contact(systems)
+        order = DomainEvent(
+            type="order.placed",
+            subject="SO-TEST-2",
+            data={"order_id": "SO-TEST-2", "email": buyer.email},
+        )
+        user = await systems.support.create_user(unique_email(), "Twice")
+        ticket = await systems.support.create_ticket(user.id, "Twice", "Hello")
+        created = DomainEvent(type="ticket.created", data={"ticket_id": ticket.id})
+        for _ in range(2):
+            await SUBSCRIBERS["order-crm-activity"].handle(order, systems)
+            await SUBSCRIBERS["ticket-customer-history"].handle(created, systems)
+        assert len([t async for t in systems.crm.iter_tasks(buyer.id)]) == 1
+        comments = [c async for c in systems.support.iter_comments(ticket.id)]
+        assert len([c for c in comments if marker(created.id) in c.body]) == 1
+
+
+async def test_invoice_paid_from_billing_ids_only(make_bus: BusFactory, tmp_path: Path) -> None:
+    """The billing webhook names only the billing customer: its CRM link is followed."""
+    async with make_bus({}, with_systems=True) as bus:
+        systems = bus.systems
+        payer = await new_contact(systems, status="Churned")
+        customer = await systems.billing.create_customer(payer.email, "Pay Er", payer.id)
+        invoice = await systems.billing.create_invoice(customer.id, [Decimal("10.00")])
+        ev = DomainEvent(
+            type="invoice.paid", data={"invoice_id": invoice.id, "customer_id": customer.id}
+        )
+        await SUBSCRIBERS["invoice-paid-crm-status"].handle(ev, systems)
+        assert payer.account_id is not None
+        assert (await systems.crm.get_account(payer.account_id)).status == "Active"
