@@ -361,7 +361,10 @@ class RateLimitPolicy:
         rule, identity = self.rule_for(scope)
         self.decisions[rule.label] += 1
         try:
-            async with asyncio.timeout(self.timeout_s):
+            if self.shared:
+                async with asyncio.timeout(self.timeout_s):
+                    decision = await self._check(rule, identity)
+            else:  # in-process memory never waits: no timer per request
                 decision = await self._check(rule, identity)
         except Exception as exc:  # storage down, too slow, or broken: never a 500 from here
             self._storage_failed(rule, exc)
@@ -377,9 +380,15 @@ class RateLimitPolicy:
                 retry = await self._retry_after(limit, ids)
                 state = LimitState(limit, 0, retry)
                 return Decision(False, rule, (state,), violated=state)
-        stats = await asyncio.gather(
-            *(self.strategy.get_window_stats(lim.item, *ids, lim.name) for lim in rule.limits)
-        )
+        if self.shared and len(rule.limits) > 1:  # overlap the Redis round trips
+            stats = await asyncio.gather(
+                *(self.strategy.get_window_stats(lim.item, *ids, lim.name) for lim in rule.limits)
+            )
+        else:  # one limit, or memory: a task per limit would cost more than the lookups
+            stats = [
+                await self.strategy.get_window_stats(lim.item, *ids, lim.name)
+                for lim in rule.limits
+            ]
         now = time.time()
         states = tuple(
             LimitState(lim, max(0, int(s.remaining)), max(0, math.ceil(s.reset_time - now)))
