@@ -12,16 +12,15 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
-from pydantic import ValidationError
-
 from .client import BackendClient
 from .errors import BadBackendData
+from .mapping import build_model
 from .models import (
     BillingCustomer,
     Invoice,
@@ -31,6 +30,7 @@ from .models import (
     Payment,
     PaymentStatus,
 )
+from .pagination import walk_pages
 
 BACKEND = "billing"
 MAX_LIMIT = 100
@@ -211,16 +211,6 @@ def _metadata(raw: Mapping[str, Any], record: str) -> Mapping[str, Any]:
     return meta
 
 
-def _build(model: Callable[..., M], fields: dict[str, Any], record: str) -> M:
-    """Construct a canonical model; a value it refuses names the field, not a traceback."""
-    try:
-        return model(**fields)
-    except ValidationError as exc:
-        err = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise _bad(err["msg"], record, where) from exc
-
-
 def customer_from_vendor(raw: Any) -> BillingCustomer:
     record = _record_id(raw, "customer")
     fields: dict[str, Any] = {
@@ -230,7 +220,7 @@ def customer_from_vendor(raw: Any) -> BillingCustomer:
     meta = _metadata(raw, record)
     for vendor, canon in CUSTOMER_METADATA.items():
         fields[canon] = _str(meta, vendor, record, required=False)
-    return _build(BillingCustomer, fields, record)
+    return build_model(BACKEND, BillingCustomer, fields, record)
 
 
 def customer_to_vendor(c: BillingCustomer) -> list[tuple[str, str]]:
@@ -259,7 +249,7 @@ def invoice_from_vendor(raw: Any) -> Invoice:
     due = _timestamp(raw, "due_date", record)
     fields["due_date"] = due.date() if due else None
     fields["created_at"] = _timestamp(raw, "created", record)
-    return _build(Invoice, fields, record)
+    return build_model(BACKEND, Invoice, fields, record)
 
 
 def invoice_lines_to_vendor(
@@ -297,7 +287,7 @@ def payment_from_vendor(raw: Any) -> Payment:
     fields["amount"] = _cents(raw, "amount", record, currency)
     fields["invoice_id"] = _str(raw, "invoice", record, required=False)
     fields["created_at"] = _timestamp(raw, "created", record)
-    return _build(Payment, fields, record)
+    return build_model(BACKEND, Payment, fields, record)
 
 
 def list_from_vendor(body: Any, item: Callable[[Any], M]) -> tuple[list[M], str | None]:
@@ -357,16 +347,6 @@ class BillingClient(BackendClient):
         items, next_cursor = list_from_vendor(await self._get(path, params), item)
         return Page[Any](items=items, next_cursor=next_cursor)
 
-    async def _iter(self, fetch: Callable[[str | None], Awaitable[Page[M]]]) -> AsyncIterator[M]:
-        cursor: str | None = None
-        while True:
-            page = await fetch(cursor)
-            for obj in page.items:
-                yield obj
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
-
     # --- customers --------------------------------------------------------------------------
 
     async def get_customer(self, customer_id: str) -> BillingCustomer:
@@ -405,7 +385,7 @@ class BillingClient(BackendClient):
         )
 
     def iter_customers(self, page_size: int = MAX_LIMIT) -> AsyncIterator[BillingCustomer]:
-        return self._iter(lambda c: self.customers_page(c, page_size))
+        return walk_pages(self.name, lambda c: self.customers_page(c, page_size))
 
     # --- invoices ---------------------------------------------------------------------------
 
@@ -428,7 +408,9 @@ class BillingClient(BackendClient):
         status: InvoiceStatus | None = None,
         page_size: int = MAX_LIMIT,
     ) -> AsyncIterator[Invoice]:
-        return self._iter(lambda c: self.invoices_page(c, page_size, customer_id, status))
+        return walk_pages(
+            self.name, lambda c: self.invoices_page(c, page_size, customer_id, status)
+        )
 
     async def create_invoice(
         self,
@@ -485,4 +467,4 @@ class BillingClient(BackendClient):
     def iter_payments(
         self, customer_id: str | None = None, page_size: int = MAX_LIMIT
     ) -> AsyncIterator[Payment]:
-        return self._iter(lambda c: self.payments_page(customer_id, c, page_size))
+        return walk_pages(self.name, lambda c: self.payments_page(customer_id, c, page_size))

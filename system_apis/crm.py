@@ -12,10 +12,11 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from .client import BackendClient, BackendResponse
 from .errors import BackendConflict, BackendError, BackendNotFound, BadBackendData
+from .mapping import build_model
 from .models import (
     Account,
     Activity,
@@ -177,19 +178,6 @@ def _renamed(raw: Any, renames: Mapping[str, str], kind: str) -> dict[str, Any]:
     return {canon: raw.get(vendor) for vendor, canon in renames.items()}
 
 
-def _build(model: type[M], data: dict[str, Any], renames: Mapping[str, str], rid: str | None) -> M:
-    """Validate the renamed dict; a failure names the vendor field, not the canonical one."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors(include_url=False, include_input=False)[0]
-        canon = str(err["loc"][0]) if err["loc"] else ""
-        vendor = next((v for v, c in renames.items() if c == canon), canon)
-        raise BadBackendData(
-            BACKEND, f"{model.__name__} field is invalid: {err['msg']}", record=rid, field=vendor
-        ) from exc
-
-
 def _sf_datetime(value: Any, rid: str | None, fld: str) -> datetime | None:
     """Salesforce datetimes look like ``2025-03-01T10:00:00.000+0000``."""
     if value is None:
@@ -245,7 +233,7 @@ def contact_from_vendor(raw: Any) -> Contact:
     data = _renamed(raw, CONTACT_FIELDS, "Contact")
     rid = _record_id(raw)
     data["created_at"] = _sf_datetime(data["created_at"], rid, "CreatedDate")
-    return _build(Contact, data, CONTACT_FIELDS, rid)
+    return build_model(BACKEND, Contact, data, rid, CONTACT_FIELDS)
 
 
 def contact_to_vendor(contact: Contact | ContactCreate | Mapping[str, Any]) -> dict[str, Any]:
@@ -270,7 +258,7 @@ def account_from_vendor(raw: Any) -> Account:
     if data["domain"] is not None and not isinstance(data["domain"], str):
         _bad(rid, "Website")
     data["domain"] = domain_from_website(data["domain"])
-    return _build(Account, data, ACCOUNT_FIELDS, rid)
+    return build_model(BACKEND, Account, data, rid, ACCOUNT_FIELDS)
 
 
 def account_to_vendor(account: Account | AccountCreate) -> dict[str, Any]:
@@ -283,7 +271,7 @@ def opportunity_from_vendor(raw: Any) -> Opportunity:
     data["stage"] = _vocab(STAGE_FROM_VENDOR, data["stage"], rid, "StageName")
     data["amount"] = _sf_decimal(data["amount"], rid, "Amount")
     data["close_date"] = _sf_date(data["close_date"], rid, "CloseDate")
-    return _build(Opportunity, data, OPPORTUNITY_FIELDS, rid)
+    return build_model(BACKEND, Opportunity, data, rid, OPPORTUNITY_FIELDS)
 
 
 def task_from_vendor(raw: Any) -> Activity:
@@ -291,7 +279,7 @@ def task_from_vendor(raw: Any) -> Activity:
     rid = _record_id(raw)
     data["status"] = _vocab(TASK_STATUS_FROM_VENDOR, data["status"], rid, "Status")
     data["due_date"] = _sf_date(data["due_date"], rid, "ActivityDate")
-    return _build(Activity, data, TASK_FIELDS, rid)
+    return build_model(BACKEND, Activity, data, rid, TASK_FIELDS)
 
 
 def task_to_vendor(activity: Activity) -> dict[str, Any]:
@@ -312,7 +300,7 @@ def lead_from_vendor(raw: Any) -> Lead:
         if isinstance(score, bool) or not isinstance(score, (int, float)) or score != int(score):
             _bad(rid, "Lead_Score__c")
         data["score"] = int(score)
-    return _build(Lead, data, LEAD_FIELDS, rid)
+    return build_model(BACKEND, Lead, data, rid, LEAD_FIELDS)
 
 
 def lead_to_vendor(lead: Lead) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from .client import BackendClient
 from .errors import BackendNotFound, BadBackendData
 from .models import EmailSend, Engagement, MarketingContact, MarketingList, Page
+from .pagination import walk_pages
 
 BACKEND = "marketing"
 MAX_LIMIT = 100
@@ -318,16 +319,8 @@ class MarketingClient(BackendClient):
 
     async def iter_contacts(self, page_size: int = MAX_LIMIT) -> AsyncIterator[MarketingContact]:
         """Every contact, following ``paging.next.after`` until a page has no ``paging``."""
-        cursor: str | None = None
-        while True:
-            page = await self.contacts_page(cursor, page_size)
-            for contact in page.items:
-                yield contact
-            if page.next_cursor is None:
-                return
-            if page.next_cursor == cursor:
-                raise _bad("cursor does not advance", None, "paging.next.after")
-            cursor = page.next_cursor
+        async for contact in walk_pages(self.name, lambda c: self.contacts_page(c, page_size)):
+            yield contact
 
     async def lead_score(self, contact_id: str) -> int | None:
         resp = await self.request(

@@ -9,15 +9,15 @@ client base's outbound pacer plus Retry-After-aware retries.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
-
 from .client import BackendClient
 from .errors import BackendNotFound, BadBackendData
+from .mapping import build_model
 from .models import Page, SupportUser, Ticket, TicketComment, TicketPriority, TicketStatus
+from .pagination import walk_pages
 
 BACKEND = "support"
 MAX_PAGE = 100
@@ -88,14 +88,6 @@ def _time(raw: Mapping[str, Any], key: str, record: str) -> datetime | None:
     return when
 
 
-def _build(model: Callable[..., M], fields: dict[str, Any], record: str) -> M:
-    try:
-        return model(**fields)
-    except ValidationError as exc:
-        err = exc.errors(include_url=False, include_input=False)[0]
-        raise _bad(err["msg"], record, ".".join(str(p) for p in err["loc"])) from exc
-
-
 def user_from_vendor(raw: Any) -> SupportUser:
     raw = _object(raw, "user")
     record = _id(raw, "id", None)
@@ -104,7 +96,7 @@ def user_from_vendor(raw: Any) -> SupportUser:
     fields.update(
         {canon: _text(raw, vendor, record, False) for vendor, canon in USER_OPTIONAL.items()}
     )
-    return _build(SupportUser, fields, record)
+    return build_model(BACKEND, SupportUser, fields, record)
 
 
 def user_to_vendor(email: str, name: str, crm_contact_id: str | None = None) -> dict[str, Any]:
@@ -136,7 +128,7 @@ def ticket_from_vendor(raw: Any) -> Ticket:
     fields["tags"] = tags
     fields["created_at"] = _time(raw, "created_at", record)
     fields["updated_at"] = _time(raw, "updated_at", record)
-    return _build(Ticket, fields, record)
+    return build_model(BACKEND, Ticket, fields, record)
 
 
 def ticket_to_vendor(
@@ -177,7 +169,7 @@ def comment_from_vendor(raw: Any, ticket_id: str) -> TicketComment:
         raise _bad("expected a boolean", record, "public")
     fields["public"] = public
     fields["created_at"] = _time(raw, "created_at", record)
-    return _build(TicketComment, fields, record)
+    return build_model(BACKEND, TicketComment, fields, record)
 
 
 def cursor_page_from_vendor(
@@ -233,16 +225,6 @@ class SupportClient(BackendClient):
         items, after = cursor_page_from_vendor(await self._get(path, params), root, item)
         return Page[Any](items=items, next_cursor=after)
 
-    async def _iter(self, fetch: Callable[[str | None], Awaitable[Page[M]]]) -> AsyncIterator[M]:
-        cursor: str | None = None
-        while True:
-            page = await fetch(cursor)
-            for obj in page.items:
-                yield obj
-            if page.next_cursor is None:
-                return
-            cursor = page.next_cursor
-
     # --- users ------------------------------------------------------------------------------
 
     async def get_user(self, user_id: str) -> SupportUser:
@@ -285,7 +267,7 @@ class SupportClient(BackendClient):
         )
 
     def iter_tickets(self, page_size: int = MAX_PAGE) -> AsyncIterator[Ticket]:
-        return self._iter(lambda c: self.tickets_page(c, page_size))
+        return walk_pages(self.name, lambda c: self.tickets_page(c, page_size))
 
     async def user_tickets_page(
         self, user_id: str, cursor: str | None = None, limit: int = MAX_PAGE
@@ -294,7 +276,7 @@ class SupportClient(BackendClient):
         return await self._page(path, "tickets", ticket_from_vendor, cursor, limit)
 
     def iter_user_tickets(self, user_id: str, page_size: int = MAX_PAGE) -> AsyncIterator[Ticket]:
-        return self._iter(lambda c: self.user_tickets_page(user_id, c, page_size))
+        return walk_pages(self.name, lambda c: self.user_tickets_page(user_id, c, page_size))
 
     async def create_ticket(
         self,
@@ -339,4 +321,4 @@ class SupportClient(BackendClient):
     def iter_comments(
         self, ticket_id: str, page_size: int = MAX_PAGE
     ) -> AsyncIterator[TicketComment]:
-        return self._iter(lambda c: self.comments_page(ticket_id, c, page_size))
+        return walk_pages(self.name, lambda c: self.comments_page(ticket_id, c, page_size))
