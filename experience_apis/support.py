@@ -1,4 +1,5 @@
-"""The support desk channel (scope ``experience:support``): the agent's view of a ticket."""
+"""The support desk channel (scope ``experience:support``): the agent's view of a ticket, and
+opening one for a customer (the same process operation as ``POST /process/v1/tickets``)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from process_apis import tickets
-from process_apis.models import Invoice, Order, Ticket, TicketContext
+from process_apis.idempotency import HEADER
+from process_apis.models import CreateTicketRequest, Invoice, Order, Ticket, TicketContext
 from process_apis.service import ProcessApis
-from process_apis.web import operation
+from process_apis.views import REPLAYED, open_ticket
+from process_apis.web import HeaderParam, operation
 
 from .config import ExperienceConfig
 from .responses import masked_json
@@ -119,4 +122,21 @@ def routes(apis: ProcessApis, config: ExperienceConfig) -> list[BaseRoute]:
         ctx = await tickets.ticket_context(apis, request.path_params["id"])
         return masked_json(agent_view(ctx), policy)
 
-    return [Route("/tickets/{id}", ticket, methods=["GET"])]
+    @operation(
+        "Open a ticket for a customer from the agent desk (publishes ticket.created)",
+        request=CreateTicketRequest,
+        response=Ticket,
+        status=201,
+        headers=(HeaderParam(HEADER, "Unique per ticket; a retry with it replays.", True),),
+        errors=(400, 401, 403, 409, 415, 422, 502, 503, 504),
+        tags=TAGS,
+    )
+    async def open_one(request: Request) -> Response:
+        response, replayed = await open_ticket(apis, request)
+        headers = {REPLAYED: "true"} if replayed else None
+        return masked_json(response.body, policy, status=response.status, headers=headers)
+
+    return [
+        Route("/tickets", open_one, methods=["POST"]),
+        Route("/tickets/{id}", ticket, methods=["GET"]),
+    ]

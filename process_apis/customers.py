@@ -1,34 +1,23 @@
-"""Customers: the list, the 360 view across six systems, and onboarding into all of them."""
+"""Customers: the list and onboarding into every system; the 360 view lives in customer360."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 from system_apis.crm import AccountCreate, ContactCreate
 from system_apis.erp import ErpCustomerCreate
-from system_apis.errors import BackendConflict, BackendError, BackendNotFound
+from system_apis.errors import BackendConflict, BackendNotFound
 
-from .errors import DuplicateCustomer, NotFound
+from .contacts import get_contact
+from .customer360 import customer_360, payment_status, to_customer
+from .errors import DuplicateCustomer
 from .models import (
     Account,
-    BillingSection,
     Contact,
     Customer,
-    Customer360,
-    ErpSection,
-    Invoice,
-    InvoiceStatus,
-    MarketingSection,
     OnboardRequest,
-    OrderStatus,
     Page,
-    SupportSection,
-    TicketStatus,
     dump,
 )
 from .ports import DomainEvent, Outcome
@@ -36,15 +25,9 @@ from .saga import Saga
 from .service import ProcessApis
 from .tracing import step
 from .web import InvalidInput
-from .xrefs import ONBOARDING, billing_customer, known_ids, marketing_contact, support_user
-
-log = logging.getLogger("trellis.process.customers")
-T = TypeVar("T")
+from .xrefs import ONBOARDING
 
 NURTURE_LIST = "Nurture"
-OPEN_ORDER_STATUSES = frozenset({OrderStatus.OPEN, OrderStatus.CONFIRMED})
-OPEN_TICKET_STATUSES = frozenset({TicketStatus.NEW, TicketStatus.OPEN, TicketStatus.PENDING})
-SECTION_PAGE = 20
 
 __all__ = [
     "NURTURE_LIST",
@@ -54,39 +37,6 @@ __all__ = [
     "onboard",
     "payment_status",
 ]
-
-
-def to_customer(contact: Contact, account: Account | None, ids: dict[str, str]) -> Customer:
-    return Customer(
-        id=contact.id,
-        email=contact.email,
-        first_name=contact.first_name,
-        last_name=contact.last_name,
-        phone=contact.phone,
-        company=account.name if account else None,
-        system_ids={k: v for k, v in ids.items() if not k.startswith("_")},
-    )
-
-
-def payment_status(invoices: list[Invoice], today: datetime | None = None) -> tuple[Decimal, str]:
-    """Balance due and a one-word status: none, paid, outstanding or overdue."""
-    day = (today or datetime.now(UTC)).date()
-    open_ = [i for i in invoices if i.status is InvoiceStatus.OPEN]
-    balance = sum((i.amount_due for i in open_), Decimal(0))
-    if not invoices:
-        return balance, "none"
-    if any(i.due_date is not None and i.due_date < day for i in open_):
-        return balance, "overdue"
-    return balance, "outstanding" if open_ else "paid"
-
-
-async def get_contact(apis: ProcessApis, customer_id: str) -> Contact:
-    """The system-of-record contact; an unknown id is 404, a CRM outage stays 503."""
-    with step("crm.get_contact"):
-        try:
-            return await apis.systems.crm.get_contact(customer_id)
-        except BackendNotFound:
-            raise NotFound("customer", customer_id) from None
 
 
 async def list_customers(
@@ -116,123 +66,6 @@ def _ids(contact: Contact) -> dict[str, str]:
     if contact.erp_customer_number:
         ids["erp"] = contact.erp_customer_number
     return ids
-
-
-# --- 360 -------------------------------------------------------------------------------------
-
-
-async def _section(
-    name: str, timeout_s: float, make: Callable[[], Awaitable[T]]
-) -> tuple[str, T | None, bool]:
-    """Run one backend's part with its own timeout: (name, result, available)."""
-    with step(f"{name}.section"):
-        try:
-            return name, await asyncio.wait_for(make(), timeout_s), True
-        except (BackendError, TimeoutError) as exc:
-            log.warning("360 section unavailable", extra={"backend": name, "error": repr(exc)})
-            return name, None, False
-
-
-async def _erp(apis: ProcessApis, known: dict[str, str]) -> ErpSection:
-    number = known.get("erp")
-    if number is None:
-        return ErpSection()
-    erp = apis.systems.erp
-    try:
-        customer, orders = await asyncio.gather(
-            erp.get_customer(number), erp.orders_page(None, 100, customer_number=number)
-        )
-    except BackendNotFound:
-        return ErpSection()
-    open_orders = [o for o in orders.items if o.status in OPEN_ORDER_STATUSES]
-    return ErpSection(customer=customer, open_orders=open_orders)
-
-
-async def _billing(apis: ProcessApis, contact: Contact, known: dict[str, str]) -> BillingSection:
-    customer = await billing_customer(apis, contact, known)
-    if customer is None:
-        return BillingSection()
-    billing = apis.systems.billing
-    invoices, payments = await asyncio.gather(
-        billing.invoices_page(limit=SECTION_PAGE, customer_id=customer.id),
-        billing.payments_page(customer.id, limit=SECTION_PAGE),
-    )
-    balance, status = payment_status(invoices.items)
-    return BillingSection(
-        customer=customer,
-        invoices=invoices.items,
-        payments=payments.items,
-        balance_due=balance,
-        payment_status=status,
-    )
-
-
-async def _support(apis: ProcessApis, contact: Contact, known: dict[str, str]) -> SupportSection:
-    user = await support_user(apis, contact, known)
-    if user is None:
-        return SupportSection()
-    tickets = await apis.systems.support.user_tickets_page(user.id, limit=SECTION_PAGE)
-    open_count = sum(1 for t in tickets.items if t.status in OPEN_TICKET_STATUSES)
-    return SupportSection(user=user, tickets=tickets.items, open_tickets=open_count)
-
-
-async def _marketing(
-    apis: ProcessApis, contact: Contact, known: dict[str, str]
-) -> MarketingSection:
-    found = await marketing_contact(apis, contact, known)
-    if found is None:
-        return MarketingSection()
-    engagement = await apis.systems.marketing.engagement(found.email, found.id)
-    return MarketingSection(
-        contact=found,
-        engagement=engagement,
-        lead_score=found.lead_score,
-        lifecycle_stage=found.lifecycle_stage,
-    )
-
-
-async def _account(apis: ProcessApis, contact: Contact) -> Account | None:
-    if contact.account_id is None:
-        return None
-    try:
-        return await apis.systems.crm.get_account(contact.account_id)
-    except BackendNotFound:
-        return None
-
-
-async def customer_360(apis: ProcessApis, customer_id: str) -> Customer360:
-    """CRM first (it is the system of record and tells us who to look for), then every other
-    backend at once, each with its own timeout: latency is CRM plus the slowest, not the sum."""
-    contact = await get_contact(apis, customer_id)
-    known = await known_ids(apis, contact)
-    timeout = apis.section_timeout_s
-    results = await asyncio.gather(
-        _section("crm", timeout, lambda: _account(apis, contact)),
-        _section("erp", timeout, lambda: _erp(apis, known)),
-        _section("billing", timeout, lambda: _billing(apis, contact, known)),
-        _section("support", timeout, lambda: _support(apis, contact, known)),
-        _section("marketing", timeout, lambda: _marketing(apis, contact, known)),
-    )
-    parts: dict[str, Any] = {name: value for name, value, _ in results}
-    unavailable = [name for name, _, ok in results if not ok]
-    ids = dict(known)
-    for name, attr in (("billing", "customer"), ("support", "user"), ("marketing", "contact")):
-        record = getattr(parts[name], attr, None) if parts[name] is not None else None
-        if record is not None:
-            ids[name] = record.id
-    account: Account | None = parts["crm"]
-    return Customer360(
-        id=contact.id,
-        customer=to_customer(contact, account, ids),
-        contact=contact,
-        account=account,
-        erp=parts["erp"],
-        billing=parts["billing"],
-        support=parts["support"],
-        marketing=parts["marketing"],
-        partial=bool(unavailable),
-        unavailable=unavailable,
-    )
 
 
 # --- onboarding ------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ __all__ = [
     "DuplicateCustomer",
     "KeyInProgress",
     "NotFound",
+    "OrderNotCancellable",
     "StepFailed",
 ]
 
@@ -98,3 +99,14 @@ class KeyInProgress(BackendConflict):
         super().__init__(
             "trellis", "a request with this Idempotency-Key is in progress; retry shortly"
         )
+
+
+class OrderNotCancellable(BackendConflict):
+    """The order has left the warehouse or been billed: cancelling is no longer possible."""
+
+    title = "Order cannot be cancelled"
+
+    def __init__(self, order_id: str, status: str) -> None:
+        why = "it has shipped" if status == "shipped" else "it has been invoiced by the ERP"
+        super().__init__("erp", f"order {order_id} is {status}: {why}; a return is needed instead")
+        self.order_status = status

@@ -32,9 +32,13 @@ __all__ = [
 ]
 
 
-def fingerprint(body: BaseModel) -> str:
-    """A digest of the validated body (normalised, so whitespace or key order do not matter)."""
-    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
+def fingerprint(body: BaseModel, *target: str) -> str:
+    """A digest of the validated body (normalised, so whitespace or key order do not matter)
+    and of the ``target`` path parameters: one key reused for another order is a mismatch."""
+    digest = hashlib.sha256(body.model_dump_json().encode())
+    for part in target:
+        digest.update(b"\x00" + part.encode())
+    return digest.hexdigest()
 
 
 def key_of(request: Request, scope: str, caller: str, required: bool = True) -> str | None:

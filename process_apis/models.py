@@ -33,9 +33,11 @@ from system_apis.models import (
     Page,
     Payment,
     Reservation,
+    ReservationStatus,
     StockLevel,
     SupportUser,
     Ticket,
+    TicketPriority,
     TicketStatus,
 )
 
@@ -44,8 +46,11 @@ __all__ = [
     "Activity",
     "BillingCustomer",
     "BillingSection",
+    "CancelOrderRequest",
+    "CancelledOrder",
     "CloseWonResult",
     "Contact",
+    "CreateTicketRequest",
     "Customer",
     "Customer360",
     "Engagement",
@@ -72,11 +77,13 @@ __all__ = [
     "PlaceOrderRequest",
     "PlacedOrder",
     "Reservation",
+    "ReservationStatus",
     "StockLevel",
     "SupportSection",
     "SupportUser",
     "Ticket",
     "TicketContext",
+    "TicketPriority",
     "TicketStatus",
 ]
 
@@ -140,6 +147,22 @@ class PlaceOrderRequest(Input):
         return lines
 
 
+CustomerId = Annotated[str, Field(pattern=r"^[A-Za-z0-9]{15,18}$")]
+"""A canonical customer id: the CRM contact id (15 or 18 characters)."""
+
+
+class CancelOrderRequest(Input):
+    reason: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f<>]+$")]
+    """Kept on the ERP order (its rejection text holds 120 characters, ours come first)."""
+
+
+class CreateTicketRequest(Input):
+    customer_id: CustomerId
+    subject: Annotated[str, Field(min_length=1, max_length=150, pattern=r"^[^\x00-\x1f<>]+$")]
+    body: Annotated[str, Field(min_length=1, max_length=10_000)]
+    priority: TicketPriority | None = None
+
+
 class Output(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -198,6 +221,24 @@ class PlacedOrder(Output):
     invoice_id: str
     activity_id: str | None = None
     created_at: datetime | None = None
+
+
+class CancelledOrder(Output):
+    """What cancelling did in each system; ``refund_needed`` when the invoice was already paid
+    (it is left as it is: refunds are not automated, someone must issue one in billing)."""
+
+    id: str
+    customer_id: str | None = None
+    status: OrderStatus
+    reason: str
+    invoice_id: str | None = None
+    invoice_status: InvoiceStatus | None = None
+    reservation_id: str | None = None
+    reservation_status: ReservationStatus | None = None
+    refund_needed: bool = False
+    refund_amount: Decimal | None = None
+    activity_id: str | None = None
+    notes: list[str] = Field(default_factory=list)
 
 
 class OrderDetail(Output):

@@ -13,7 +13,7 @@ from typing import Any
 
 from system_apis.errors import BackendError, BackendNotFound
 
-from .customers import get_contact
+from .contacts import get_contact
 from .errors import NotFound
 from .idempotency import attempt_reference
 from .models import (
@@ -44,7 +44,15 @@ RESERVATION_TTL_S = 7 * 24 * 3600
 ORDER_PREFIX = "order:"
 """Store entries ``order:<id>`` link an order to its reservation and invoice."""
 
-__all__ = ["buyer", "get_order", "list_orders", "place_order"]
+__all__ = [
+    "ORDER_PREFIX",
+    "buyer",
+    "get_contact_or_422",
+    "get_order",
+    "list_orders",
+    "order_invoice",
+    "place_order",
+]
 
 
 def _invalid(path: str, message: str) -> InvalidInput:
@@ -175,6 +183,28 @@ async def get_contact_or_422(apis: ProcessApis, customer_id: str) -> Contact:
         raise _invalid("customer_id", "no such customer") from None
 
 
+async def order_invoice(apis: ProcessApis, order: Order, links: dict[str, str]) -> Invoice | None:
+    """The order's billing invoice: linked by the saga, else the customer's invoice that
+    references the order (seed and ERP-born orders were never linked)."""
+    systems = apis.systems
+    if "billing.invoice" in links:
+        return await systems.billing.get_invoice(links["billing.invoice"])
+    customer_id = links.get("crm.customer") or await apis.store.customer_for(
+        "erp", order.customer_number
+    )
+    billing_id = (await apis.store.xrefs(customer_id)).get("billing") if customer_id else None
+    if billing_id is None:
+        erp_customer = await systems.erp.get_customer(order.customer_number)
+        if erp_customer.email is None:
+            return None
+        found = await systems.billing.find_customer_by_email(erp_customer.email)
+        billing_id = found.id if found else None
+    if billing_id is None:
+        return None
+    page = await systems.billing.invoices_page(limit=100, customer_id=billing_id)
+    return next((i for i in page.items if i.order_ref == order.id), None)
+
+
 async def get_order(apis: ProcessApis, order_id: str, channel: str | None = None) -> OrderDetail:
     """The ERP order with its invoice (billing) and reservation and stock (warehouse).
 
@@ -191,24 +221,6 @@ async def get_order(apis: ProcessApis, order_id: str, channel: str | None = None
         raise NotFound("order", order_id)
     links = await apis.store.xrefs(ORDER_PREFIX + order.id)
     unavailable: list[str] = []
-
-    async def invoice() -> Invoice | None:
-        if "billing.invoice" in links:
-            return await systems.billing.get_invoice(links["billing.invoice"])
-        customer_id = links.get("crm.customer") or await apis.store.customer_for(
-            "erp", order.customer_number
-        )
-        billing_id = (await apis.store.xrefs(customer_id)).get("billing") if customer_id else None
-        if billing_id is None:
-            erp_customer = await systems.erp.get_customer(order.customer_number)
-            if erp_customer.email is None:
-                return None
-            found = await systems.billing.find_customer_by_email(erp_customer.email)
-            billing_id = found.id if found else None
-        if billing_id is None:
-            return None
-        page = await systems.billing.invoices_page(limit=100, customer_id=billing_id)
-        return next((i for i in page.items if i.order_ref == order.id), None)
 
     async def reservation() -> Reservation | None:
         if "inventory.reservation" not in links:
@@ -229,7 +241,7 @@ async def get_order(apis: ProcessApis, order_id: str, channel: str | None = None
                 return None
 
     inv, res, levels = await asyncio.gather(
-        guarded("billing", invoice()),
+        guarded("billing", order_invoice(apis, order, links)),
         guarded("inventory", reservation()),
         guarded("inventory", stock()),
     )

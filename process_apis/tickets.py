@@ -1,4 +1,9 @@
-"""Tickets: a support ticket with what an agent needs about its customer (orders, money)."""
+"""Tickets: open one for a customer; a ticket with what an agent needs about its customer.
+
+Opening a ticket announces ``ticket.created`` in the same store commit as the request's
+idempotency record, so the history subscriber always hears of it and a retry never opens a
+second ticket (the helpdesk dedupes on a reference derived from the Idempotency-Key).
+"""
 
 from __future__ import annotations
 
@@ -8,16 +13,99 @@ from typing import TypeVar
 
 from system_apis.errors import BackendError, BackendNotFound
 
-from .customers import payment_status
+from .customer360 import payment_status
 from .errors import NotFound
-from .models import Contact, Invoice, Order, SupportUser, TicketContext
+from .idempotency import reference_of
+from .models import (
+    Contact,
+    CreateTicketRequest,
+    Invoice,
+    Order,
+    SupportUser,
+    Ticket,
+    TicketContext,
+    dump,
+)
+from .orders import get_contact_or_422
+from .ports import DomainEvent, Outcome, StoredResponse
+from .saga import Saga
 from .service import ProcessApis
 from .tracing import step
-from .xrefs import billing_customer, known_ids
+from .xrefs import billing_customer, known_ids, support_user
 
 T = TypeVar("T")
 
-__all__ = ["ticket_context"]
+TICKET_TAG = "trellis"
+"""Tag on tickets opened through Trellis, so agents can tell where they came from."""
+KEPT = "the helpdesk cannot delete it; repeat the same request to reuse it"
+
+__all__ = ["create_ticket", "ticket_context"]
+
+
+async def _requester(apis: ProcessApis, contact: Contact) -> SupportUser:
+    """The customer's helpdesk user: known or found by email (and remembered), else created."""
+    user = await support_user(apis, contact, await known_ids(apis, contact))
+    if user is not None:
+        return user
+    return await apis.systems.support.create_user(
+        contact.email,
+        f"{contact.first_name} {contact.last_name}".strip(),
+        crm_contact_id=contact.id,
+        idempotency_key=f"support-user:{contact.id}",
+    )
+
+
+async def create_ticket(apis: ProcessApis, req: CreateTicketRequest, key: str) -> StoredResponse:
+    """Open the ticket for an already-claimed Idempotency-Key and commit its answer under it."""
+    contact = await get_contact_or_422(apis, req.customer_id)
+    saga = Saga("ticket")
+    user = await saga.run(
+        "support.find_or_create_user",
+        lambda: _requester(apis, contact),
+        keep_reason=KEPT,
+        resumable=True,
+    )
+    ticket: Ticket = await saga.run(
+        "support.create_ticket",
+        lambda: apis.systems.support.create_ticket(
+            user.id,
+            req.subject,
+            req.body,
+            req.priority,
+            tags=(TICKET_TAG,),
+            idempotency_key=reference_of(key, "TK"),
+        ),
+        keep_reason=KEPT,
+        resumable=True,
+    )
+    body = dump(ticket)
+    response = StoredResponse(201, body)
+    event = DomainEvent(
+        type="ticket.created",
+        subject=ticket.id,
+        data={
+            "ticket_id": ticket.id,
+            "requester_id": user.id,
+            "customer_id": contact.id,
+            "crm_contact_id": contact.id,
+            "email": contact.email,
+            "subject": ticket.subject,
+            "priority": ticket.priority.value if ticket.priority else None,
+        },
+    )
+    await saga.run(
+        "publish",
+        lambda: apis.store.commit(
+            Outcome(
+                idempotency_key=key,
+                response=response,
+                xrefs={contact.id: {"support": user.id}},
+                events=[event],
+            )
+        ),
+        resumable=True,
+    )
+    return response
 
 
 async def ticket_context(apis: ProcessApis, ticket_id: str) -> TicketContext:

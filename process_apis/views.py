@@ -8,10 +8,13 @@ from starlette.routing import BaseRoute, Route
 
 from gateway.principal import principal_of
 
-from . import customers, deals, leads, orders, tickets
+from . import cancellation, customers, deals, leads, orders, tickets
 from .idempotency import HEADER, fingerprint, key_of, once
 from .models import (
+    CancelledOrder,
+    CancelOrderRequest,
     CloseWonResult,
+    CreateTicketRequest,
     Customer,
     Customer360,
     LeadCaptured,
@@ -21,6 +24,7 @@ from .models import (
     Page,
     PlacedOrder,
     PlaceOrderRequest,
+    Ticket,
     TicketContext,
 )
 from .ports import StoredResponse
@@ -38,7 +42,7 @@ from .web import (
 TAGS = ("process",)
 REPLAYED = "Idempotent-Replayed"
 
-__all__ = ["routes"]
+__all__ = ["open_ticket", "routes", "stored"]
 
 
 def caller(request: Request) -> str:
@@ -49,6 +53,20 @@ def caller(request: Request) -> str:
 def stored(response: StoredResponse, replayed: bool) -> Response:
     headers = {REPLAYED: "true"} if replayed else None
     return json_response(response.body, status=response.status, headers=headers)
+
+
+async def open_ticket(apis: ProcessApis, request: Request) -> tuple[StoredResponse, bool]:
+    """Open a ticket once per Idempotency-Key; shared with the support desk's channel."""
+    key = key_of(request, "tickets", caller(request))
+    body = await read_model(request, CreateTicketRequest)
+    assert key is not None
+    return await once(
+        apis.store,
+        key,
+        fingerprint(body),
+        lambda: tickets.create_ticket(apis, body, key),
+        apis.idempotency_ttl_s,
+    )
 
 
 def routes(apis: ProcessApis) -> list[BaseRoute]:
@@ -115,6 +133,32 @@ def routes(apis: ProcessApis) -> list[BaseRoute]:
         return stored(response, replayed)
 
     @operation(
+        "Cancel an order: ERP order, open invoice voided, stock released, CRM activity",
+        request=CancelOrderRequest,
+        response=CancelledOrder,
+        headers=(HeaderParam(HEADER, "Unique per cancellation; a retry with it replays.", True),),
+        errors=(400, 401, 403, 404, 409, 415, 422, 502, 503, 504),
+        tags=TAGS,
+        description="A shipped or invoiced order is 409. A paid invoice is not voided: the "
+        "answer has `refund_needed: true`. A failed step is named; repeating the request "
+        "with the same key finishes the cancellation without repeating a done step. "
+        "Publishes `order.cancelled` once per order.",
+    )
+    async def cancel_order(request: Request) -> Response:
+        key = key_of(request, "orders-cancel", caller(request))
+        body = await read_model(request, CancelOrderRequest)
+        assert key is not None
+        order_id = request.path_params["id"]
+        response, replayed = await once(
+            apis.store,
+            key,
+            fingerprint(body, order_id),
+            lambda: cancellation.cancel_order(apis, order_id, body, key),
+            apis.idempotency_ttl_s,
+        )
+        return stored(response, replayed)
+
+    @operation(
         "An order with its status in ERP, billing and the warehouse",
         response=OrderDetail,
         errors=(401, 403, 404, 502, 503, 504),
@@ -154,13 +198,29 @@ def routes(apis: ProcessApis) -> list[BaseRoute]:
     async def ticket_context(request: Request) -> Response:
         return json_response(await tickets.ticket_context(apis, request.path_params["id"]))
 
+    @operation(
+        "Open a support ticket for a customer (their helpdesk user is found or created)",
+        request=CreateTicketRequest,
+        response=Ticket,
+        status=201,
+        headers=(HeaderParam(HEADER, "Unique per ticket; a retry with it replays.", True),),
+        errors=(400, 401, 403, 409, 415, 422, 502, 503, 504),
+        tags=TAGS,
+        description="Publishes `ticket.created`; an unknown customer is 422.",
+    )
+    async def create_ticket(request: Request) -> Response:
+        response, replayed = await open_ticket(apis, request)
+        return stored(response, replayed)
+
     return [
         Route("/customers", list_customers, methods=["GET"]),
         Route("/customers", onboard, methods=["POST"]),
         Route("/customers/{id}", customer_360, methods=["GET"]),
         Route("/orders", place_order, methods=["POST"]),
         Route("/orders/{id}", get_order, methods=["GET"]),
+        Route("/orders/{id}/cancel", cancel_order, methods=["POST"]),
         Route("/deals/{id}/close-won", close_won, methods=["POST"]),
         Route("/leads", capture_lead, methods=["POST"]),
+        Route("/tickets", create_ticket, methods=["POST"]),
         Route("/tickets/{id}/context", ticket_context, methods=["GET"]),
     ]

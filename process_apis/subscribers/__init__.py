@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from . import customer_created, deal_won, invoice_paid, order_placed, ticket_created
+from . import (
+    customer_created,
+    deal_won,
+    invoice_paid,
+    order_cancelled,
+    order_placed,
+    ticket_created,
+)
 from .base import Handler, PermanentFailure, Subscriber
 
 SUBSCRIBERS: Mapping[str, Subscriber] = {
@@ -22,6 +29,11 @@ SUBSCRIBERS: Mapping[str, Subscriber] = {
         frozenset({"order.placed"}),
         order_placed.send_confirmation,
         "order confirmation email through marketing",
+    ),
+    "order-cancelled-refund-ticket": Subscriber(
+        frozenset({"order.cancelled"}),
+        order_cancelled.open_refund_ticket,
+        "helpdesk ticket to refund a paid invoice of a cancelled order",
     ),
     "invoice-paid-crm-status": Subscriber(
         frozenset({"invoice.paid"}),
