@@ -24,19 +24,25 @@ def order_id_of(event: DomainEvent) -> str:
 
 
 async def log_crm_activity(event: DomainEvent, systems: SystemApis) -> None:
-    """A completed CRM task on the contact; skipped when an earlier delivery already wrote it."""
+    """A completed CRM task on the contact, unless the order already has one.
+
+    The order saga logs "Order X placed" itself (process_apis/orders.py) when it places the
+    order; this subscriber makes sure every ``order.placed`` (also one published by another
+    path, or whose saga kept going without the CRM) ends with exactly one such activity.
+    """
     order_id = order_id_of(event)
     contact = await crm_contact(event.data, systems)
     tag = marker(event.id)
+    subject = f"Order {order_id} placed"
     async for task in systems.crm.iter_tasks(contact.id):
-        if task.description and tag in task.description:
+        if task.subject == subject or (task.description and tag in task.description):
             return
     total = event.data.get("total")
     currency = event.data.get("currency", "")
     amount = f" ({total} {currency})".rstrip() if total is not None else ""
     await systems.crm.create_task(
         Activity(
-            subject=f"Order {order_id} placed",
+            subject=subject,
             contact_id=contact.id,
             related_to_id=contact.account_id,
             status="completed",

@@ -121,3 +121,150 @@ def test_several_workers_with_embedded_stores_refused(run_config: tuple[Path, in
     )
     assert out.returncode == 2
     assert "refusing to start 2 workers with embedded stores" in out.stderr
+
+
+def test_sandbox_faults_from_config(run_config: tuple[Path, int, int]) -> None:
+    """gateway.sandbox.faults is injected from the start by `trellis sandbox --config`."""
+    cfg, _, base = run_config
+    text = (cfg / "gateway.yaml").read_text()
+    (cfg / "gateway.yaml").write_text(
+        text.replace(
+            "  base_port: 9101",
+            f"  base_port: {base}\n  faults:\n"
+            "    inventory: {fail_next: 2, error_statuses: [503]}",
+        )
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "sandbox",
+            "--base-port",
+            str(base),
+            "--config",
+            str(cfg),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{base + 5}"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if _get(url + "/__health") == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        stock = url + "/v1/stock/SKU-0001"
+        request = urllib.request.Request(stock, headers={"X-Api-Key": "inv-sandbox-key"})
+
+        def status() -> int:
+            try:
+                with urllib.request.urlopen(request, timeout=2) as r:
+                    return int(r.status)
+            except urllib.error.HTTPError as exc:
+                return int(exc.code)
+
+        assert [status(), status(), status()] == [503, 503, 200]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert b"sandbox inventory  faults {" in out and b"'fail_next': 2" in out
+
+
+def test_bad_sandbox_faults_config_names_the_key(run_config: tuple[Path, int, int]) -> None:
+    cfg, _, _ = run_config
+    text = (cfg / "gateway.yaml").read_text()
+    (cfg / "gateway.yaml").write_text(
+        text.replace(
+            "  base_port: 9101", "  base_port: 9101\n  faults:\n    inventory: {latency: 5}"
+        )
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check-config", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "config/gateway.yaml: sandbox.faults.inventory.latency: unknown key" in out.stderr
+
+
+def test_several_workers_share_redis_stores(
+    run_config: tuple[Path, int, int], tmp_path: Path, redis_url: str
+) -> None:
+    """`--workers 2` with Redis: both workers serve, tokens from one validate on the other."""
+    cfg, port, base = run_config
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "TRELLIS_REDIS_URL": redis_url,
+        "TRELLIS_GATEWAY__SANDBOX__BASE_PORT": str(base),
+        "TRELLIS_GATEWAY__DATA_DIR": str(tmp_path / "data"),
+        "TRELLIS_OAUTH__KEYS_DIR": str(tmp_path / "keys"),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "run",
+            "--config",
+            str(cfg),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        status = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                status = _get(f"http://127.0.0.1:{port}/readyz")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.3)
+        assert status == 200, proc.stdout.read() if proc.poll() is not None else ""
+        # new connections spread over both workers: every token must validate everywhere
+        import base64
+        import json
+
+        basic = base64.b64encode(b"ops-admin:ops-admin-secret").decode()
+        for _ in range(6):
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/oauth/token",
+                data=b"grant_type=client_credentials",
+                headers={
+                    "Authorization": f"Basic {basic}",
+                    "Content-Type": "application/x-www-form-urlencoded",
+                },
+            )
+            with urllib.request.urlopen(req, timeout=10) as r:
+                tok = json.loads(r.read())["access_token"]
+            for _ in range(3):
+                check = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/system/v1/inventory/stock/SKU-0003",
+                    headers={"Authorization": f"Bearer {tok}"},
+                )
+                with urllib.request.urlopen(check, timeout=10) as r:
+                    assert r.status == 200
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=40)
+        assert proc.returncode == 0, out.decode()
+        assert "workers: 2" in out.decode()
+        assert not _listening(port)
+        assert not any(_listening(base + i) for i in range(6))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
