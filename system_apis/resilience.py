@@ -134,6 +134,11 @@ class OutboundPacer:
 
     async def acquire(self, timeout_s: float | None = None) -> bool:
         """Take one token, waiting at most ``timeout_s``; False if it would take longer."""
+        if not self._lock.locked():  # nobody queued: take a token without the lock if one is there
+            self._refill()
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return True
         async with self._lock:  # FIFO: waiters are served in arrival order
             self._refill()
             if self._tokens < 1.0:
