@@ -133,11 +133,11 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
             obs.metrics.watch_rate_limits(ratelimit_rejections(ratelimit))
             yield
 
-    routes: list[BaseRoute] = [
-        *health_routes(settings, systems),
-        *oauth.routes(),
+    routes: list[BaseRoute] = [  # the busiest first: the router tries them in order
         *system_mounts(systems),
         *layers.routes,
+        *health_routes(settings, systems),
+        *oauth.routes(),
         *events.routes(),
         *obs.routes(protect=metrics_guard(settings)),
         *docs_routes(),

@@ -16,7 +16,7 @@ from types import FrameType
 from system_apis.config import BACKEND_NAMES
 
 from .events.cli import add_dlq_commands
-from .settings import ConfigError, Settings, load_settings
+from .settings import ConfigError, Settings, default_config_dir, load_settings
 
 
 def _load_or_exit(config_dir: str | None, **overrides: object) -> Settings:
@@ -41,8 +41,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from system_apis.sandbox.server import serve_forever
 
+    faults = None
+    if args.config:  # faults to inject from the start: gateway.sandbox.faults
+        faults = _load_or_exit(args.config).gateway.sandbox.faults
+        for name, f in faults.items():
+            print(f"sandbox {name:<10} faults {f.model_dump(exclude_defaults=True)}", flush=True)
     try:
-        asyncio.run(serve_forever(args.host, args.base_port, announce=_say))
+        asyncio.run(serve_forever(args.host, args.base_port, announce=_say, faults=faults))
     except OSError as exc:
         print(f"trellis sandbox: cannot listen: {exc}", file=sys.stderr)
         return 1
@@ -53,7 +58,7 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _start_sandbox(settings: Settings) -> subprocess.Popen[bytes]:
+def _start_sandbox(settings: Settings, config_dir: str | None) -> subprocess.Popen[bytes]:
     sb = settings.gateway.sandbox
     cmd = [
         sys.executable,
@@ -64,6 +69,8 @@ def _start_sandbox(settings: Settings) -> subprocess.Popen[bytes]:
         sb.host,
         "--base-port",
         str(sb.base_port),
+        "--config",
+        str(config_dir or default_config_dir()),
     ]
     proc = subprocess.Popen(cmd)  # noqa: S603 - our own interpreter and module
     deadline = time.monotonic() + 20
@@ -118,7 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ["TRELLIS_CONFIG_DIR"] = str(Path(args.config).resolve())
     sandbox = None
     if settings.uses_sandbox and gw.sandbox.enabled and not args.no_sandbox:
-        sandbox = _start_sandbox(settings)
+        sandbox = _start_sandbox(settings, args.config)
 
     stopping: list[int] = []
 
@@ -175,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox = sub.add_parser("sandbox", help="run only the six sandbox backends")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--base-port", type=int, default=9101)
+    sandbox.add_argument(
+        "--config", default=None, help="read faults to inject from gateway.sandbox.faults"
+    )
     sandbox.set_defaults(func=cmd_sandbox)
 
     check = sub.add_parser("check-config", help="validate the configuration and exit")

@@ -25,6 +25,7 @@ from gateway.observability import ObservabilityConfig
 from gateway.policies.edge import EdgeConfig
 from gateway.policies.ratelimit import RateLimitConfig
 from system_apis.config import BACKEND_NAMES, BackendConfig
+from system_apis.sandbox.faults import Faults
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 SECTIONS: tuple[str, ...] = (
@@ -62,6 +63,11 @@ class SandboxSettings(Strict):
     enabled: bool = Field(True, description="`trellis run` starts the sandbox backends.")
     host: str = "127.0.0.1"
     base_port: int = Field(9101, ge=1024, le=65000)
+    faults: dict[str, Faults] = Field(
+        default_factory=dict,
+        description="Faults injected from the start, per backend (also settable at run time "
+        "with POST /__faults on each sandbox backend).",
+    )
 
 
 class ReadinessSettings(Strict):
@@ -123,6 +129,9 @@ class Settings(BaseSettings):
             problems.append(f"unknown backend(s) {unknown}; known: {list(BACKEND_NAMES)}")
         if missing:
             problems.append(f"backend(s) {missing} are not configured")
+        for name in self.gateway.sandbox.faults:
+            if name not in BACKEND_NAMES:
+                problems.append(f"gateway.sandbox.faults names unknown backend {name!r}")
         required = self.gateway.readiness.required_backends or []
         for name in required:
             if name not in BACKEND_NAMES:

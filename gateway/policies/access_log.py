@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,9 +31,16 @@ def set_line_sink(sink: Callable[[str], None] | None) -> None:
     _line_sink = sink
 
 
+_second: list[Any] = [-1, ""]  # the last whole second rendered, and its text
+
+
 def _now_iso() -> str:
+    """UTC time with milliseconds; the seconds part is formatted once per second."""
     now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    whole = int(now)
+    if whole != _second[0]:
+        _second[0], _second[1] = whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
 
 
 class LogsConfig(BaseModel):
