@@ -1,4 +1,4 @@
-"""Processes killed with SIGKILL mid-delivery lose nothing; several processes share one Redis.
+"""Gateway processes killed with SIGKILL mid-delivery lose nothing; several share one Redis.
 
 Effects are counted at a loopback receiver by event id. A delivery whose answer was lost in the
 kill is sent again after the restart (at-least-once); the receiver, like any partner, applies
@@ -64,13 +64,16 @@ def overrides(
 
 
 @contextmanager
-def bus_process(config: dict[str, Any], tmp: Path, name: str) -> Iterator[subprocess.Popen[str]]:
+def gateway_process(
+    config: dict[str, Any], tmp: Path, name: str
+) -> Iterator[subprocess.Popen[str]]:
+    """A real gateway process (HTTP server, lifespan, event bus) with these settings."""
     path = tmp / f"{name}.json"
     path.write_text(json.dumps(config))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("TRELLIS_REDIS_URL", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.events.bus_process", str(path)],
+        [sys.executable, "-m", "tests.events.gateway_process", str(path)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -80,7 +83,7 @@ def bus_process(config: dict[str, Any], tmp: Path, name: str) -> Iterator[subpro
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert line.strip() == "ready", f"bus process did not start: {line!r}"
+        assert line.startswith("ready "), f"gateway process did not start: {line!r}"
         yield proc
     finally:
         if proc.poll() is None:
@@ -116,7 +119,7 @@ async def crash_and_recover(
     ids = {e.id for e in events}
     async with receiver(delay_s=0.15) as rec:
         config = overrides(sandbox, tmp, rec.url, redis_url, prefix)
-        with bus_process(config, tmp, "first") as proc:
+        with gateway_process(config, tmp, "first") as proc:
             if redis_url:
                 await xadd_events(redis_url, prefix, events)
             else:
@@ -128,7 +131,7 @@ async def crash_and_recover(
         assert len(received_before) < len(ids), "the kill came too late to test anything"
         await asyncio.sleep(0.3)  # answers to the dead process settle
         in_flight = {r["event_id"] for r in rec.requests}
-        with bus_process(config, tmp, "second"):
+        with gateway_process(config, tmp, "second"):
             await rec.wait_for(lambda r: set(r.event_ids()) >= ids, within=30)
             await asyncio.sleep(1.5)  # nothing more may arrive
         assert_exactly_once_effects(rec, ids, in_flight)
@@ -152,7 +155,7 @@ async def test_two_processes_share_one_redis_stream(
     ids = {e.id for e in events}
     async with redis_prefix(redis_url) as prefix, receiver(delay_s=0.02) as rec:
         config = overrides(sandbox, tmp_path, rec.url, redis_url, prefix)
-        with bus_process(config, tmp_path, "a"), bus_process(config, tmp_path, "b"):
+        with gateway_process(config, tmp_path, "a"), gateway_process(config, tmp_path, "b"):
             await xadd_events(redis_url, prefix, events)
             await rec.wait_for(lambda r: set(r.event_ids()) >= ids, within=30)
             await asyncio.sleep(1.0)
