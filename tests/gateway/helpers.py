@@ -14,6 +14,17 @@ TEST_CLIENTS = {
     # client id -> scopes; secret is "<client-id>-secret" as in the shipped sandbox clients
     "test-system-writer": ["system:read", "system:write"],
     "test-nothing": ["experience:web"],
+    "test-everything": [
+        "admin",
+        "system:read",
+        "system:write",
+        "process:read",
+        "process:write",
+        "experience:web",
+        "experience:mobile",
+        "experience:support",
+        "partner",
+    ],
 }
 
 
