@@ -6,6 +6,9 @@ required backends answer, and not every breaker is open; otherwise 503 with the 
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,6 +19,9 @@ from system_apis.resilience import BreakerState
 
 from .settings import Settings
 
+PROBE_TTL_S = 2.0
+"""How long one round of backend probes answers /readyz."""
+
 
 def health_routes(settings: Settings, systems: SystemApis) -> list[Route]:
     required = set(settings.gateway.readiness.required_backends or settings.backends)
@@ -24,8 +30,22 @@ def health_routes(settings: Settings, systems: SystemApis) -> list[Route]:
     async def healthz(request: Request) -> Response:
         return json_response({"status": "ok"})
 
+    cache: dict[str, tuple[float, dict[str, str | None]]] = {}
+    lock = asyncio.Lock()
+
+    async def probe() -> dict[str, str | None]:
+        # Public and unlimited, so one probe round serves every caller for PROBE_TTL_S:
+        # /readyz must not become a way to spend the vendors' quotas.
+        async with lock:
+            hit = cache.get("probes")
+            if hit is not None and time.monotonic() - hit[0] < PROBE_TTL_S:
+                return hit[1]
+            result = await systems.probe(timeout)
+            cache["probes"] = (time.monotonic(), result)
+            return result
+
     async def readyz(request: Request) -> Response:
-        probes = await systems.probe(timeout)
+        probes = await probe()
         breakers = {name: c.breaker.state.value for name, c in systems.all().items()}
         reasons = [f"{name}: {why}" for name, why in probes.items() if why and name in required]
         if all(state == BreakerState.OPEN for state in breakers.values()):

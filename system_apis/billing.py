@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from .client import BackendClient
 from .errors import BadBackendData
@@ -350,7 +350,7 @@ class BillingClient(BackendClient):
     # --- customers --------------------------------------------------------------------------
 
     async def get_customer(self, customer_id: str) -> BillingCustomer:
-        return customer_from_vendor(await self._get(f"/v1/customers/{quote(customer_id, safe='')}"))
+        return customer_from_vendor(await self._get(f"/v1/customers/{self.segment(customer_id)}"))
 
     async def find_customer_by_email(self, email: str) -> BillingCustomer | None:
         """Stripe's email filter is exact and case-sensitive, as the vendor's is."""
@@ -390,7 +390,7 @@ class BillingClient(BackendClient):
     # --- invoices ---------------------------------------------------------------------------
 
     async def get_invoice(self, invoice_id: str) -> Invoice:
-        return invoice_from_vendor(await self._get(f"/v1/invoices/{quote(invoice_id, safe='')}"))
+        return invoice_from_vendor(await self._get(f"/v1/invoices/{self.segment(invoice_id)}"))
 
     async def invoices_page(
         self,
@@ -441,12 +441,12 @@ class BillingClient(BackendClient):
         if draft.status is not InvoiceStatus.DRAFT:  # a replay of an already-finalized call
             return await self.get_invoice(draft.id)
         raw = await self._post(
-            f"/v1/invoices/{quote(draft.id, safe='')}/finalize", [], _derive_key(base, "finalize")
+            f"/v1/invoices/{self.segment(draft.id)}/finalize", [], _derive_key(base, "finalize")
         )
         return invoice_from_vendor(raw)
 
     async def _transition(self, invoice_id: str, action: str, key: str | None) -> Invoice:
-        path = f"/v1/invoices/{quote(invoice_id, safe='')}/{action}"
+        path = f"/v1/invoices/{self.segment(invoice_id)}/{action}"
         return invoice_from_vendor(await self._post(path, [], _derive_key(key, action)))
 
     async def void_invoice(self, invoice_id: str, idempotency_key: str | None = None) -> Invoice:

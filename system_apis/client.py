@@ -12,6 +12,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 from xml.etree.ElementTree import Element
 
 import aiohttp
@@ -287,6 +288,13 @@ class BackendClient:
         except orjson.JSONDecodeError:
             error.vendor_body = None
         return error
+
+    def segment(self, value: str) -> str:
+        """One URL path segment from a caller-supplied id: quoted, and never ``.`` or ``..``
+        (which the URL would resolve to another path, sent with our credentials)."""
+        if value in ("", ".", ".."):
+            raise BackendNotFound(self.name, f"no record {value!r}")
+        return quote(value, safe="")
 
     # --- health ---------------------------------------------------------------------------
 

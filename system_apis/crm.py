@@ -114,8 +114,8 @@ TASK_STATUS_FROM_VENDOR: dict[str, str] = {
 }
 TASK_STATUS_TO_VENDOR = {v: k for k, v in TASK_STATUS_FROM_VENDOR.items()}
 
-_ID = re.compile(r"^[A-Za-z0-9]{15,18}$")
-_LOCATOR = re.compile(r"^[A-Za-z0-9]+-\d+$")
+_ID = re.compile(r"[A-Za-z0-9]{15,18}", re.ASCII)
+_LOCATOR = re.compile(r"[A-Za-z0-9]+-[0-9]+", re.ASCII)
 _SOQL_ESCAPES = {
     "\\": "\\\\",
     "'": "\\'",
@@ -329,7 +329,7 @@ class CrmClient(BackendClient):
     # --- generic plumbing ---------------------------------------------------------------
 
     async def _get_record(self, sobject: str, record_id: str) -> dict[str, Any]:
-        if not _ID.match(record_id):
+        if not _ID.fullmatch(record_id):
             raise BackendNotFound(self.name, f"{sobject} {record_id!r} is not a record id")
         return (await self.request("GET", f"{API}/sobjects/{sobject}/{record_id}")).json_object()
 
@@ -341,7 +341,7 @@ class CrmClient(BackendClient):
         return new_id
 
     async def _patch(self, sobject: str, record_id: str, body: dict[str, Any]) -> None:
-        if not _ID.match(record_id):
+        if not _ID.fullmatch(record_id):
             raise BackendNotFound(self.name, f"{sobject} {record_id!r} is not a record id")
         await self.request("PATCH", f"{API}/sobjects/{sobject}/{record_id}", json=body)
 
@@ -355,7 +355,7 @@ class CrmClient(BackendClient):
                 "GET", f"{API}/query", params={"q": query or ""}, headers=headers
             )
         else:
-            if not _LOCATOR.match(locator):
+            if not _LOCATOR.fullmatch(locator):
                 raise ValueError("invalid cursor")
             resp = await self.request("GET", f"{API}/query/{locator}", headers=headers)
         data = resp.json_object()

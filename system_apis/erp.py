@@ -56,7 +56,7 @@ STATUS_FROM_VENDOR: dict[tuple[str, str], OrderStatus] = {
 }
 STATUS_TO_VENDOR = {v: k for k, v in STATUS_FROM_VENDOR.items()}
 
-_NUMBER = re.compile(r"^\d{1,10}$")
+_NUMBER = re.compile(r"[0-9]{1,10}", re.ASCII)
 
 
 class ErpCustomerCreate(Canonical):
@@ -75,7 +75,7 @@ class ErpCustomerCreate(Canonical):
 
 def alpha(number: str) -> str:
     """SAP's ALPHA conversion: ``100001`` -> ``0000100001``; not a number -> ``ValueError``."""
-    if not _NUMBER.match(number):
+    if not _NUMBER.fullmatch(number):
         raise ValueError(f"{number!r} is not an SAP document or customer number")
     return number.zfill(10)
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from .client import BackendClient, BackendResponse
 from .errors import BadBackendData
@@ -177,7 +177,7 @@ class InventoryClient(BackendClient):
     name = BACKEND
 
     async def get_stock(self, sku: str) -> StockLevel:
-        resp = await self.request("GET", f"/v1/stock/{quote(sku, safe='')}")
+        resp = await self.request("GET", f"/v1/stock/{self.segment(sku)}")
         return stock_from_vendor(resp.json_object())
 
     async def _skus(self, page: int, per_page: int) -> tuple[list[StockLevel], str | None]:
@@ -227,14 +227,14 @@ class InventoryClient(BackendClient):
         return reservation_from_vendor(resp.json_object())
 
     async def get_reservation(self, reservation_id: str) -> Reservation:
-        resp = await self.request("GET", f"/v1/reservations/{quote(reservation_id, safe='')}")
+        resp = await self.request("GET", f"/v1/reservations/{self.segment(reservation_id)}")
         return reservation_from_vendor(resp.json_object())
 
     async def _transition(self, reservation_id: str, action: str) -> Reservation:
         # Release and commit are idempotent at the vendor, so a stable key makes retries safe.
         resp: BackendResponse = await self.request(
             "POST",
-            f"/v1/reservations/{quote(reservation_id, safe='')}/{action}",
+            f"/v1/reservations/{self.segment(reservation_id)}/{action}",
             idempotency_key=f"{action}-{reservation_id}",
         )
         return reservation_from_vendor(resp.json_object())

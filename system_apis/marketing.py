@@ -13,7 +13,6 @@ import re
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict
 
@@ -238,7 +237,7 @@ class MarketingClient(BackendClient):
 
     async def get_contact(self, contact_id: str) -> MarketingContact:
         resp = await self.request(
-            "GET", f"{CONTACTS}/{quote(contact_id, safe='')}", params={"properties": PROPERTIES}
+            "GET", f"{CONTACTS}/{self.segment(contact_id)}", params={"properties": PROPERTIES}
         )
         return contact_from_vendor(resp.json_object())
 
@@ -298,7 +297,7 @@ class MarketingClient(BackendClient):
             "trellis_crm_id": crm_contact_id,
         }
         props = {k: v for k, v in changes.items() if v is not None}
-        path = f"{CONTACTS}/{quote(contact_id, safe='')}"
+        path = f"{CONTACTS}/{self.segment(contact_id)}"
         await self.request("PATCH", path, json={"properties": props})
         return await self.get_contact(contact_id)
 
@@ -325,7 +324,7 @@ class MarketingClient(BackendClient):
     async def lead_score(self, contact_id: str) -> int | None:
         resp = await self.request(
             "GET",
-            f"{CONTACTS}/{quote(contact_id, safe='')}",
+            f"{CONTACTS}/{self.segment(contact_id)}",
             params={"properties": SCORE_PROPERTY},
         )
         body = resp.json_object()
@@ -362,7 +361,7 @@ class MarketingClient(BackendClient):
         digest = hashlib.sha256(",".join(map(str, vids)).encode()).hexdigest()[:32]
         resp = await self.request(
             "POST",
-            f"/contacts/v1/lists/{quote(list_id, safe='')}/{action}",
+            f"/contacts/v1/lists/{self.segment(list_id)}/{action}",
             json={"vids": vids},
             # Adding or removing the same vids twice changes nothing: safe to retry.
             idempotency_key=f"{action}:{list_id}:{digest}",
@@ -391,7 +390,7 @@ class MarketingClient(BackendClient):
     ) -> AsyncIterator[MarketingContact]:
         """Every member, following v1's ``vid-offset`` while ``has-more`` is true."""
         offset = 0
-        path = f"/contacts/v1/lists/{quote(list_id, safe='')}/contacts/all"
+        path = f"/contacts/v1/lists/{self.segment(list_id)}/contacts/all"
         while True:
             resp = await self.request("GET", path, params={"count": page_size, "vidOffset": offset})
             body = resp.json_object()

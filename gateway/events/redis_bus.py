@@ -5,6 +5,12 @@ stream), so each event is handled by one process per subscriber; entries a dead 
 pending are taken over with XAUTOCLAIM after ``claim_min_idle_s``. An entry is acknowledged
 only in the same MULTI that records its outcome (delivered, retry scheduled, dead-lettered),
 so a crash at any point leads to redelivery, which the processed marker turns into a no-op.
+
+The round trips are per batch of entries read, not per entry: one pipeline checks the processed
+markers, takes the locks and reads the states of the batch; one MULTI acknowledges the entries
+that need no attempt and records the attempts about to start; and the outcomes of attempts that
+end together are recorded, each with its XACK, in one MULTI (group commit). An attempt keeps its
+slot until its outcome is written.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, cast
 
 from opentelemetry import trace
@@ -22,7 +29,7 @@ from .alerts import DeadLetterAlerts
 from .config import BusConfig
 from .policy import backoff_delay
 from .records import Attempt, DeliveryState, at, utc
-from .redis_store import RedisEventStore
+from .redis_store import RedisEventStore, Settled
 from .sqlite_store import INTERRUPTED, owner_id
 from .subscriptions import Subscription, attempt, events_tracer
 
@@ -30,6 +37,22 @@ log = logging.getLogger("trellis.events")
 
 BLOCK_MS = 1000
 Entry = tuple[str, dict[str, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """An entry to attempt: its event, delivery state and earlier attempts of this round.
+
+    ``running`` is the attempt already recorded as started; None when the last allowed attempt
+    was cut short by a crash and the delivery is to be dead-lettered without another one.
+    """
+
+    stream: str
+    entry_id: str
+    event: DomainEvent
+    state: dict[str, Any]
+    errors: list[Attempt]
+    running: Attempt | None
 
 
 def _attempts(state: dict[str, Any]) -> list[Attempt]:
@@ -104,9 +127,9 @@ class RedisBus:
                         block=BLOCK_MS,
                     ),
                 )
-                for stream, entries in answer or []:
-                    for entry in entries:
-                        self._spawn(sub, stream, entry)
+                batch = [(stream, entry) for stream, entries in answer or [] for entry in entries]
+                if batch:
+                    await self._start(sub, batch)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -131,7 +154,7 @@ class RedisBus:
                                 await self.store.ack(stream, sub, entry_id)
                                 continue
                             log.info("reclaimed %s of %s for %s", entry_id, stream, sub)
-                            self._spawn(sub, stream, (entry_id, fields))
+                            await self._start(sub, [(stream, (entry_id, fields))])
                         if cursor in ("0-0", b"0-0"):
                             break
             except asyncio.CancelledError:
@@ -151,68 +174,119 @@ class RedisBus:
                 log.exception("moving due retries failed")
             await asyncio.sleep(self.config.poll_interval_s)
 
-    def _spawn(self, sub: str, stream: str, entry: Entry) -> None:
-        task = asyncio.create_task(self._guarded(sub, stream, entry))
+    def _spawn(self, sub: str, run: _Run) -> None:
+        """Attempt one delivery in a task; it holds a slot acquired by ``_start``."""
+        task = asyncio.create_task(self._guarded(sub, run))
         self._in_flight[sub].add(task)
 
         def done(t: asyncio.Task[None]) -> None:
             self._in_flight[sub].discard(t)
+            self._slots.release()
             self._freed[sub].set()
 
         task.add_done_callback(done)
 
-    async def _guarded(self, sub: str, stream: str, entry: Entry) -> None:
-        async with self._slots:
+    async def _guarded(self, sub: str, run: _Run) -> None:
+        try:
+            await self._deliver(sub, run)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the entry stays pending and is reclaimed later
+            log.exception("delivering %s of %s to %s failed", run.entry_id, run.stream, sub)
+
+    # --- a batch of entries ---------------------------------------------------------------
+
+    async def _start(self, sub: str, batch: list[tuple[str, Entry]]) -> None:
+        """Check a batch of entries in one round trip, settle those that need no attempt and
+        record the attempts about to start in one MULTI, then run those attempts."""
+        subscription = self.subscriptions[sub]
+        store = self.store
+        acks: list[tuple[str, str]] = []
+        wanted: list[tuple[str, str, DomainEvent]] = []
+        for stream, (entry_id, fields) in batch:
             try:
-                await self._deliver(sub, stream, entry)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the entry stays pending and is reclaimed later
-                log.exception("delivering %s of %s to %s failed", entry[0], stream, sub)
+                event = DomainEvent.model_validate_json(fields.get("event", ""))
+            except ValueError:
+                log.error("entry %s of %s is not a CloudEvent: skipped", entry_id, stream)
+                acks.append((stream, entry_id))
+                continue
+            if subscription.wants(event.type):
+                wanted.append((stream, entry_id, event))
+            else:
+                acks.append((stream, entry_id))
+        held = 0
+        runs: list[_Run] = []
+        try:
+            for _ in wanted:  # a slot per entry before its lock and attempt record
+                await self._slots.acquire()
+                held += 1
+            lease = subscription.policy.attempt_timeout_s + 2
+            checks = await store.check(sub, [e.id for _, _, e in wanted], self.consumer, lease)
+            unlocks: list[str] = []
+            states: list[tuple[str, dict[str, Any]]] = []
+            for (stream, entry_id, event), check in zip(wanted, checks, strict=True):
+                if check.done:
+                    acks.append((stream, entry_id))
+                    if check.locked:
+                        unlocks.append(event.id)
+                    continue
+                if not check.locked:
+                    continue  # another consumer is handling this event right now; it will ack
+                state = check.state or {"round": 1, "errors": []}
+                if state.get("state") in (DeliveryState.DEAD_LETTERED, DeliveryState.DISCARDED):
+                    acks.append((stream, entry_id))  # a stale copy of a settled delivery
+                    unlocks.append(event.id)
+                    continue
+                errors = _attempts(state)
+                for i, a in enumerate(errors):  # an attempt a crash cut short counts, and says so
+                    if a.ok is None:
+                        errors[i] = a.model_copy(
+                            update={
+                                "ok": False,
+                                "error": INTERRUPTED,
+                                "finished_at": utc(time.time()),
+                            }
+                        )
+                n = len(errors) + 1
+                if n > subscription.policy.max_attempts:
+                    runs.append(_Run(stream, entry_id, event, state, errors, None))
+                    continue
+                started = time.time()
+                running = Attempt(n=n, started_at=at(started))
+                state.update(
+                    state=DeliveryState.PENDING.value,
+                    attempts=n,
+                    updated_at=started,
+                    errors=[e.model_dump(mode="json") for e in [*errors, running]],
+                )
+                states.append((event.id, state))
+                runs.append(_Run(stream, entry_id, event, state, errors, running))
+            await store.begin(sub, acks, unlocks, states)
+        except BaseException:
+            for _ in range(held):
+                self._slots.release()
+            raise
+        for _ in range(held - len(runs)):
+            self._slots.release()
+        for run in runs:
+            self._spawn(sub, run)
 
     # --- one entry ------------------------------------------------------------------------
 
-    async def _deliver(self, sub: str, stream: str, entry: Entry) -> None:
-        entry_id, fields = entry
-        subscription = self.subscriptions[sub]
-        store = self.store
-        try:
-            event = DomainEvent.model_validate_json(fields.get("event", ""))
-        except ValueError:
-            log.error("entry %s of %s is not a CloudEvent: skipped", entry_id, stream)
-            await store.ack(stream, sub, entry_id)
-            return
-        if not subscription.wants(event.type) or await store.is_done(sub, event.id):
-            await store.ack(stream, sub, entry_id)
-            return
-        lease = subscription.policy.attempt_timeout_s + 2
-        if not await store.lock(sub, event.id, self.consumer, lease):
-            return  # another consumer is handling this event right now; it will ack
-        state = await store.state_of(event.id, sub) or {"round": 1, "errors": []}
-        if state.get("state") in (DeliveryState.DEAD_LETTERED, DeliveryState.DISCARDED):
-            await store.ack(stream, sub, entry_id)  # a stale copy of a settled delivery
-            await store.unlock(sub, event.id)
-            return
-        errors = _attempts(state)
-        for i, a in enumerate(errors):  # an attempt a crash cut short counts, and says so
-            if a.ok is None:
-                errors[i] = a.model_copy(
-                    update={"ok": False, "error": INTERRUPTED, "finished_at": utc(time.time())}
-                )
-        n = len(errors) + 1
-        if n > subscription.policy.max_attempts:
-            letter = await store.bury(stream, sub, entry_id, event, state, errors)
-            await self.alerts.dead_lettered(letter)
-            return
-        started = time.time()
-        running = Attempt(n=n, started_at=at(started))
-        state.update(
-            state=DeliveryState.PENDING.value,
-            attempts=n,
-            updated_at=started,
-            errors=[e.model_dump(mode="json") for e in [*errors, running]],
+    async def _bury(self, sub: str, run: _Run, state: dict[str, Any]) -> None:
+        letter, state = self.store.dead_letter_for(sub, run.event, state, run.errors)
+        await self.store.settle(
+            Settled("dead", run.stream, sub, run.entry_id, run.event.id, state, letter=letter)
         )
-        await store.put_state(event.id, sub, state)
+        await self.alerts.dead_lettered(letter)
+
+    async def _deliver(self, sub: str, run: _Run) -> None:
+        subscription = self.subscriptions[sub]
+        event, state, errors, running = run.event, run.state, run.errors, run.running
+        if running is None:  # the last allowed attempt was cut short: not tried again
+            await self._bury(sub, run, state)
+            return
+        n = running.n
         result = await attempt(subscription, event, n, self.tracer)
         finished = running.model_copy(
             update={
@@ -228,12 +302,13 @@ class RedisBus:
         )
         if result.ok:
             state.update(state=DeliveryState.DELIVERED.value, next_at=None)
-            await store.succeed(stream, sub, entry_id, event.id, state)
+            await self.store.settle(
+                Settled("delivered", run.stream, sub, run.entry_id, event.id, state)
+            )
             return
         final = result.permanent or n >= subscription.policy.max_attempts
         if final:
-            letter = await store.bury(stream, sub, entry_id, event, state, errors)
-            await self.alerts.dead_lettered(letter)
+            await self._bury(sub, run, state)
             return
         delay = backoff_delay(subscription.policy, n, result.retry_after)
         log.warning(
@@ -244,5 +319,17 @@ class RedisBus:
             result.error,
             delay,
         )
-        state.update(next_at=result.finished_at + delay)
-        await store.retry_later(stream, sub, entry_id, event, state, result.finished_at + delay)
+        due_at = result.finished_at + delay
+        state.update(next_at=due_at)
+        await self.store.settle(
+            Settled(
+                "retry",
+                run.stream,
+                sub,
+                run.entry_id,
+                event.id,
+                state,
+                due_at,
+                event.model_dump_json(),
+            )
+        )

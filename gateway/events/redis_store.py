@@ -11,6 +11,8 @@ Keys (``P`` is the configurable prefix, ``trellis`` in production):
   and ``P:dlq:resolution`` hashes (status changes never rewrite the letter);
 - ``P:inbound:<source>:<vendor id>``: a received webhook id, for replay protection.
 Every multi-key change is one MULTI/EXEC or Lua script, so a crash never leaves half of one.
+Changes of concurrent callers may share one MULTI (publishes; the outcomes of attempts, each
+with the XACK of its entry): it applies them all or none, and each stays whole.
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any, Literal, cast
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from process_apis.ports import DomainEvent
 
+from .batching import GroupCommit
 from .records import (
     Attempt,
     DeadLetter,
@@ -94,6 +99,35 @@ def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+@dataclass(frozen=True, slots=True)
+class Check:
+    """What the dispatcher needs to know before it attempts an entry (``RedisEventStore.check``)."""
+
+    done: bool
+    """The subscriber has handled this event already."""
+    locked: bool
+    """This consumer now holds the event's short lock."""
+    state: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """How an attempt of a stream entry ended, to be recorded with the entry's XACK."""
+
+    kind: Literal["delivered", "retry", "dead"]
+    stream: str
+    sub: str
+    entry_id: str
+    event_id: str
+    state: dict[str, Any]
+    due_at: float = 0.0
+    """``retry``: when the next attempt is due."""
+    held: str = ""
+    """``retry``: the event (JSON), kept until it is due."""
+    letter: DeadLetter | None = None
+    """``dead``: the letter (made up front, so writing it twice writes the same)."""
+
+
 class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
@@ -135,22 +169,48 @@ class RedisEventStore:
         self._accept = self.redis.register_script(ACCEPT_INBOUND)
         self._replay = self.redis.register_script(REPLAY)
         self._discard = self.redis.register_script(DISCARD)
+        self._publishes: GroupCommit[Sequence[DomainEvent], None] = GroupCommit(self._publish_batch)
+        self._outcomes: GroupCommit[Settled, DeadLetter | None] = GroupCommit(self._settle_batch)
 
     async def open(self) -> None:
         """Fail at startup, not on the first event, when Redis is unreachable."""
         await self.redis.ping()
 
     async def close(self) -> None:
+        await self._publishes.drain()
+        await self._outcomes.drain()
         await self.redis.aclose()
 
     # --- publishing -----------------------------------------------------------------------
 
     async def publish(self, events: Sequence[DomainEvent]) -> None:
+        """XADD the events in one MULTI, shared with concurrent publishes (group commit)."""
+        await self._publishes.submit(list(events))
+
+    async def _xadd_all(self, events: Sequence[DomainEvent]) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
             for e in events:
                 fields = {"id": e.id, "type": e.type, "event": e.model_dump_json()}
                 pipe.xadd(self.keys.events, fields)  # type: ignore[arg-type]
             await pipe.execute()
+
+    async def _publish_batch(
+        self, batches: Sequence[Sequence[DomainEvent]]
+    ) -> list[Exception | None]:
+        try:
+            await self._xadd_all([e for events in batches for e in events])
+            return [None] * len(batches)
+        except Exception as exc:
+            if len(batches) == 1:
+                return [exc]
+        out: list[Exception | None] = []
+        for events in batches:  # find the publish at fault
+            try:
+                await self._xadd_all(events)
+                out.append(None)
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     async def accept_inbound(
         self, source: str, vendor_event_id: str, remember_s: int, event: DomainEvent | None
@@ -183,6 +243,48 @@ class RedisEventStore:
         )
         return int(moved)
 
+    async def check(
+        self, sub: str, event_ids: Sequence[str], owner: str, lease_s: float
+    ) -> list[Check]:
+        """For a batch of entries, in one round trip: handled already? our lock? the state."""
+        if not event_ids:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.exists(self.keys.done(sub, event_id))
+                pipe.set(self.keys.lock(sub, event_id), owner, nx=True, px=int(lease_s * 1000))
+                pipe.hget(self.keys.state(event_id), sub)
+            answers = await pipe.execute()
+        return [
+            Check(bool(done), bool(locked), None if raw is None else dict(orjson.loads(raw)))
+            for done, locked, raw in zip(answers[0::3], answers[1::3], answers[2::3], strict=True)
+        ]
+
+    async def begin(
+        self,
+        sub: str,
+        acks: Sequence[tuple[str, str]],
+        unlocks: Sequence[str],
+        states: Sequence[tuple[str, dict[str, Any]]],
+    ) -> None:
+        """One MULTI: ack entries that need no attempt, drop their locks, and record the
+        attempts about to start (``states``: event id -> delivery state)."""
+        if not (acks or unlocks or states):
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            by_stream: dict[str, list[str]] = {}
+            for stream, entry_id in acks:
+                by_stream.setdefault(stream, []).append(entry_id)
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, sub, *ids)
+            if unlocks:
+                pipe.delete(*(self.keys.lock(sub, e) for e in unlocks))
+            for event_id, state in states:
+                key = self.keys.state(event_id)
+                pipe.hset(key, sub, _json(state))
+                pipe.expire(key, self.retention_s)
+            await pipe.execute()
+
     async def state_of(self, event_id: str, sub: str) -> dict[str, Any] | None:
         raw = await self.redis.hget(self.keys.state(event_id), sub)
         return None if raw is None else dict(orjson.loads(raw))
@@ -210,46 +312,60 @@ class RedisEventStore:
     async def ack(self, stream: str, sub: str, entry_id: str) -> None:
         await self.redis.xack(stream, sub, entry_id)
 
-    async def succeed(
-        self, stream: str, sub: str, entry_id: str, event_id: str, state: dict[str, Any]
-    ) -> None:
+    def _settle_cmds(self, pipe: Pipeline, o: Settled) -> None:
+        """The commands that record one outcome and acknowledge its entry."""
+        sub, event_id = o.sub, o.event_id
         skey = self.keys.state(event_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
+        if o.kind == "delivered":
             pipe.set(self.keys.done(sub, event_id), "1", ex=self.retention_s)
-            pipe.hset(skey, sub, _json(state))
-            pipe.expire(skey, self.retention_s)
-            pipe.xack(stream, sub, entry_id)
-            pipe.delete(self.keys.lock(sub, event_id))
-            await pipe.execute()
+        elif o.kind == "retry":
+            pipe.hset(self.keys.held(sub), event_id, o.held)
+            pipe.zadd(self.keys.due(sub), {event_id: o.due_at})
+        else:
+            letter = o.letter
+            assert letter is not None, "a dead outcome carries its letter"
+            pipe.hset(self.keys.dlq, letter.id, letter.model_dump_json())
+            pipe.zadd(self.keys.dlq_index, {letter.id: letter.created_at.timestamp()})
+            pipe.hset(self.keys.dlq_status, letter.id, DeadLetterStatus.DEAD.value)
+        pipe.hset(skey, sub, _json(o.state))
+        pipe.expire(skey, self.retention_s)
+        pipe.xack(o.stream, sub, o.entry_id)
+        pipe.delete(self.keys.lock(sub, event_id))
 
-    async def retry_later(
-        self,
-        stream: str,
-        sub: str,
-        entry_id: str,
-        event: DomainEvent,
-        state: dict[str, Any],
-        due_at: float,
-    ) -> None:
-        skey = self.keys.state(event.id)
+    async def _settle_all(self, outcomes: Sequence[Settled]) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.held(sub), event.id, event.model_dump_json())
-            pipe.zadd(self.keys.due(sub), {event.id: due_at})
-            pipe.hset(skey, sub, _json(state))
-            pipe.expire(skey, self.retention_s)
-            pipe.xack(stream, sub, entry_id)
-            pipe.delete(self.keys.lock(sub, event.id))
+            for o in outcomes:
+                self._settle_cmds(pipe, o)
             await pipe.execute()
 
-    async def bury(
-        self,
-        stream: str,
-        sub: str,
-        entry_id: str,
-        event: DomainEvent,
-        state: dict[str, Any],
-        errors: list[Attempt],
-    ) -> DeadLetter:
+    async def _settle_batch(
+        self, outcomes: Sequence[Settled]
+    ) -> list[DeadLetter | Exception | None]:
+        try:
+            await self._settle_all(outcomes)
+            return [o.letter for o in outcomes]
+        except Exception as exc:
+            if len(outcomes) == 1:
+                return [exc]
+        out: list[DeadLetter | Exception | None] = []
+        for o in outcomes:  # every command is idempotent: write each on its own
+            try:
+                await self._settle_all([o])
+                out.append(o.letter)
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    async def settle(self, outcome: Settled) -> DeadLetter | None:
+        """Record an outcome and XACK its entry in one MULTI, shared with concurrent outcomes
+        (group commit); return once written (with the dead letter, if one was made)."""
+        return await self._outcomes.submit(outcome)
+
+    @staticmethod
+    def dead_letter_for(
+        sub: str, event: DomainEvent, state: dict[str, Any], errors: list[Attempt]
+    ) -> tuple[DeadLetter, dict[str, Any]]:
+        """A new dead letter for this delivery, and the delivery state that points to it."""
         now = time.time()
         letter = DeadLetter(
             id=f"dlq_{uuid.uuid4().hex[:24]}",
@@ -264,16 +380,40 @@ class RedisEventStore:
             event=event.model_dump(mode="json"),
         )
         state = {**state, "state": DeliveryState.DEAD_LETTERED.value, "dead_letter_id": letter.id}
-        skey = self.keys.state(event.id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.dlq, letter.id, letter.model_dump_json())
-            pipe.zadd(self.keys.dlq_index, {letter.id: now})
-            pipe.hset(self.keys.dlq_status, letter.id, DeadLetterStatus.DEAD.value)
-            pipe.hset(skey, sub, _json(state))
-            pipe.expire(skey, self.retention_s)
-            pipe.xack(stream, sub, entry_id)
-            pipe.delete(self.keys.lock(sub, event.id))
-            await pipe.execute()
+        return letter, state
+
+    async def succeed(
+        self, stream: str, sub: str, entry_id: str, event_id: str, state: dict[str, Any]
+    ) -> None:
+        await self._settle_all([Settled("delivered", stream, sub, entry_id, event_id, state)])
+
+    async def retry_later(
+        self,
+        stream: str,
+        sub: str,
+        entry_id: str,
+        event: DomainEvent,
+        state: dict[str, Any],
+        due_at: float,
+    ) -> None:
+        held = event.model_dump_json()
+        await self._settle_all(
+            [Settled("retry", stream, sub, entry_id, event.id, state, due_at, held)]
+        )
+
+    async def bury(
+        self,
+        stream: str,
+        sub: str,
+        entry_id: str,
+        event: DomainEvent,
+        state: dict[str, Any],
+        errors: list[Attempt],
+    ) -> DeadLetter:
+        letter, state = self.dead_letter_for(sub, event, state, errors)
+        await self._settle_all(
+            [Settled("dead", stream, sub, entry_id, event.id, state, letter=letter)]
+        )
         return letter
 
     # --- seeing what happened -------------------------------------------------------------

@@ -1,9 +1,12 @@
 """The embedded event store: the outbox, deliveries, attempts and dead letters in SQLite (WAL).
 
-Every state change of a delivery is one transaction, so a crash leaves each delivery either
-before or after a step, never half-way: the relay advances its outbox cursor in the same
-transaction that creates the delivery rows, a claim takes a lease, and the result of an
+Every state change of a delivery happens inside one transaction, so a crash leaves each
+delivery either before or after a step, never half-way: the relay advances its outbox cursor in
+the same transaction that creates the delivery rows, a claim takes a lease, and the result of an
 attempt (delivered, retry later, dead-lettered) is written together with its attempt row.
+Several such steps may share a transaction (``dispatch``: the outcomes of a batch of attempts,
+the relay and the next claim; ``publish``: the events of concurrent publishers), which commits
+them all or none; each stays whole.
 sqlite3 blocks, so the async methods run each transaction in a worker thread.
 """
 
@@ -25,6 +28,7 @@ import orjson
 
 from process_apis.ports import DomainEvent
 
+from .batching import GroupCommit
 from .records import (
     Attempt,
     DeadLetter,
@@ -118,6 +122,40 @@ class Claimed:
     attempt_id: int
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an attempt of a claimed delivery ended, to be recorded.
+
+    ``ok``: delivered. Otherwise it failed with ``error`` and is retried in ``retry_in`` seconds
+    or, when that is None, dead-lettered. ``interrupted``: the last allowed attempt was cut short
+    by a crash, so it is dead-lettered without being tried again.
+    """
+
+    claimed: Claimed
+    finished_at: float
+    ok: bool
+    error: str | None = None
+    retry_after: float | None = None
+    retry_in: float | None = None
+    interrupted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one ``dispatch`` transaction did."""
+
+    recorded: list[DeadLetter | Exception | None]
+    """Per outcome, in order: its dead letter, None, or why it could not be recorded."""
+    relayed: int
+    claimed: list[Claimed]
+    next_due: float | None
+    """When the earliest pending delivery nobody holds becomes due (None: there is none)."""
+    claim_full: bool = False
+    """The claim stopped at its limit: more deliveries may be due now."""
+    error: Exception | None = None
+    """The relay or claim failed (the outcomes were still recorded, each on its own)."""
+
+
 def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -130,6 +168,7 @@ class SqliteEventStore:
         self.owner = owner_id()
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._publishes: GroupCommit[Sequence[DomainEvent], None] = GroupCommit(self._publish_batch)
 
     @classmethod
     def in_data_dir(cls, data_dir: Path | str) -> SqliteEventStore:
@@ -176,6 +215,8 @@ class SqliteEventStore:
         await self._run(self._read, lambda conn: None)
 
     async def close(self) -> None:
+        await self._publishes.drain()
+
         def close() -> None:
             with self._lock:
                 if self._conn is not None:
@@ -195,8 +236,33 @@ class SqliteEventStore:
         )
 
     async def publish(self, events: Sequence[DomainEvent]) -> None:
-        """Append events to the outbox (inbound webhooks, tools); an existing id is kept."""
-        await self._run(self._tx, lambda conn: self._insert_events(conn, events))
+        """Append events to the outbox (inbound webhooks, tools); an existing id is kept.
+
+        Concurrent publishes share one transaction (group commit); each returns once its
+        events are committed.
+        """
+        await self._publishes.submit(list(events))
+
+    async def _publish_batch(
+        self, batches: Sequence[Sequence[DomainEvent]]
+    ) -> list[Exception | None]:
+        def work(conn: sqlite3.Connection) -> None:
+            self._insert_events(conn, [e for events in batches for e in events])
+
+        try:
+            await self._run(self._tx, work)
+            return [None] * len(batches)
+        except Exception as exc:
+            if len(batches) == 1:
+                return [exc]
+        return [await self._publish_one(events) for events in batches]  # find the bad one
+
+    async def _publish_one(self, events: Sequence[DomainEvent]) -> Exception | None:
+        try:
+            await self._run(self._tx, lambda conn: self._insert_events(conn, events))
+        except Exception as exc:
+            return exc
+        return None
 
     async def accept_inbound(
         self, source: str, vendor_event_id: str, remember_s: int, event: DomainEvent | None
@@ -249,34 +315,34 @@ class SqliteEventStore:
 
     def relay(self, wants: Callable[[str], list[str]], batch: int) -> int:
         """Turn new outbox rows into delivery rows, one per interested subscriber."""
+        return self._tx(lambda conn: self._relay(conn, wants, batch))
 
-        def work(conn: sqlite3.Connection) -> int:
-            row = conn.execute("SELECT seq FROM event_relay WHERE name = 'outbox'").fetchone()
-            cursor = row[0] if row else 0
-            rows = conn.execute(
-                "SELECT seq, id, type FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                (cursor, batch),
-            ).fetchall()
-            if not rows:
-                return 0
-            now = time.time()
-            conn.executemany(
-                "INSERT OR IGNORE INTO event_deliveries (event_id, subscriber, seq, state,"
-                " next_at, created_at, updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
-                [
-                    (event_id, sub, seq, now, now, now)
-                    for seq, event_id, type_ in rows
-                    for sub in wants(type_)
-                ],
-            )
-            conn.execute(
-                "INSERT INTO event_relay (name, seq) VALUES ('outbox', ?)"
-                " ON CONFLICT(name) DO UPDATE SET seq = excluded.seq",
-                (rows[-1][0],),
-            )
-            return len(rows)
-
-        return self._tx(work)
+    @staticmethod
+    def _relay(conn: sqlite3.Connection, wants: Callable[[str], list[str]], batch: int) -> int:
+        row = conn.execute("SELECT seq FROM event_relay WHERE name = 'outbox'").fetchone()
+        cursor = row[0] if row else 0
+        rows = conn.execute(
+            "SELECT seq, id, type FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            (cursor, batch),
+        ).fetchall()
+        if not rows:
+            return 0
+        now = time.time()
+        conn.executemany(
+            "INSERT OR IGNORE INTO event_deliveries (event_id, subscriber, seq, state,"
+            " next_at, created_at, updated_at) VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+            [
+                (event_id, sub, seq, now, now, now)
+                for seq, event_id, type_ in rows
+                for sub in wants(type_)
+            ],
+        )
+        conn.execute(
+            "INSERT INTO event_relay (name, seq) VALUES ('outbox', ?)"
+            " ON CONFLICT(name) DO UPDATE SET seq = excluded.seq",
+            (rows[-1][0],),
+        )
+        return len(rows)
 
     def next_due(self, subscribers: Sequence[str]) -> float | None:
         """When the earliest pending delivery becomes due (None when there is none)."""
@@ -290,56 +356,80 @@ class SqliteEventStore:
         )
         return None if row is None or row[0] is None else float(row[0])
 
+    @staticmethod
+    def _next_free_due(
+        conn: sqlite3.Connection, subscribers: Sequence[str], now: float
+    ) -> float | None:
+        """The earliest ``next_at`` of a pending delivery no live lease holds.
+
+        Walks the (state, next_at) index and skips the few leased rows (deliveries in flight),
+        so a dispatcher with attempts running does not spin on deliveries it holds itself.
+        """
+        if not subscribers:
+            return None
+        marks = ",".join("?" * len(subscribers))
+        row = conn.execute(
+            "SELECT next_at FROM event_deliveries WHERE state = 'pending'"  # noqa: S608
+            " AND (lease_until IS NULL OR lease_until < ?)"
+            f" AND subscriber IN ({marks}) ORDER BY next_at LIMIT 1",
+            (now, *subscribers),
+        ).fetchone()
+        return None if row is None else float(row[0])
+
     def claim(self, subscribers: Sequence[str], limit: int, lease_s: float) -> list[Claimed]:
         """Lease up to ``limit`` due deliveries and open an attempt row for each."""
         if not subscribers or limit <= 0:
             return []
+        return self._tx(lambda conn: self._claim(conn, subscribers, limit, lease_s)[0])
+
+    def _claim(
+        self, conn: sqlite3.Connection, subscribers: Sequence[str], limit: int, lease_s: float
+    ) -> tuple[list[Claimed], bool]:
+        """The leased deliveries, and whether ``limit`` stopped the claim (more may be due)."""
+        if not subscribers or limit <= 0:
+            return [], False
         marks = ",".join("?" * len(subscribers))
-
-        def work(conn: sqlite3.Connection) -> list[Claimed]:
-            now = time.time()
-            rows = conn.execute(  # only "?" placeholders are formatted in
-                "SELECT d.event_id, d.subscriber, d.round, d.attempts, o.event"  # noqa: S608
-                " FROM event_deliveries d JOIN outbox o ON o.seq = d.seq"
-                " WHERE d.state = 'pending' AND d.next_at <= ?"
-                " AND (d.lease_until IS NULL OR d.lease_until < ?)"
-                f" AND d.subscriber IN ({marks}) ORDER BY d.next_at LIMIT ?",
-                (now, now, *subscribers, limit),
-            ).fetchall()
-            out = []
-            for event_id, sub, round_, attempts, raw in rows:
-                # an attempt left open by a crash counts, and says so
-                conn.execute(
-                    "UPDATE event_attempts SET ok = 0, finished_at = ?, error = ?"
-                    " WHERE event_id = ? AND subscriber = ? AND round = ? AND ok IS NULL",
-                    (now, INTERRUPTED, event_id, sub, round_),
-                )
-                if conn.execute(
-                    "SELECT 1 FROM event_processed WHERE subscriber = ? AND event_id = ?",
-                    (sub, event_id),
-                ).fetchone():
-                    conn.execute(
-                        "UPDATE event_deliveries SET state = 'delivered', lease_owner = NULL,"
-                        " lease_until = NULL, updated_at = ? WHERE event_id = ? AND subscriber = ?",
-                        (now, event_id, sub),
-                    )
-                    continue
-                n = attempts + 1
-                conn.execute(
-                    "UPDATE event_deliveries SET attempts = ?, lease_owner = ?, lease_until = ?,"
-                    " updated_at = ? WHERE event_id = ? AND subscriber = ?",
-                    (n, self.owner, now + lease_s, now, event_id, sub),
-                )
-                cur = conn.execute(
-                    "INSERT INTO event_attempts (event_id, subscriber, round, n, started_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (event_id, sub, round_, n, now),
-                )
-                event = DomainEvent.model_validate_json(raw)
-                out.append(Claimed(event, sub, round_, n, int(cur.lastrowid or 0)))
-            return out
-
-        return self._tx(work)
+        now = time.time()
+        rows = conn.execute(  # only "?" placeholders are formatted in
+            "SELECT d.event_id, d.subscriber, d.round, d.attempts, o.event,"  # noqa: S608
+            " EXISTS (SELECT 1 FROM event_processed p"
+            "  WHERE p.subscriber = d.subscriber AND p.event_id = d.event_id)"
+            " FROM event_deliveries d JOIN outbox o ON o.seq = d.seq"
+            " WHERE d.state = 'pending' AND d.next_at <= ?"
+            " AND (d.lease_until IS NULL OR d.lease_until < ?)"
+            f" AND d.subscriber IN ({marks}) ORDER BY d.next_at LIMIT ?",
+            (now, now, *subscribers, limit),
+        ).fetchall()
+        if not rows:
+            return [], False
+        # an attempt left open by a crash counts, and says so (a round without attempts has none)
+        conn.executemany(
+            "UPDATE event_attempts SET ok = 0, finished_at = ?, error = ?"
+            " WHERE event_id = ? AND subscriber = ? AND round = ? AND ok IS NULL",
+            [(now, INTERRUPTED, ev, sub, round_) for ev, sub, round_, n, _, _ in rows if n > 0],
+        )
+        conn.executemany(  # handled already (by another worker, or before a crash)
+            "UPDATE event_deliveries SET state = 'delivered', lease_owner = NULL,"
+            " lease_until = NULL, updated_at = ? WHERE event_id = ? AND subscriber = ?",
+            [(now, ev, sub) for ev, sub, _, _, _, done in rows if done],
+        )
+        todo = [r for r in rows if not r[5]]
+        conn.executemany(
+            "UPDATE event_deliveries SET attempts = ?, lease_owner = ?, lease_until = ?,"
+            " updated_at = ? WHERE event_id = ? AND subscriber = ?",
+            [(n + 1, self.owner, now + lease_s, now, ev, sub) for ev, sub, _, n, _, _ in todo],
+        )
+        out = []
+        for event_id, sub, round_, attempts, raw, _ in todo:
+            n = attempts + 1
+            cur = conn.execute(
+                "INSERT INTO event_attempts (event_id, subscriber, round, n, started_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (event_id, sub, round_, n, now),
+            )
+            event = DomainEvent.model_validate_json(raw)
+            out.append(Claimed(event, sub, round_, n, int(cur.lastrowid or 0)))
+        return out, len(rows) >= limit
 
     def _errors(
         self, conn: sqlite3.Connection, event_id: str, sub: str, round_: int
@@ -360,25 +450,155 @@ class SqliteEventStore:
             )
         ]
 
-    def succeed(self, claimed: Claimed, finished_at: float) -> None:
-        def work(conn: sqlite3.Connection) -> None:
-            ev, sub = claimed.event.id, claimed.subscriber
-            conn.execute(
-                "UPDATE event_attempts SET ok = 1, finished_at = ? WHERE id = ?",
-                (finished_at, claimed.attempt_id),
-            )
-            conn.execute(
-                "UPDATE event_deliveries SET state = 'delivered', lease_owner = NULL,"
-                " lease_until = NULL, last_error = NULL, updated_at = ?"
-                " WHERE event_id = ? AND subscriber = ?",
-                (finished_at, ev, sub),
-            )
-            conn.execute(
-                "INSERT OR IGNORE INTO event_processed (subscriber, event_id, at) VALUES (?, ?, ?)",
-                (sub, ev, finished_at),
-            )
+    @staticmethod
+    def _succeed(conn: sqlite3.Connection, done: Sequence[tuple[Claimed, float]]) -> None:
+        """Delivered: close the attempts, settle the deliveries, remember the processed ids."""
+        if not done:
+            return
+        conn.executemany(
+            "UPDATE event_attempts SET ok = 1, finished_at = ? WHERE id = ?",
+            [(finished_at, c.attempt_id) for c, finished_at in done],
+        )
+        conn.executemany(
+            "UPDATE event_deliveries SET state = 'delivered', lease_owner = NULL,"
+            " lease_until = NULL, last_error = NULL, updated_at = ?"
+            " WHERE event_id = ? AND subscriber = ?",
+            [(finished_at, c.event.id, c.subscriber) for c, finished_at in done],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO event_processed (subscriber, event_id, at) VALUES (?, ?, ?)",
+            [(c.subscriber, c.event.id, finished_at) for c, finished_at in done],
+        )
 
-        self._tx(work)
+    def _fail(
+        self,
+        conn: sqlite3.Connection,
+        claimed: Claimed,
+        finished_at: float,
+        error: str,
+        retry_after: float | None,
+        retry_in: float | None,
+    ) -> DeadLetter | None:
+        ev, sub = claimed.event.id, claimed.subscriber
+        conn.execute(
+            "UPDATE event_attempts SET ok = 0, finished_at = ?, error = ?, retry_after = ?"
+            " WHERE id = ?",
+            (finished_at, error, retry_after, claimed.attempt_id),
+        )
+        if retry_in is not None:
+            conn.execute(
+                "UPDATE event_deliveries SET next_at = ?, lease_owner = NULL,"
+                " lease_until = NULL, last_error = ?, updated_at = ?"
+                " WHERE event_id = ? AND subscriber = ?",
+                (finished_at + retry_in, error, finished_at, ev, sub),
+            )
+            return None
+        return self._dead_letter(conn, claimed.event, sub, claimed.round, finished_at, error)
+
+    def _interrupted(self, conn: sqlite3.Connection, claimed: Claimed) -> DeadLetter:
+        now = time.time()
+        conn.execute("DELETE FROM event_attempts WHERE id = ?", (claimed.attempt_id,))
+        conn.execute(
+            "UPDATE event_deliveries SET attempts = attempts - 1"
+            " WHERE event_id = ? AND subscriber = ?",
+            (claimed.event.id, claimed.subscriber),
+        )
+        return self._dead_letter(
+            conn, claimed.event, claimed.subscriber, claimed.round, now, INTERRUPTED
+        )
+
+    def _record_one(self, conn: sqlite3.Connection, outcome: Outcome) -> DeadLetter | None:
+        if outcome.interrupted:
+            return self._interrupted(conn, outcome.claimed)
+        if outcome.ok:
+            self._succeed(conn, [(outcome.claimed, outcome.finished_at)])
+            return None
+        return self._fail(
+            conn,
+            outcome.claimed,
+            outcome.finished_at,
+            outcome.error or "failed",
+            outcome.retry_after,
+            outcome.retry_in,
+        )
+
+    def _record(
+        self, conn: sqlite3.Connection, outcomes: Sequence[Outcome]
+    ) -> list[DeadLetter | Exception | None]:
+        """Record outcomes in order; consecutive successes share their statements."""
+        out: list[DeadLetter | Exception | None] = []
+        delivered: list[tuple[Claimed, float]] = []
+        for outcome in outcomes:
+            if outcome.ok and not outcome.interrupted:
+                delivered.append((outcome.claimed, outcome.finished_at))
+                out.append(None)
+                continue
+            self._succeed(conn, delivered)
+            delivered = []
+            out.append(self._record_one(conn, outcome))
+        self._succeed(conn, delivered)
+        return out
+
+    def _record_each(self, outcomes: Sequence[Outcome]) -> list[DeadLetter | Exception | None]:
+        """One transaction per outcome: a batch failed, so find the outcome at fault."""
+        out: list[DeadLetter | Exception | None] = []
+        for outcome in outcomes:
+
+            def one(conn: sqlite3.Connection, o: Outcome = outcome) -> DeadLetter | None:
+                return self._record_one(conn, o)
+
+            try:
+                out.append(self._tx(one))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+    def record(self, outcomes: Sequence[Outcome]) -> list[DeadLetter | Exception | None]:
+        """Record the outcomes of attempts in one transaction (each on its own if that fails)."""
+        if not outcomes:
+            return []
+        try:
+            return self._tx(lambda conn: self._record(conn, outcomes))
+        except Exception:
+            if len(outcomes) == 1:
+                raise
+            return self._record_each(outcomes)
+
+    def dispatch(
+        self,
+        outcomes: Sequence[Outcome],
+        wants: Callable[[str], list[str]],
+        batch: int,
+        subscribers: Sequence[str],
+        limit: int,
+        lease_s: float,
+    ) -> Step:
+        """One dispatcher step in one transaction: record ``outcomes``, relay up to ``batch``
+        outbox rows, lease up to ``limit`` due deliveries, and say when the next one is due.
+
+        If that transaction fails, the outcomes are recorded each on its own, then the relay
+        and claim are tried once more; their error is returned, not raised.
+        """
+
+        def rest(conn: sqlite3.Connection, recorded: list[DeadLetter | Exception | None]) -> Step:
+            relayed = self._relay(conn, wants, batch)
+            claimed, full = self._claim(conn, subscribers, limit, lease_s)
+            due = self._next_free_due(conn, subscribers, time.time())
+            return Step(recorded, relayed, claimed, due, full)
+
+        try:
+            return self._tx(lambda conn: rest(conn, self._record(conn, outcomes)))
+        except Exception as exc:
+            if not outcomes:
+                return Step([], 0, [], None, error=exc)
+        recorded = self._record_each(outcomes)
+        try:
+            return self._tx(lambda conn: rest(conn, recorded))
+        except Exception as exc:
+            return Step(recorded, 0, [], None, error=exc)
+
+    def succeed(self, claimed: Claimed, finished_at: float) -> None:
+        self._tx(lambda conn: self._succeed(conn, [(claimed, finished_at)]))
 
     def fail(
         self,
@@ -389,42 +609,13 @@ class SqliteEventStore:
         retry_in: float | None,
     ) -> DeadLetter | None:
         """Record a failed attempt: retry in ``retry_in`` seconds, or (None) dead-letter it."""
-
-        def work(conn: sqlite3.Connection) -> DeadLetter | None:
-            ev, sub = claimed.event.id, claimed.subscriber
-            conn.execute(
-                "UPDATE event_attempts SET ok = 0, finished_at = ?, error = ?, retry_after = ?"
-                " WHERE id = ?",
-                (finished_at, error, retry_after, claimed.attempt_id),
-            )
-            if retry_in is not None:
-                conn.execute(
-                    "UPDATE event_deliveries SET next_at = ?, lease_owner = NULL,"
-                    " lease_until = NULL, last_error = ?, updated_at = ?"
-                    " WHERE event_id = ? AND subscriber = ?",
-                    (finished_at + retry_in, error, finished_at, ev, sub),
-                )
-                return None
-            return self._dead_letter(conn, claimed.event, sub, claimed.round, finished_at, error)
-
-        return self._tx(work)
+        return self._tx(
+            lambda conn: self._fail(conn, claimed, finished_at, error, retry_after, retry_in)
+        )
 
     def dead_letter_interrupted(self, claimed: Claimed) -> DeadLetter:
         """The last allowed attempt was cut short by a crash: dead-letter without trying again."""
-
-        def work(conn: sqlite3.Connection) -> DeadLetter:
-            now = time.time()
-            conn.execute("DELETE FROM event_attempts WHERE id = ?", (claimed.attempt_id,))
-            conn.execute(
-                "UPDATE event_deliveries SET attempts = attempts - 1"
-                " WHERE event_id = ? AND subscriber = ?",
-                (claimed.event.id, claimed.subscriber),
-            )
-            return self._dead_letter(
-                conn, claimed.event, claimed.subscriber, claimed.round, now, INTERRUPTED
-            )
-
-        return self._tx(work)
+        return self._tx(lambda conn: self._interrupted(conn, claimed))
 
     def _dead_letter(
         self,

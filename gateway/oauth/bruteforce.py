@@ -33,7 +33,9 @@ class ClientAuthGuard:
         if address:
             checks.append((self._per_address, "address", address))
         if client_id:
-            checks.append((self._per_client, "client", client_id[:200]))
+            # per client *and* address: counted under the claimed client id alone, anyone
+            # could lock a known client out by failing on its behalf
+            checks.append((self._per_client, "client", f"{client_id[:200]}|{address or '-'}"))
         for item, kind, value in checks:
             if not await self._limiter.hit(item, NAMESPACE, kind, value):
                 stats = await self._limiter.get_window_stats(item, NAMESPACE, kind, value)

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.oauth.verify import TokenRefused, TokenVerifier
 from gateway.principal import AUTH_ERROR_KEY, PRINCIPAL_KEY
+from gateway.problems import problem_response
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,19 @@ class BearerMiddleware:
                     scope[PRINCIPAL_KEY] = await self.verifier.verify(found)
                 except TokenRefused as refused:
                     found = refused
+                except Exception as exc:  # the revocation store (Redis) is down or stalled
+                    log.warning("token check unavailable: %s", type(exc).__name__)
+                    if scope["type"] == "http":
+                        response = problem_response(
+                            503,
+                            scope=scope,
+                            title="Authentication unavailable",
+                            detail="the token could not be checked; retry shortly",
+                            headers={"Retry-After": "1"},
+                        )
+                        await response(scope, receive, send)
+                        return
+                    raise
             if isinstance(found, TokenRefused):
                 scope[AUTH_ERROR_KEY] = found.reason
                 log.debug("bearer token refused: %s", found.reason)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 
+from gateway.stores.redis_options import REDIS_TIMEOUTS
+
 
 @dataclass(slots=True)
 class LimitsStorage:
@@ -29,7 +31,9 @@ def open_limits_storage(redis_url: str | None, *, max_connections: int = 32) -> 
     """Redis storage when ``redis_url`` is set, else process memory."""
     if not redis_url:
         return LimitsStorage(MemoryStorage())
-    pool = aioredis.BlockingConnectionPool.from_url(redis_url, max_connections=max_connections)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        redis_url, max_connections=max_connections, **REDIS_TIMEOUTS
+    )
     storage = RedisStorage(
         "async+" + redis_url,
         implementation="redispy",

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 
+from gateway.stores.redis_options import REDIS_TIMEOUTS
 from process_apis.ports import Begin, BeginState, DomainEvent, Outcome, StoredResponse
 
 IN_PROGRESS_LEASE_S = 120.0
@@ -199,7 +200,7 @@ class RedisOperationStore:
         self.url = url
         self.prefix = prefix
         self.stream = stream
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(url)
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(url, **REDIS_TIMEOUTS)
 
     def _idem(self, key: str) -> str:
         return f"{self.prefix}idem:{key}"

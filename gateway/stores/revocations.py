@@ -17,6 +17,8 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
+from gateway.stores.redis_options import REDIS_TIMEOUTS
+
 KEY_PREFIX = "trellis:revoked:"
 
 
@@ -128,7 +130,7 @@ class RedisRevocationStore:
     def __init__(self, url: str, *, key_prefix: str = KEY_PREFIX) -> None:
         self.url = url
         self.key_prefix = key_prefix
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(url)
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(url, **REDIS_TIMEOUTS)
 
     async def open(self) -> None:
         """Fail at startup, not on the first request, when Redis is unreachable."""

@@ -52,10 +52,15 @@ class Sandbox:
         self.runners.clear()
 
 
-async def serve_forever(host: str, base_port: int, announce: Callable[[str], None] = print) -> None:
+async def serve_forever(
+    host: str,
+    base_port: int,
+    announce: Callable[[str], None] = print,
+    faults: dict[str, Faults] | None = None,
+) -> None:
     """Start every backend, announce where each listens, run until SIGINT/SIGTERM."""
     sandbox = Sandbox(host, base_port)
-    await sandbox.start()
+    await sandbox.start(faults)
     for name in BACKEND_NAMES:
         announce(f"sandbox {name:<10} {sandbox.url(name)}")
     stop = asyncio.Event()
