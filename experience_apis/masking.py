@@ -66,6 +66,13 @@ def mask_payload(data: Any, policy: Mapping[str, MaskRule]) -> Any:
                 continue
             if rule is not None and not isinstance(value, Mapping | list):
                 out[key] = mask_value(rule, value)
+            elif rule is not None and isinstance(value, list):  # e.g. several emails
+                out[key] = [
+                    mask_payload(v, policy)
+                    if isinstance(v, Mapping | list)
+                    else mask_value(rule, v)
+                    for v in value
+                ]
             else:
                 out[key] = mask_payload(value, policy)
         return out

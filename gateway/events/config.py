@@ -47,6 +47,11 @@ class OutboundWebhookConfig(Strict):
     event_types: list[str] = Field(min_length=1, description="Event types, or '*' for all.")
     enabled: bool = True
     masked: bool = Field(True, description="Mask PII with the partner channel's policy.")
+    own_records_only: bool = Field(
+        True,
+        description="Send only events whose data.channel is this partner (its own orders); "
+        "false sends every event of the listed types (for internal receivers).",
+    )
     timeout_s: float = Field(10.0, gt=0)
     delivery: DeliveryPolicy | None = None
 

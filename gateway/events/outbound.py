@@ -63,6 +63,8 @@ def webhook_sender(
     hook: OutboundWebhookConfig, session: Callable[[], aiohttp.ClientSession], mask: Masker
 ) -> Callable[[DomainEvent], Awaitable[None]]:
     async def send(event: DomainEvent) -> None:
+        if hook.own_records_only and event.data.get("channel") != hook.partner_id:
+            return  # another partner's (or nobody's) record: nothing to send to this one
         payload = body_for(event, hook, mask)
         headers = {
             "Content-Type": CONTENT_TYPE,

@@ -153,6 +153,7 @@ def hook(url: str, types: list[str] | None = None, **policy: Any) -> dict[str, A
     """An outbound webhook subscription in config shape."""
     out: dict[str, Any] = {
         "partner_id": "partner-test",
+        "own_records_only": False,  # generic test events belong to no partner
         "url": url,
         "secret": "whsec_partner_test_secret",
         "event_types": types or ["test.happened"],

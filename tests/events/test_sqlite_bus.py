@@ -180,6 +180,37 @@ async def test_outbound_webhook_is_signed_and_masked(make_bus: BusFactory, tmp_p
             assert body["data"]["order_id"] == "o-1" and body["partnerid"] == "partner-test"
 
 
+async def test_partner_webhooks_carry_only_that_partners_orders(
+    make_bus: BusFactory, tmp_path: Path
+) -> None:
+    async with receiver() as acme, receiver() as globex:
+        hooks = {
+            name: {**hook(rec.url, ["order.placed"]), "partner_id": name, "own_records_only": True}
+            for name, rec in (("partner-acme", acme), ("partner-globex", globex))
+        }
+        async with make_bus({"outbound_webhooks": hooks}):
+            ev = event(
+                "order.placed",
+                order_id="o-9",
+                channel="partner-globex",
+                customer_id="003TR0000000000101",
+                invoice_id="in_1",
+                reservation_id="res_1",
+                email="ada@example.com",
+                phone=["+1-555-123-4567"],
+            )
+            write_outbox(data_dir(tmp_path), [ev])
+            await globex.wait_for(lambda r: len(r.requests) == 1)
+            await asyncio.sleep(0.5)  # acme's delivery, were it wrong, would have arrived
+            assert acme.requests == []  # another partner's order never reaches acme
+            data = globex.requests[0]["body"]["data"]
+            assert data["order_id"] == "o-9"
+            for internal in ("customer_id", "invoice_id", "reservation_id"):
+                assert internal not in data
+            assert data["email"] == "a***@example.com"
+            assert data["phone"] == ["*********67"]  # PII inside lists is masked too
+
+
 async def test_handling_joins_the_trace_of_the_cause(make_bus: BusFactory, tmp_path: Path) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
