@@ -42,6 +42,12 @@ class ExternalIssuer(Strict):
     scopes_claim: str = Field(
         "scope", description="Claim holding granted scopes: a space-separated string or a list."
     )
+    allowed_scopes: list[str] = Field(
+        default_factory=lambda: ["experience:web", "experience:mobile", "experience:support"],
+        description="The most this issuer's tokens may grant here (intersected with the "
+        "token's own scopes): an outside identity provider never mints admin or partner access "
+        "unless listed.",
+    )
 
 
 class TokenEndpointLimits(Strict):

@@ -47,6 +47,7 @@ class TrustedIssuer:
     remote: RemoteKeySet | None  # None: this gateway's own keys
     tier: str
     scopes_claim: str
+    allowed_scopes: frozenset[str] | None = None  # None: this gateway's own (per client)
 
 
 def claims_registry(issuer: str, audience: str, leeway: int, *, local: bool) -> JWTClaimsRegistry:
@@ -98,6 +99,7 @@ class TokenVerifier:
                 remotes[ext.issuer],
                 ext.tier,
                 ext.scopes_claim,
+                frozenset(ext.allowed_scopes),
             )
         self._issuers[config.issuer] = TrustedIssuer(
             config.issuer,
@@ -200,9 +202,11 @@ class TokenVerifier:
             )
         subject = claims.get("sub")
         client_id = claims.get("client_id") or claims.get("azp") or subject
+        allowed = trusted.allowed_scopes if trusted.allowed_scopes is not None else frozenset()
         return Principal(
-            client_id=str(client_id or ""),
-            scopes=scopes_from(claims, trusted.scopes_claim),
+            # qualified by issuer: an outside "partner-acme" is not our partner-acme
+            client_id=f"{trusted.issuer}#{client_id or ''}",
+            scopes=scopes_from(claims, trusted.scopes_claim) & allowed,
             tier=trusted.tier,
             issuer=trusted.issuer,
             subject=str(subject or ""),

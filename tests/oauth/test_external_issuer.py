@@ -82,6 +82,7 @@ def _external(idp: IdentityProvider, **extra: Any) -> dict[str, Any]:
                 "algorithms": ["RS256"],
                 "tier": "internal",
                 "scopes_claim": "scp",
+                "allowed_scopes": ["experience:web", "process:read"],
             }
         ],
         **extra,
@@ -96,7 +97,7 @@ async def test_external_token_is_accepted_with_its_claims(
         r = await gw.get("/whoami", idp.token(kid))
         assert r.status_code == 200, r.text
         assert r.json() == {
-            "client_id": "web-app",
+            "client_id": f"{IDP}#web-app",  # never mistaken for our own client "web-app"
             "scopes": ["experience:web", "process:read"],
             "tier": "internal",
             "issuer": IDP,
@@ -120,6 +121,18 @@ async def test_external_token_is_accepted_with_its_claims(
         )
         assert await gw.auth_error(forged) == "bad_signature"
         assert idp.fetches == 1  # the JWKS was fetched once and then cached
+
+
+async def test_external_scopes_are_capped_by_the_issuers_allow_list(
+    run_gateway: RunFactory, idp: IdentityProvider
+) -> None:
+    kid = idp.add_key()
+    config = _external(idp)
+    del config["external_issuers"][0]["allowed_scopes"]  # default: the frontend channels only
+    async with run_gateway(**config) as gw:
+        r = await gw.get("/whoami", idp.token(kid))
+        assert r.json()["scopes"] == ["experience:web"]  # process:read was not the IdP's to give
+        assert (await gw.get("/orders", idp.token(kid))).status_code == 403
 
 
 async def test_kid_rotation_at_the_issuer_is_followed_with_one_fetch(
