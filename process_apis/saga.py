@@ -10,13 +10,32 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from system_apis.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    BadBackendData,
+    CircuitOpen,
+)
+
 from .errors import StepFailed
 from .tracing import step as span
 
 T = TypeVar("T")
 log = logging.getLogger("trellis.process.saga")
 
-__all__ = ["Saga"]
+__all__ = ["Saga", "outcome_unknown"]
+
+
+def outcome_unknown(exc: BaseException) -> bool:
+    """Could the backend have applied the write although we got no usable answer?"""
+    if isinstance(exc, CircuitOpen):
+        return False  # never sent
+    if isinstance(exc, (BackendTimeout, BadBackendData)):
+        return True
+    if isinstance(exc, BackendUnavailable):
+        return True  # reset, cut-off body or 5xx after retries: the write may have landed
+    return not isinstance(exc, BackendError)  # an unexpected error: assume the worst
 
 
 class Saga:
@@ -43,6 +62,8 @@ class Saga:
             try:
                 result = await action()
             except Exception as exc:
+                if undo is not None and outcome_unknown(exc):
+                    await self._settle(step, action, undo)
                 compensated, failed = await self.compensate()
                 raise StepFailed(
                     step,
@@ -56,6 +77,28 @@ class Saga:
         elif keep_reason is not None:
             self._kept[step] = keep_reason
         return result
+
+    async def _settle(
+        self, step: str, action: Callable[[], Awaitable[T]], undo: Callable[[T], Awaitable[Any]]
+    ) -> None:
+        """The step failed without a clear answer: it may have been applied (a timeout, a reset,
+        a cut-off body). Every saga action carries a stable reference / idempotency key, so
+        running it once more returns what the first try made (or makes it); then it is undone
+        with the rest. If even that fails, the step is reported as possibly applied."""
+        with span(f"{self.name}.settle.{step}"):
+            try:
+                result = await action()
+            except Exception as exc:
+                log.error(
+                    "saga step outcome unknown; not undone",
+                    extra={"saga": self.name, "step": step, "error": repr(exc)},
+                )
+                self._kept[step] = (
+                    "outcome unknown: the backend may have applied it; it carries this request's "
+                    "reference for reconciliation"
+                )
+                return
+        self._undo.append((step, lambda: undo(result)))
 
     async def compensate(self) -> tuple[list[str], dict[str, str]]:
         """Undo completed steps, newest first; an undo that fails is reported, not raised."""

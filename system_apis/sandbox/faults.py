@@ -33,6 +33,9 @@ class Faults(BaseModel):
     reset_rate: float = Field(0, ge=0, le=1, description="Share of connections reset.")
     malformed_rate: float = Field(0, ge=0, le=1, description="Share of bodies made garbage.")
     truncated_rate: float = Field(0, ge=0, le=1, description="Share of bodies cut short.")
+    truncate_next: int = Field(
+        0, ge=0, description="The next N responses are cut short (after the work was done)."
+    )
     paths: list[str] = Field(
         default_factory=list, description="Only requests whose path starts with one of these."
     )
@@ -135,7 +138,9 @@ def fault_middleware(state: FaultState) -> Middleware:
             body = response.body if isinstance(response.body, bytes) else b""
             if body and state.roll(f.malformed_rate):
                 response.body = b"<<garbage" + body[: len(body) // 3] + b"\x00}{"
-            elif body and state.roll(f.truncated_rate):
+            elif body and (f.truncate_next > 0 or state.roll(f.truncated_rate)):
+                if f.truncate_next > 0:
+                    f.truncate_next -= 1
                 # Declare the full length but send half, then drop the connection.
                 resp = web.StreamResponse(status=response.status, headers=response.headers)
                 resp.content_length = len(body)

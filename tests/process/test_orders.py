@@ -189,6 +189,35 @@ async def test_saga_failure_is_compensated(
     assert order.status is OrderStatus.OPEN
 
 
+async def test_lost_answer_is_settled_then_undone_and_retry_makes_one_order(clean: Gw) -> None:
+    """The ERP creates the order but every answer to our tries is cut off: the saga replays the
+    step by its reference to learn what was made, undoes it with the rest, and a retry with the
+    same key leaves exactly one open order (review finding: it used to leave two)."""
+    p, skus = person(), [next(_skus)]
+    before = await snapshot(clean, p, skus)
+    req = {"customer_id": p.crm_contact_id, "lines": [{"sku": skus[0], "quantity": 1}]}
+    hdr = key()
+    attempts = clean.systems.erp.config.retry.max_attempts
+    await clean.sandbox.set_faults(
+        "erp", truncate_next=attempts, paths=["/sap/zsd/v1/SalesOrders"]
+    )
+    status, headers, body = await clean.call("POST", "/process/v1/orders", json=req, headers=hdr)
+    await clean.sandbox.clear_faults()
+    assert_problem(status, headers, body, 503)
+    assert "erp.create_order" in body["detail"]
+    mid = await snapshot(clean, p, skus)
+    made = mid["orders"].keys() - before["orders"].keys()
+    assert len(made) == 1  # the order the lost answers hid...
+    assert all(mid["orders"][n].status is OrderStatus.CANCELLED for n in made)  # ...is undone
+    assert mid["stock"] == before["stock"]
+    status, _, ok = await clean.call("POST", "/process/v1/orders", json=req, headers=hdr)
+    assert status == 201, ok
+    after = await snapshot(clean, p, skus)
+    new = after["orders"].keys() - before["orders"].keys()
+    open_orders = [n for n in new if after["orders"][n].status is OrderStatus.OPEN]
+    assert open_orders == [ok["id"]]
+
+
 async def test_insufficient_stock_is_409_and_nothing_is_kept(clean: Gw) -> None:
     p, sku = person(), next(_skus)
     before = await snapshot(clean, p, [sku])
