@@ -10,6 +10,9 @@ voided: the answer says a refund is needed (billing offers us no refund API).
 
 from __future__ import annotations
 
+import asyncio
+import weakref
+
 from system_apis.errors import BackendNotFound
 
 from .errors import NotFound, OrderNotCancellable
@@ -114,10 +117,28 @@ def _notes(invoice: Invoice | None, reservation: Reservation | None) -> list[str
     return notes
 
 
+_order_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
 async def cancel_order(
     apis: ProcessApis, order_id: str, req: CancelOrderRequest, key: str
 ) -> StoredResponse:
-    """Run the cancellation for an already-claimed Idempotency-Key and commit its answer."""
+    """Run the cancellation for an already-claimed Idempotency-Key and commit its answer.
+
+    Two cancellations of one order (different keys) run one after the other in this process,
+    so the second sees the first's "announced" marker and the event is published once.
+    Across processes (Redis mode) that guard is the marker alone: see the closing notes.
+    """
+    lock = _order_locks.get(order_id)
+    if lock is None:
+        lock = _order_locks[order_id] = asyncio.Lock()
+    async with lock:
+        return await _cancel_order(apis, order_id, req, key)
+
+
+async def _cancel_order(
+    apis: ProcessApis, order_id: str, req: CancelOrderRequest, key: str
+) -> StoredResponse:
     systems = apis.systems
     order = await _erp_order(apis, order_id)
     if order.status in NOT_CANCELLABLE:

@@ -118,6 +118,18 @@ async def test_a_new_key_for_a_cancelled_order_repeats_nothing(clean: Gw) -> Non
     assert len(cancelled_events(clean, order["id"])) == 1
 
 
+async def test_concurrent_cancels_announce_once(clean: Gw) -> None:
+    """Two cancellations of one order at the same moment, under different keys (review
+    finding: both used to publish order.cancelled)."""
+    order, _ = await place(clean)
+    path = f"/process/v1/orders/{order['id']}/cancel"
+    results = await asyncio.gather(
+        *(clean.call("POST", path, json=REASON, headers=key()) for _ in range(2))
+    )
+    assert [r[0] for r in results] == [200, 200]
+    assert len(cancelled_events(clean, order["id"])) == 1
+
+
 async def test_shipped_order_is_409_and_nothing_changes(clean: Gw) -> None:
     shipped = next(o for o in seed.orders() if o.status == "shipped")
     erp = clean.systems.erp
