@@ -26,6 +26,22 @@ def _get(url: str) -> int:
         return int(exc.code)
 
 
+def wait_ready(proc: subprocess.Popen[bytes], port: int, timeout_s: float) -> None:
+    """Until the gateway's /readyz answers 200; fail with its output if it died or never did."""
+    deadline = time.monotonic() + timeout_s
+    status = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            status = _get(f"http://127.0.0.1:{port}/readyz")
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    output = proc.stdout.read() if proc.poll() is not None and proc.stdout else b""
+    raise AssertionError(f"not ready (status {status}, exit {proc.poll()}): {output!r}")
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -57,17 +73,7 @@ def test_trellis_run_serves_and_stops_cleanly(
         cwd=tmp_path,
     )
     try:
-        deadline = time.monotonic() + 40
-        status = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                status = _get(f"http://127.0.0.1:{port}/readyz")
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.2)
-        assert status == 200, (proc.poll(), proc.stdout.read() if proc.poll() is not None else "")
+        wait_ready(proc, port, 40)
         assert all(_listening(base + i) for i in range(6))
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=30)
@@ -224,17 +230,7 @@ def test_several_workers_share_redis_stores(
         cwd=tmp_path,
     )
     try:
-        deadline = time.monotonic() + 60
-        status = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                status = _get(f"http://127.0.0.1:{port}/readyz")
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.3)
-        assert status == 200, proc.stdout.read() if proc.poll() is not None else ""
+        wait_ready(proc, port, 60)
         # new connections spread over both workers: every token must validate everywhere
         import base64
         import json
