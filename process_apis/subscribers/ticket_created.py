@@ -6,6 +6,8 @@ comment carries the event's marker, so a redelivery finds it and writes nothing.
 
 from __future__ import annotations
 
+import asyncio
+
 from process_apis.ports import DomainEvent
 from system_apis.billing import BillingClient
 from system_apis.erp import ErpClient
@@ -49,14 +51,17 @@ async def attach_history(event: DomainEvent, systems: SystemApis) -> None:
             requester = (await systems.support.get_ticket(ticket_id)).requester_id
         email = (await systems.support.get_user(requester)).email
     lines: list[str] = []
-    for title, fetch in (
-        ("Orders", _orders(systems.erp, email)),
-        ("Invoices", _invoices(systems.billing, email)),
-    ):
-        try:
-            items = await fetch
-        except BackendError as exc:  # history is a courtesy: say what is missing, go on
-            items = [f"(unavailable: {exc.backend})"]
+    # both sections at once; every coroutine is awaited even if the other one fails
+    sections = await asyncio.gather(
+        _orders(systems.erp, email), _invoices(systems.billing, email), return_exceptions=True
+    )
+    for title, found in zip(("Orders", "Invoices"), sections, strict=True):
+        if isinstance(found, BackendError):  # history is a courtesy: say what is missing
+            items = [f"(unavailable: {found.backend})"]
+        elif isinstance(found, BaseException):
+            raise found
+        else:
+            items = found
         lines.append(f"{title}:")
         lines.extend(f"- {item}" for item in items or ["none"])
     body = "Customer history (added by Trellis)\n" + "\n".join(lines) + f"\n{tag}"
