@@ -14,6 +14,7 @@ TEST_CLIENTS = {
     # client id -> scopes; secret is "<client-id>-secret" as in the shipped sandbox clients
     "test-system-writer": ["system:read", "system:write"],
     "test-nothing": ["experience:web"],
+    "test-no-scope": [],
     "test-everything": [
         "admin",
         "system:read",

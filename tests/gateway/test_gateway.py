@@ -179,6 +179,21 @@ async def test_every_route_denies_without_a_token(gw: Gw, tmp_path: Path) -> Non
             assert headers["WWW-Authenticate"].startswith("Bearer")
 
 
+async def test_every_route_refuses_a_token_without_its_scope(gw: Gw, tmp_path: Path) -> None:
+    """A valid token that holds no scope: 403 insufficient_scope on every protected route."""
+    app = create_app(test_settings(9101, tmp_path))
+    scopeless = await token(gw.url, "test-no-scope")
+    checked = 0
+    for path, method in _probe_paths(app.routes):
+        if path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES):
+            continue
+        status, headers, body = await gw.call(method, path, scopeless)
+        assert status == 403, (method, path, status, body)
+        assert 'error="insufficient_scope"' in headers["WWW-Authenticate"]
+        checked += 1
+    assert checked > 10
+
+
 async def test_system_read_through_gateway(gw: Gw) -> None:
     status, _, body = await gw.call("GET", "/system/v1/inventory/stock/SKU-0001", gw.admin)
     assert status == 200, body
