@@ -149,7 +149,7 @@ class BackendClient:
         """Send one logical call (maybe several attempts); raise a typed ``BackendError``."""
         method = method.upper()
         url = path if path.startswith("http") else f"{self.base_url}{path}"
-        hdrs: dict[str, str] = dict(headers or {})
+        hdrs: dict[str, str] = dict(headers) if headers else {}
         body: bytes | str | None = data
         if json is not None:
             body = orjson.dumps(json)
@@ -163,16 +163,20 @@ class BackendClient:
         last_error: BackendError | None = None
         auth_refreshed = False
         attempt = 0
+        breaker = self.breaker
         while attempt < attempts:
-            if not self.breaker.try_acquire():
-                raise CircuitOpen(
-                    self.name, "circuit open", retry_after=self.breaker.retry_in() or None
-                )
+            state = breaker.state  # read once: closed (the usual case) needs no trial slot
+            if state is not BreakerState.CLOSED:
+                if not breaker.try_acquire():
+                    raise CircuitOpen(
+                        self.name, "circuit open", retry_after=breaker.retry_in() or None
+                    )
+                state = breaker.state
             wait_hint: float | None = None
             last_status: int | None = None
             try:
-                with observe.attempt(self.name, method, attempt + 1, self.breaker.state) as seen:
-                    resp = await self._attempt(method, url, params, body, hdrs, authenticated)
+                with observe.attempt(self.name, method, attempt + 1, state) as seen:
+                    resp = await self._attempt(method, url, params, body, hdrs, authenticated, seen)
                     seen.status = resp.status
             except BackendError as exc:
                 self.breaker.record_failure()
@@ -235,6 +239,7 @@ class BackendClient:
         body: bytes | str | None,
         headers: dict[str, str],
         authenticated: bool,
+        seen: observe.AttemptInfo,
     ) -> BackendResponse:
         timeouts = self.config.timeouts
         if self.pacer is not None and not await self.pacer.acquire(timeout_s=timeouts.total_s):
@@ -250,12 +255,19 @@ class BackendClient:
             await self._bulkhead.acquire()  # a free slot: no timer task needed
         try:
             self.stats.attempts += 1
-            if authenticated:
-                headers = {**headers, **(await self.auth.headers(self.session))}
-            propagation = observe.trace_headers()
-            if propagation:
-                headers = {**headers, **propagation}
-            async with self.session.request(
+            session = self.session
+            # one merged dict per attempt: the caller's headers, credentials, trace context
+            # (the attempt's own, as ``observe.trace_headers()`` would read it back)
+            extra = await self.auth.headers(session) if authenticated else None
+            traceparent = seen.traceparent
+            if extra or traceparent is not None:
+                merged = {**headers, **extra} if extra else dict(headers)
+                if traceparent is not None:
+                    merged["traceparent"] = traceparent
+                    if seen.tracestate:
+                        merged["tracestate"] = seen.tracestate
+                headers = merged
+            async with session.request(
                 method, url, params=params, data=body, headers=headers
             ) as resp:
                 payload = await resp.read()

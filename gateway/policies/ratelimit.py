@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import SlidingWindowCounterSupport
+from limits.aio.storage import MemoryStorage, SlidingWindowCounterSupport
 from limits.aio.strategies import (
     FixedWindowRateLimiter,
     MovingWindowRateLimiter,
@@ -285,6 +285,12 @@ def _sliding_retry_after(
     return until_shift + window * (1 - quota / cur)
 
 
+def _whole_seconds(wait: float) -> int:
+    """A wait as Retry-After: whole seconds, rounded up, at least 1."""
+    # a little slack for clock granularity between this process and the storage
+    return max(1, math.ceil(wait + 0.01))
+
+
 class RateLimitPolicy:
     """The engine behind the middleware: rules, storage, counters. One per gateway process.
 
@@ -322,6 +328,20 @@ class RateLimitPolicy:
         )
         self._last_warning = -math.inf
         self._suppressed = 0
+        # The rules and their RateLimit-Policy headers are fixed by the config: made once, not
+        # per request. Route rules are made on first use (keyed by route and tier).
+        self._global_rules = {
+            tier: LimitSetRule(tier, "global", limits) for tier, limits in self._tiers.items()
+        }
+        self._unauth_rule = LimitSetRule(UNAUTHENTICATED, "global", self._unauthenticated)
+        self._route_rules: dict[tuple[int, str | None], LimitSetRule] = {}
+        self._policy_headers: dict[int, tuple[tuple[Limit, ...], bytes]] = {}
+        # In-process sliding-window counters (the default): one read and one increment per
+        # limit, instead of limits' hit (read + increment) and then get_window_stats (read)
+        self._memory_sliding = (
+            type(self.store.storage) is MemoryStorage
+            and config.strategy == "sliding-window-counter"
+        )
 
     # ---- which limits apply
 
@@ -349,10 +369,24 @@ class RateLimitPolicy:
             else:
                 limits = route.tiers.get(principal.tier) or route.tiers.get("*")
             if limits is not None:
-                return LimitSetRule(f"{tier}@{route.path}", f"route:{route.path}", limits), identity
+                key = (id(route), None if principal is None else principal.tier)
+                rule = self._route_rules.get(key)
+                if rule is None:
+                    rule = LimitSetRule(f"{tier}@{route.path}", f"route:{route.path}", limits)
+                    self._route_rules[key] = rule
+                return rule, identity
             break  # first matching route wins; it does not name this caller: global limits
-        limits = self._unauthenticated if principal is None else self._tiers[tier]
-        return LimitSetRule(tier, "global", limits), identity
+        if principal is None:
+            return self._unauth_rule, identity
+        return self._global_rules[tier], identity
+
+    def policy_header(self, rule: LimitSetRule) -> bytes:
+        """``RateLimit-Policy`` of a rule's limits, rendered once per limit set."""
+        limits = rule.limits
+        found = self._policy_headers.get(id(limits))
+        if found is None or found[0] is not limits:
+            found = self._policy_headers[id(limits)] = (limits, policy_header(limits))
+        return found[1]
 
     # ---- the check
 
@@ -375,6 +409,8 @@ class RateLimitPolicy:
 
     async def _check(self, rule: LimitSetRule, identity: str) -> Decision:
         ids = (self.config.namespace, rule.bucket, identity)
+        if self._memory_sliding:
+            return await self._check_memory_sliding(rule, ids)
         for limit in rule.limits:
             if not await self.strategy.hit(limit.item, *ids, limit.name):
                 retry = await self._retry_after(limit, ids)
@@ -396,6 +432,44 @@ class RateLimitPolicy:
         )
         return Decision(True, rule, states)
 
+    async def _check_memory_sliding(self, rule: LimitSetRule, ids: tuple[str, ...]) -> Decision:
+        """``_check`` on in-process sliding-window counters, one storage round per limit.
+
+        The same arithmetic as limits' ``acquire_sliding_window_entry`` (admit while
+        ``floor(prev * prev_ttl / window) + cur + 1 <= quota``, then increment the current
+        window's counter, kept for two windows) and ``get_window_stats`` (remaining and reset),
+        on the counters read once, through the storage's public ``get``/``incr``/``decr``.
+        """
+        storage = cast(MemoryStorage, self.store.storage)
+        states: list[LimitState] = []
+        for limit in rule.limits:
+            quota, window = limit.quota, limit.window_s
+            now = time.time()
+            prev_key, cur_key = storage.sliding_window_keys(
+                limit.item.key_for(*ids, limit.name), window, now
+            )
+            prev = await storage.get(prev_key)
+            cur = await storage.get(cur_key)
+            prev_ttl = (1 - (((now - window) / window) % 1)) * window if prev else 0.0
+            cur_ttl = (1 - ((now / window) % 1)) * window + window
+            weighted_prev = prev * prev_ttl / window
+            admitted = math.floor(weighted_prev + cur) + 1 <= quota
+            if admitted:
+                cur = await storage.incr(cur_key, 2 * window)
+                if math.floor(weighted_prev + cur) > quota:  # another hit won a race: undo
+                    cur = await storage.decr(cur_key)
+                    admitted = False
+            if not admitted:
+                wait = _sliding_retry_after(quota, window, prev, prev_ttl, cur, cur_ttl)
+                state = LimitState(limit, 0, _whole_seconds(wait))
+                return Decision(False, rule, (state,), violated=state)
+            remaining = max(0, quota - math.floor(weighted_prev + cur))
+            reset_in = cur_ttl % window  # cur >= 1 after the hit
+            if prev:
+                reset_in = min(reset_in, prev_ttl % (window / prev))
+            states.append(LimitState(limit, remaining, max(0, math.ceil(reset_in))))
+        return Decision(True, rule, tuple(states))
+
     async def _retry_after(self, limit: Limit, ids: tuple[str, ...]) -> int:
         """Whole seconds until this limit admits the caller again, rounded up, at least 1."""
         if self.config.strategy == "sliding-window-counter":
@@ -409,8 +483,7 @@ class RateLimitPolicy:
         else:
             stats = await self.strategy.get_window_stats(limit.item, *ids, limit.name)
             wait = stats.reset_time - time.time()
-        # a little slack for clock granularity between this process and the storage
-        return max(1, math.ceil(wait + 0.01))
+        return _whole_seconds(wait)
 
     def _storage_failed(self, rule: LimitSetRule, exc: BaseException) -> None:
         self.storage_errors[rule.label] += 1
@@ -503,9 +576,11 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         decision = await self.policy.check(scope)
-        headers = [(b"ratelimit-policy", policy_header(decision.rule.limits))]
-        if decision.states:
-            headers.append((b"ratelimit", ratelimit_header(most_constrained(decision.states))))
+        headers = [(b"ratelimit-policy", self.policy.policy_header(decision.rule))]
+        states = decision.states
+        if states:
+            state = states[0] if len(states) == 1 else most_constrained(states)
+            headers.append((b"ratelimit", ratelimit_header(state)))
 
         if decision.violated is not None:
             await self._reject(scope, receive, send, decision.violated, decision.rule, headers)
