@@ -7,11 +7,22 @@ found by email the first time and cached in the store.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
+
 from system_apis.errors import BackendNotFound
 
 from .models import BillingCustomer, Contact, MarketingContact, SupportUser
 from .ports import Outcome
 from .service import ProcessApis
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+R = TypeVar("R", bound=_HasId)
 
 ONBOARDING = "_onboarding"
 """Marker entry (not a system): "incomplete" while an onboarding still has steps to finish."""
@@ -40,46 +51,48 @@ async def remember(apis: ProcessApis, customer_id: str, ids: dict[str, str]) -> 
         await apis.store.commit(Outcome(xrefs={customer_id: ids}))
 
 
+async def _resolve(
+    apis: ProcessApis,
+    contact: Contact,
+    known: dict[str, str],
+    system: str,
+    get: Callable[[str], Awaitable[R | None]],
+    find: Callable[[str], Awaitable[R | None]],
+) -> R | None:
+    """The record by its remembered id, else found by email (and the id remembered)."""
+    if system in known:
+        try:
+            return await get(known[system])
+        except BackendNotFound:
+            pass
+    found = await find(contact.email)
+    if found is not None and known.get(system) != found.id:
+        await remember(apis, contact.id, {system: found.id})
+    return found
+
+
 async def billing_customer(
     apis: ProcessApis, contact: Contact, known: dict[str, str]
 ) -> BillingCustomer | None:
     billing = apis.systems.billing
-    if "billing" in known:
-        try:
-            return await billing.get_customer(known["billing"])
-        except BackendNotFound:
-            pass
-    found = await billing.find_customer_by_email(contact.email)
-    if found is not None and known.get("billing") != found.id:
-        await remember(apis, contact.id, {"billing": found.id})
-    return found
+    return await _resolve(
+        apis, contact, known, "billing", billing.get_customer, billing.find_customer_by_email
+    )
 
 
 async def support_user(
     apis: ProcessApis, contact: Contact, known: dict[str, str]
 ) -> SupportUser | None:
     support = apis.systems.support
-    if "support" in known:
-        try:
-            return await support.get_user(known["support"])
-        except BackendNotFound:
-            pass
-    found = await support.find_user_by_email(contact.email)
-    if found is not None and known.get("support") != found.id:
-        await remember(apis, contact.id, {"support": found.id})
-    return found
+    return await _resolve(
+        apis, contact, known, "support", support.get_user, support.find_user_by_email
+    )
 
 
 async def marketing_contact(
     apis: ProcessApis, contact: Contact, known: dict[str, str]
 ) -> MarketingContact | None:
     marketing = apis.systems.marketing
-    if "marketing" in known:
-        try:
-            return await marketing.get_contact(known["marketing"])
-        except BackendNotFound:
-            pass
-    found = await marketing.find_contact_by_email(contact.email)
-    if found is not None and known.get("marketing") != found.id:
-        await remember(apis, contact.id, {"marketing": found.id})
-    return found
+    return await _resolve(
+        apis, contact, known, "marketing", marketing.get_contact, marketing.find_contact_by_email
+    )

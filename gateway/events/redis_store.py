@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
+from gateway.stores.redis_options import REDIS_TIMEOUTS
 from process_apis.ports import DomainEvent
 
 from .batching import GroupCommit
@@ -164,7 +165,10 @@ class RedisEventStore:
         self.url = url
         self.keys = Keys(prefix)
         self.retention_s = retention_s
-        self.redis: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True)
+        # the bus blocks up to 1 s in XREADGROUP: the read timeout must outlast that
+        self.redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, decode_responses=True, **{**REDIS_TIMEOUTS, "socket_timeout": 5.0}
+        )
         self._move_due = self.redis.register_script(MOVE_DUE)
         self._accept = self.redis.register_script(ACCEPT_INBOUND)
         self._replay = self.redis.register_script(REPLAY)
