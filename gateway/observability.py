@@ -154,14 +154,44 @@ class _LineListener(QueueListener):
         super().handle(record)
 
 
+class _LineBatch:
+    """Access lines gathered on the event loop and handed to the writer thread in batches.
+
+    One queue hand-off wakes the writer thread (and makes it take the GIL): per line, that
+    cost more than the line itself under load. Lines of one loop turn go together, in order;
+    outside a running loop a line is handed over at once.
+    """
+
+    def __init__(self, put: Callable[[str], None]) -> None:
+        self._put = put
+        self._lines: list[str] = []
+
+    def add(self, line: str) -> None:
+        lines = self._lines
+        lines.append(line)
+        if len(lines) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop: write now
+                self.flush()
+
+    def flush(self) -> None:
+        if self._lines:
+            batch, self._lines = self._lines, []
+            self._put("\n".join(batch))
+
+
 class LoggingHandle:
     """The installed handler and its writer thread; ``close`` flushes them and restores the
     ``trellis`` logger as it was (so one app's shutdown leaves the process as it found it)."""
 
-    def __init__(self, handler: QueueHandler, listener: QueueListener) -> None:
+    def __init__(
+        self, handler: QueueHandler, listener: QueueListener, lines: _LineBatch | None = None
+    ) -> None:
         root = logging.getLogger(ROOT_LOGGER)
         self.handler = handler
         self.listener = listener
+        self.lines = lines
         self._before = (root.level, root.propagate)
         self._closed = False
 
@@ -175,6 +205,8 @@ class LoggingHandle:
         root.setLevel(self._before[0])
         root.propagate = self._before[1]
         access_log.set_line_sink(None)
+        if self.lines is not None:
+            self.lines.flush()
         self.listener.stop()  # drains the queue, then joins the writer thread
         if _installed is self:
             _installed = None
@@ -204,10 +236,12 @@ def configure_logging(
     writer.setFormatter(logging.Formatter("%(message)s"))
     listener = _LineListener(q, writer)
     listener.start()
-    _installed = LoggingHandle(handler, listener)
     # The access line has a fixed schema of safe fields (ids, route template, status...):
-    # it skips LogRecord, caller lookup and per-field redaction and is queued as one line.
-    access_log.set_line_sink(q.put_nowait if config.format == "json" else None)
+    # it skips LogRecord, caller lookup and per-field redaction; lines go to the writer
+    # thread in batches, one per loop turn.
+    lines = _LineBatch(q.put_nowait) if config.format == "json" else None
+    _installed = LoggingHandle(handler, listener, lines)
+    access_log.set_line_sink(lines.add if lines is not None else None)
     root = logging.getLogger(ROOT_LOGGER)
     root.addHandler(handler)
     root.setLevel(level.upper())

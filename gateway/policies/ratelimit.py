@@ -37,6 +37,7 @@ from limits.aio.strategies import (
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.policies.sliding_window import SlidingWindowCounters
 from gateway.principal import principal_of
 from gateway.problems import TYPE_BASE, problem_response
 from gateway.stores.limits_storage import LimitsStorage, open_limits_storage
@@ -336,12 +337,14 @@ class RateLimitPolicy:
         self._unauth_rule = LimitSetRule(UNAUTHENTICATED, "global", self._unauthenticated)
         self._route_rules: dict[tuple[int, str | None], LimitSetRule] = {}
         self._policy_headers: dict[int, tuple[tuple[Limit, ...], bytes]] = {}
-        # In-process sliding-window counters (the default): one read and one increment per
-        # limit, instead of limits' hit (read + increment) and then get_window_stats (read)
-        self._memory_sliding = (
+        # In process memory the sliding-window counter (the default) is our own: a dict
+        # lookup per limit, no awaits, no expiry task per request (sliding_window.py)
+        self.counters: SlidingWindowCounters | None = None
+        if (
             type(self.store.storage) is MemoryStorage
             and config.strategy == "sliding-window-counter"
-        )
+        ):
+            self.counters = SlidingWindowCounters()
 
     # ---- which limits apply
 
@@ -395,7 +398,10 @@ class RateLimitPolicy:
         rule, identity = self.rule_for(scope)
         self.decisions[rule.label] += 1
         try:
-            if self.shared:
+            if self.counters is not None:  # our own in-process counters: nothing to await
+                ids = (self.config.namespace, rule.bucket, identity)
+                decision = self._check_memory_sliding(rule, ids)
+            elif self.shared:
                 async with asyncio.timeout(self.timeout_s):
                     decision = await self._check(rule, identity)
             else:  # in-process memory never waits: no timer per request
@@ -409,8 +415,6 @@ class RateLimitPolicy:
 
     async def _check(self, rule: LimitSetRule, identity: str) -> Decision:
         ids = (self.config.namespace, rule.bucket, identity)
-        if self._memory_sliding:
-            return await self._check_memory_sliding(rule, ids)
         for limit in rule.limits:
             if not await self.strategy.hit(limit.item, *ids, limit.name):
                 retry = await self._retry_after(limit, ids)
@@ -432,43 +436,41 @@ class RateLimitPolicy:
         )
         return Decision(True, rule, states)
 
-    async def _check_memory_sliding(self, rule: LimitSetRule, ids: tuple[str, ...]) -> Decision:
-        """``_check`` on in-process sliding-window counters, one storage round per limit.
+    def _check_memory_sliding(self, rule: LimitSetRule, ids: tuple[str, ...]) -> Decision:
+        """``_check`` on this process's own sliding-window counters: no await, no task.
 
-        The same arithmetic as limits' ``acquire_sliding_window_entry`` (admit while
-        ``floor(prev * prev_ttl / window) + cur + 1 <= quota``, then increment the current
-        window's counter, kept for two windows) and ``get_window_stats`` (remaining and reset),
-        on the counters read once, through the storage's public ``get``/``incr``/``decr``.
+        The same arithmetic as limits' sliding-window counter (see ``sliding_window.py``);
+        remaining and reset come from the counts the check saw, and a refusal's Retry-After
+        from ``_sliding_retry_after``.
         """
-        storage = cast(MemoryStorage, self.store.storage)
+        counters = self.counters
+        assert counters is not None
+        prefix = "\x1f".join(ids)
         states: list[LimitState] = []
+        now = time.time()
         for limit in rule.limits:
             quota, window = limit.quota, limit.window_s
-            now = time.time()
-            prev_key, cur_key = storage.sliding_window_keys(
-                limit.item.key_for(*ids, limit.name), window, now
-            )
-            prev = await storage.get(prev_key)
-            cur = await storage.get(cur_key)
-            prev_ttl = (1 - (((now - window) / window) % 1)) * window if prev else 0.0
-            cur_ttl = (1 - ((now / window) % 1)) * window + window
-            weighted_prev = prev * prev_ttl / window
-            admitted = math.floor(weighted_prev + cur) + 1 <= quota
-            if admitted:
-                cur = await storage.incr(cur_key, 2 * window)
-                if math.floor(weighted_prev + cur) > quota:  # another hit won a race: undo
-                    cur = await storage.decr(cur_key)
-                    admitted = False
-            if not admitted:
-                wait = _sliding_retry_after(quota, window, prev, prev_ttl, cur, cur_ttl)
+            seen = counters.hit(f"{prefix}\x1f{limit.name}", quota, window, now)
+            prev, cur, left = seen.previous, seen.current, seen.left_s
+            prev_ttl = left if prev else 0.0
+            if not seen.admitted:
+                wait = _sliding_retry_after(quota, window, prev, prev_ttl, cur, left + window)
                 state = LimitState(limit, 0, _whole_seconds(wait))
                 return Decision(False, rule, (state,), violated=state)
-            remaining = max(0, quota - math.floor(weighted_prev + cur))
-            reset_in = cur_ttl % window  # cur >= 1 after the hit
+            remaining = max(0, quota - math.floor(prev * prev_ttl / window + cur))
+            reset_in = left
             if prev:
                 reset_in = min(reset_in, prev_ttl % (window / prev))
             states.append(LimitState(limit, remaining, max(0, math.ceil(reset_in))))
         return Decision(True, rule, tuple(states))
+
+    async def remaining(self, limit: Limit, namespace: str, bucket: str, identity: str) -> int:
+        """Requests one limit still admits for a caller, without spending one."""
+        ids = (namespace, bucket, identity, limit.name)
+        if self.counters is not None:
+            return self.counters.remaining("\x1f".join(ids), limit.quota, limit.window_s)
+        stats = await self.strategy.get_window_stats(limit.item, *ids)
+        return max(0, int(stats.remaining))
 
     async def _retry_after(self, limit: Limit, ids: tuple[str, ...]) -> int:
         """Whole seconds until this limit admits the caller again, rounded up, at least 1."""
@@ -624,8 +626,12 @@ class RateLimitMiddleware:
             ),
             type_=TYPE_BASE + "rate-limited",
             headers={"Retry-After": str(violated.reset_s)},
-            extra={"policy": limit.name, "quota": limit.quota, "window_s": limit.window_s,
-                   "retry_after_s": violated.reset_s},
+            extra={
+                "policy": limit.name,
+                "quota": limit.quota,
+                "window_s": limit.window_s,
+                "retry_after_s": violated.reset_s,
+            },
         )
         response.raw_headers.extend(headers)
         await response(scope, receive, send)

@@ -35,7 +35,12 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.policies.ratelimit import RateLimitConfig, RateLimitMiddleware, RateLimitPolicy
+from gateway.policies.ratelimit import (
+    Limit,
+    RateLimitConfig,
+    RateLimitMiddleware,
+    RateLimitPolicy,
+)
 from gateway.principal import PRINCIPAL_KEY, Principal
 from tests.servers import free_port, serve
 
@@ -119,9 +124,9 @@ def config(**overrides: Any) -> RateLimitConfig:
 
 
 @contextlib.asynccontextmanager
-async def running(cfg: RateLimitConfig, redis_url: str | None = None) -> AsyncIterator[
-    tuple[httpx.AsyncClient, RateLimitPolicy]
-]:
+async def running(
+    cfg: RateLimitConfig, redis_url: str | None = None
+) -> AsyncIterator[tuple[httpx.AsyncClient, RateLimitPolicy]]:
     policy = RateLimitPolicy(cfg, redis_url)
     async with serve(build_app(policy)) as url, httpx.AsyncClient(base_url=url) as client:
         yield client, policy
@@ -219,9 +224,9 @@ async def test_burst_refusal_names_burst_and_does_not_spend_sustained() -> None:
         for _ in range(3):
             assert_problem_429(await http.get("/items", headers=who), "burst")
         # refused requests did not spend the sustained budget: 5 - 2 left unspent = 3
-        ids = (cfg.namespace, "global", "client:" + who["x-test-client"], "sustained")
-        stats = await policy.strategy.get_window_stats(parse("5/hour"), *ids)
-        assert stats.remaining == 3
+        sustained = Limit("sustained", parse("5/hour"))
+        identity = "client:" + who["x-test-client"]
+        assert await policy.remaining(sustained, cfg.namespace, "global", identity) == 3
         assert policy.stats()["rejections"] == {"default": 3}
         assert policy.stats()["decisions"] == {"default": 5}
 
@@ -430,9 +435,23 @@ def gateway_process(cfg: RateLimitConfig, redis_url: str) -> Iterator[str]:
         "TRELLIS_TEST_RATELIMIT_REDIS": redis_url,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "tests.policies.test_ratelimit:make_app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "tests.policies.test_ratelimit:make_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         yield f"http://127.0.0.1:{port}"
