@@ -1,7 +1,8 @@
 """Outbound authentication to backends: API keys, basic auth, cached OAuth client credentials.
 
-authlib has no aiohttp OAuth client, so the client-credentials provider is a small cached,
-single-flight token fetcher.
+The client-credentials provider is a small cached, single-flight token fetcher; it posts to
+the token endpoint through the backend client's own transport (``Send``), so the token fetch
+shares its connection pool, timeouts and error mapping style.
 """
 
 from __future__ import annotations
@@ -9,22 +10,27 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
-from urllib.parse import urljoin
+from urllib.parse import urlencode, urljoin
 
-import aiohttp
 import orjson
 
 from . import observe
 from .config import ApiKeyAuth, BackendAuth, BasicAuth, OAuthClientCredentialsAuth
 from .errors import BackendAuthFailed, BackendTimeout, BackendUnavailable, BadBackendData
+from .transport import Response, TransportError
+
+Send = Callable[[str, str, Mapping[str, str], bytes | str | None, float], Awaitable[Response]]
+"""``send(method, absolute_url, headers, body, timeout_s)``: one HTTP exchange, no retries.
+Raises ``TimeoutError`` or a ``TransportError``."""
 
 
 class AuthProvider(Protocol):
     refreshable: bool
     """Whether ``invalidate()`` can lead to different credentials (worth one retry on 401)."""
 
-    async def headers(self, session: aiohttp.ClientSession) -> dict[str, str]: ...
+    async def headers(self, send: Send) -> dict[str, str]: ...
 
     def invalidate(self) -> None: ...
 
@@ -35,7 +41,7 @@ class StaticHeaders:
     def __init__(self, headers: dict[str, str]) -> None:
         self._headers = headers
 
-    async def headers(self, session: aiohttp.ClientSession) -> dict[str, str]:
+    async def headers(self, send: Send) -> dict[str, str]:
         return self._headers
 
     def invalidate(self) -> None:
@@ -53,7 +59,7 @@ class ClientCredentialsToken:
         self.backend = backend
         self.token_url = urljoin(base_url.rstrip("/") + "/", cfg.token_url.lstrip("/"))
         self.cfg = cfg
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.timeout_s = timeout_s
         self._token: str | None = None
         self._expires_at = 0.0
         self._lock = asyncio.Lock()
@@ -62,20 +68,20 @@ class ClientCredentialsToken:
     def invalidate(self) -> None:
         self._token = None
 
-    async def headers(self, session: aiohttp.ClientSession) -> dict[str, str]:
-        return {"Authorization": f"Bearer {await self.token(session)}"}
+    async def headers(self, send: Send) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.token(send)}"}
 
-    async def token(self, session: aiohttp.ClientSession) -> str:
+    async def token(self, send: Send) -> str:
         if self._token and time.monotonic() < self._expires_at:
             return self._token
         async with self._lock:  # single flight: concurrent callers share one fetch
             if self._token and time.monotonic() < self._expires_at:
                 return self._token
-            await self._fetch(session)
+            await self._fetch(send)
             assert self._token is not None
             return self._token
 
-    async def _fetch(self, session: aiohttp.ClientSession) -> None:
+    async def _fetch(self, send: Send) -> None:
         form = {"grant_type": "client_credentials"}
         if self.cfg.scope:
             form["scope"] = self.cfg.scope
@@ -85,18 +91,20 @@ class ClientCredentialsToken:
         try:
             # the token fetch is a backend call of its own: its own client span and metrics
             with observe.attempt(self.backend, "POST", 1, "closed") as seen:
-                async with session.post(
+                resp = await send(
+                    "POST",
                     self.token_url,
-                    data=form,
-                    headers={
+                    {
                         "Authorization": f"Basic {basic}",
                         "Accept": "application/json",
+                        "Content-Type": "application/x-www-form-urlencoded",
                         **observe.trace_headers(),
                     },
-                    timeout=self.timeout,
-                ) as resp:
-                    seen.status = resp.status
-                    body = await resp.read()
+                    urlencode(form),
+                    self.timeout_s,
+                )
+                seen.status = resp.status
+                body = resp.body
             if resp.status in (400, 401, 403):
                 raise BackendAuthFailed(
                     self.backend, f"token endpoint refused our client ({resp.status})"
@@ -105,7 +113,7 @@ class ClientCredentialsToken:
                 raise BackendUnavailable(self.backend, f"token endpoint answered {resp.status}")
         except TimeoutError as exc:
             raise BackendTimeout(self.backend, "token endpoint timed out") from exc
-        except aiohttp.ClientError as exc:
+        except TransportError as exc:
             raise BackendUnavailable(self.backend, "token endpoint unreachable") from exc
         try:
             data = orjson.loads(body)

@@ -1,8 +1,12 @@
 """The shared client base every backend module builds on.
 
-One pooled aiohttp session per backend (made in the gateway's lifespan), a timeout on every call,
-retries only where safe with full-jitter backoff honouring Retry-After, a circuit breaker, a
-bulkhead and an outbound pacer at the vendor's rate.
+One keep-alive connection pool per backend (``transport.Transport``, a lean HTTP/1.1 client on
+asyncio + httptools, made in the gateway's lifespan; another per origin for absolute URLs
+elsewhere), a timeout on every call, retries only where safe with full-jitter backoff honouring
+Retry-After, a circuit breaker, a bulkhead and an outbound pacer at the vendor's rate.
+
+Transport failures map to typed errors: a timeout is ``BackendTimeout``, a body cut short or
+any other connection failure ``BackendUnavailable``.
 """
 
 from __future__ import annotations
@@ -12,10 +16,9 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 from xml.etree.ElementTree import Element
 
-import aiohttp
 import orjson
 from defusedxml import ElementTree as SafeET
 from multidict import CIMultiDictProxy
@@ -41,6 +44,7 @@ from .resilience import (
     full_jitter_backoff,
     parse_retry_after,
 )
+from .transport import BodyCutShort, Origin, Response, Transport, TransportError, split_url
 
 log = logging.getLogger("trellis.system")
 
@@ -101,36 +105,71 @@ class BackendClient:
         self.auth: AuthProvider = make_auth_provider(
             self.name, self.base_url, config.auth, config.timeouts.total_s
         )
-        t = config.timeouts
-        self._timeout = aiohttp.ClientTimeout(
-            total=t.total_s, sock_connect=t.connect_s, connect=t.connect_s, sock_read=t.read_s
-        )
-        self._session: aiohttp.ClientSession | None = None
+        self._origin, _ = split_url(self.base_url)
+        self._base_path = urlsplit(self.base_url).path  # "" or a prefix such as "/api"
+        self._transport: Transport | None = None
+        self._transports: dict[Origin, Transport] = {}
+        """Every transport of this client by origin, the base URL's included."""
+        self._send_fn = self._send  # bound once: handed to the auth provider on every attempt
         self.stats = ClientStats()
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self.config.pool_size,
-                keepalive_timeout=self.config.keepalive_s,
-                ttl_dns_cache=300,
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, raise_for_status=False
-            )
+        if self._transport is None:
+            self._transport = self._make_transport(self._origin)
+            self._transports[self._origin] = self._transport
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        transports = list(self._transports.values())
+        self._transports.clear()
+        self._transport = None
+        for transport in transports:
+            await transport.close()
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def _make_transport(self, origin: Origin) -> Transport:
+        cfg = self.config
+        t = cfg.timeouts
+        scheme, host, port = origin
+        return Transport(
+            scheme,
+            host,
+            port,
+            pool_size=cfg.pool_size,
+            keepalive_s=cfg.keepalive_s,
+            connect_s=t.connect_s,
+            read_s=t.read_s,
+            total_s=t.total_s,
+        )
+
+    def _route(self, url: str) -> tuple[Transport, str]:
+        """The transport and request target (path and query) for an absolute URL."""
+        transport = self._transport
+        if transport is None:
             raise RuntimeError(f"{self.name} client used before start()")
-        return self._session
+        base = self.base_url
+        n = len(base)
+        if url.startswith(base) and (len(url) == n or url[n] in "/?"):
+            return transport, self._base_path + url[n:]
+        origin, target = split_url(url)  # another origin (or another path on this one)
+        other = self._transports.get(origin)
+        if other is None:
+            other = self._transports[origin] = self._make_transport(origin)
+        return other, target
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | str | None,
+        timeout_s: float,
+    ) -> Response:
+        """One exchange for the auth provider's token fetch (``backend_auth.Send``)."""
+        transport, target = self._route(url)
+        return await transport.request(
+            method, target, headers=headers, body=body, timeout_s=timeout_s
+        )
 
     # --- the one way out ------------------------------------------------------------------
 
@@ -255,10 +294,10 @@ class BackendClient:
             await self._bulkhead.acquire()  # a free slot: no timer task needed
         try:
             self.stats.attempts += 1
-            session = self.session
+            transport, target = self._route(url)
             # one merged dict per attempt: the caller's headers, credentials, trace context
             # (the attempt's own, as ``observe.trace_headers()`` would read it back)
-            extra = await self.auth.headers(session) if authenticated else None
+            extra = await self.auth.headers(self._send_fn) if authenticated else None
             traceparent = seen.traceparent
             if extra or traceparent is not None:
                 merged = {**headers, **extra} if extra else dict(headers)
@@ -267,16 +306,21 @@ class BackendClient:
                     if seen.tracestate:
                         merged["tracestate"] = seen.tracestate
                 headers = merged
-            async with session.request(
-                method, url, params=params, data=body, headers=headers
-            ) as resp:
-                payload = await resp.read()
-                return BackendResponse(self.name, resp.status, resp.headers, payload)
+            resp = await transport.request(
+                method,
+                target,
+                params=params,
+                headers=headers,
+                body=body,
+                # a stale pooled connection is re-sent once only where a resend is harmless
+                idempotent=method in SAFE_METHODS or self.idempotency_header in headers,
+            )
+            return BackendResponse(self.name, resp.status, resp.headers, resp.body)
         except TimeoutError as exc:
             raise BackendTimeout(self.name, "no answer within the timeout") from exc
-        except aiohttp.ClientPayloadError as exc:
+        except BodyCutShort as exc:
             raise BackendUnavailable(self.name, "response body cut short") from exc
-        except aiohttp.ClientError as exc:
+        except (TransportError, OSError) as exc:
             raise BackendUnavailable(self.name, f"connection failed: {type(exc).__name__}") from exc
         finally:
             self._bulkhead.release()
@@ -315,15 +359,12 @@ class BackendClient:
         if self.breaker.state is BreakerState.OPEN:
             return "circuit open"
         try:
-            async with self.session.get(
-                f"{self.base_url}{self.config.health_path}",
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
-            ) as resp:
-                await resp.read()
-                return None if resp.status < 500 else f"health check answered {resp.status}"
+            transport, target = self._route(f"{self.base_url}{self.config.health_path}")
+            resp = await transport.request("GET", target, timeout_s=timeout_s)
+            return None if resp.status < 500 else f"health check answered {resp.status}"
         except TimeoutError:
             return "health check timed out"
-        except aiohttp.ClientError as exc:
+        except (TransportError, OSError) as exc:
             return f"unreachable ({type(exc).__name__})"
 
 

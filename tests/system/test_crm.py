@@ -304,7 +304,8 @@ async def test_token_is_cached_and_refreshed_once_after_revocation(client: CrmCl
     for _ in range(5):
         await client.get_contact(p.crm_contact_id)
     assert token_of(client).fetches == 1
-    await client.session.post(client.base_url + "/__tokens/revoke-all")
+    async with httpx.AsyncClient() as h:
+        await h.post(client.base_url + "/__tokens/revoke-all")
     c = await client.get_contact(p.crm_contact_id)
     assert c.id == p.crm_contact_id
     assert token_of(client).fetches == 2
