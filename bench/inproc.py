@@ -29,7 +29,16 @@ from typing import Any
 
 import orjson
 
-from bench.run import PYTHON, SYSTEM_ROUTE, free_port, trellis_config
+from bench.run import (
+    PYTHON,
+    SYSTEM_ROUTE,
+    VENV_BIN,
+    free_port,
+    free_port_block,
+    set_backend_latency,
+    trellis_config,
+)
+from system_apis.config import BACKEND_NAMES as BACKENDS
 
 Message = dict[str, Any]
 ASGI = Callable[
@@ -130,8 +139,8 @@ async def trellis_app(config: Path) -> Any:
     return create_app(load_settings())
 
 
-async def get_token(app: ASGI) -> str:
-    basic = b64encode(b"ops-admin:ops-admin-secret")
+async def get_token(app: ASGI, client: str = "ops-admin", scopes: str = "system:read") -> str:
+    basic = b64encode(f"{client}:{client}-secret".encode())
     scope = _scope(
         "POST",
         "/oauth/token",
@@ -140,7 +149,7 @@ async def get_token(app: ASGI) -> str:
             (b"content-type", b"application/x-www-form-urlencoded"),
         ],
     )
-    status, body = await call(app, scope, b"grant_type=client_credentials&scope=system:read")
+    status, body = await call(app, scope, f"grant_type=client_credentials&scope={scopes}".encode())
     if status != 200:
         raise RuntimeError(f"token: {status} {body!r}")
     return str(orjson.loads(body)["access_token"])
@@ -174,6 +183,20 @@ async def run(args: argparse.Namespace, backend_port: int, tmp: Path) -> dict[st
                     [(b"authorization", f"Bearer {tok}".encode()), (b"host", b"bench")],
                 ),
             )
+        if "c360" in args.variants:
+            cfg = trellis_config(
+                tmp, "c360", backend_port=backend_port, sandbox_port=args.sandbox_port, full=True
+            )
+            app = await trellis_app(cfg)
+            await stack.enter_async_context(lifespan(app))
+            tok = await get_token(app, "orders-service", "process:read")
+            auth = [(b"authorization", f"Bearer {tok}".encode()), (b"host", b"bench")]
+            status, body = await call(app, _scope("GET", "/process/v1/customers", auth, b"limit=1"))
+            if status != 200:
+                raise RuntimeError(f"customers: {status} {body[:200]!r}")
+            data = orjson.loads(body)
+            customer = (data.get("data") or data.get("items"))[0]["id"]
+            apps["c360"] = (app, _scope("GET", f"/process/v1/customers/{customer}", auth))
         for app, scope in apps.values():
             await measure(app, scope, args.requests // 4, args.concurrency)  # warm-up
         for _ in range(args.rounds):
@@ -189,10 +212,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=4000)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--variants", default="bare,off,full")
+    p.add_argument("--variants", default="bare,off,full", help="also: c360 (customer 360)")
+    p.add_argument("--latency-ms", type=float, default=0, help="sandbox latency for c360")
     args = p.parse_args(argv)
     args.variants = args.variants.split(",")
     backend_port = free_port()
+    sandbox: subprocess.Popen[bytes] | None = None
+    args.sandbox_port = 0
+    if "c360" in args.variants:  # the customer 360 view fans out to the six sandboxes
+        args.sandbox_port = free_port_block(len(BACKENDS))
+        sandbox = subprocess.Popen(  # noqa: S603
+            [str(VENV_BIN / "trellis"), "sandbox", "--base-port", str(args.sandbox_port)]
+        )
+        time.sleep(3)
+        set_backend_latency(args.sandbox_port, args.latency_ms)
     backend = subprocess.Popen(  # noqa: S603
         [PYTHON, "-m", "bench.backend", "--port", str(backend_port)]
     )
@@ -205,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         backend.terminate()
         backend.wait()
+        if sandbox is not None:
+            sandbox.terminate()
+            sandbox.wait()
     bare = statistics.median(results["bare"]) if "bare" in results else None
     for name, values in results.items():
         med = statistics.median(values)

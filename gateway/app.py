@@ -1,6 +1,7 @@
 """Assemble the gateway: edge policies around the routes of every layer, one lifespan.
 
-Request path: request id -> authentication -> route (each mount declares its scopes) ->
+Request path: envelope (request id, span, metrics, access log, security headers) -> body limit
+-> authentication -> rate limit -> route (each mount declares its scopes) ->
 experience / process / system views. Everything not explicitly public requires a scope.
 """
 
@@ -10,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
@@ -28,9 +30,9 @@ from .health import health_routes
 from .layers import Layers, build_layers
 from .observability import Observability
 from .policies.body_limit import BodyLimitMiddleware
-from .policies.edge import SecurityHeadersMiddleware, TrustedProxyMiddleware, cors_middleware
+from .policies.edge import cors_middleware
 from .policies.ratelimit import RateLimitMiddleware, RateLimitPolicy
-from .request_id import RequestIdMiddleware
+from .policies.routing import PrefixRouter
 from .settings import Settings, load_settings
 
 log = logging.getLogger("trellis.gateway")
@@ -61,10 +63,15 @@ class Gateway(Starlette):
     ratelimit: RateLimitPolicy
     observability: Observability
 
+    def __init__(self, *, routes: list[BaseRoute], lifespan: Any, **kwargs: Any) -> None:
+        super().__init__(routes=routes, lifespan=lifespan, **kwargs)
+        # the same routes and lifespan, with mounts found by prefix (policies/routing.py)
+        self.router = PrefixRouter(routes, lifespan=lifespan)
+
     def build_middleware_stack(self) -> ASGIApp:
         # tracing, metrics and the access log sit outside Starlette's error middleware, so a
         # crash's 500 is still traced, counted and logged with its final status
-        return self.observability.wrap(super().build_middleware_stack())
+        return self.observability.wrap(super().build_middleware_stack(), self.settings.gateway.edge)
 
 
 def system_mounts(systems: SystemApis) -> list[BaseRoute]:
@@ -85,15 +92,13 @@ def system_mounts(systems: SystemApis) -> list[BaseRoute]:
 def edge_middleware(
     settings: Settings, oauth: OAuth, ratelimit: RateLimitPolicy
 ) -> list[Middleware]:
-    """The policy chain, outermost first."""
+    """The policies that may refuse a request, outermost first, inside the request envelope
+    (request id, trusted proxies, security headers, tracing, metrics, access log: see
+    ``Gateway.build_middleware_stack``)."""
     gw = settings.gateway
-    chain = [
-        Middleware(TrustedProxyMiddleware, gw.edge.trusted_proxies),
-        Middleware(RequestIdMiddleware),
-    ]
-    if gw.edge.security_headers:
-        chain.append(Middleware(SecurityHeadersMiddleware, gw.edge.hsts))
-    chain.append(Middleware(cors_middleware, gw.edge.cors))
+    chain: list[Middleware] = []
+    if gw.edge.cors.allow_origins:
+        chain.append(Middleware(cors_middleware, gw.edge.cors))
     chain.append(Middleware(BodyLimitMiddleware, gw.max_body_bytes))
     chain.append(Middleware(oauth.middleware))
     chain.append(Middleware(RateLimitMiddleware, policy=ratelimit))  # after auth: keyed by tier

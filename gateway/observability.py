@@ -24,17 +24,18 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
 from gateway.policies import access_log
-from gateway.policies.access_log import ACCESS_LOGGER, AccessLogMiddleware, LogsConfig
-from gateway.policies.metrics import GatewayMetrics, MetricsConfig, MetricsMiddleware
+from gateway.policies.access_log import ACCESS_LOGGER, AccessLog, LogsConfig
+from gateway.policies.edge import EdgeConfig, SecurityHeaders, TrustedProxies
+from gateway.policies.envelope import RequestEnvelope
+from gateway.policies.metrics import GatewayMetrics, MetricsConfig
 from gateway.policies.redaction import redact, redact_text
 from gateway.policies.tracing import (
+    ServerSpans,
     TracingConfig,
-    TracingMiddleware,
     build_tracer_provider,
     install_tracer_provider,
     uninstall_tracer_provider,
@@ -282,24 +283,20 @@ class Observability:
         self.logging: LoggingHandle | None = None
         self._metrics_server: web.AppRunner | None = None
 
-    def middleware(self) -> list[Middleware]:
-        """The policies, outermost first: tracing, metrics, access log.
-
-        Tracing must run outside the request-id middleware (it sets the trace id first);
-        all three should run outside the error handling so they see the final status.
+    def wrap(self, app: ASGIApp, edge: EdgeConfig | None = None) -> RequestEnvelope:
+        """``app`` (e.g. from ``Starlette.build_middleware_stack``) inside the request envelope:
+        the server span, metrics and access log as configured, plus the request id and, from
+        ``edge``, trusted-proxy addresses and security headers (see ``policies/envelope.py``).
         """
-        chain = [Middleware(TracingMiddleware, tracer_provider=self.tracer_provider)]
-        if self.config.metrics.enabled:
-            chain.append(Middleware(MetricsMiddleware, metrics=self.metrics))
-        if self.config.logs.access_log:
-            chain.append(Middleware(AccessLogMiddleware))
-        return chain
-
-    def wrap(self, app: ASGIApp) -> ASGIApp:
-        """``app`` inside the policies, e.g. from ``Starlette.build_middleware_stack``."""
-        for cls, args, kwargs in reversed(self.middleware()):
-            app = cls(app, *args, **kwargs)
-        return app
+        edge = edge or EdgeConfig(security_headers=False)
+        return RequestEnvelope(
+            app,
+            ServerSpans(self.tracer_provider),
+            metrics=self.metrics if self.config.metrics.enabled else None,
+            access_log=AccessLog() if self.config.logs.access_log else None,
+            security_headers=SecurityHeaders(edge.hsts) if edge.security_headers else None,
+            trusted_proxies=TrustedProxies(edge.trusted_proxies),
+        )
 
     def routes(self, protect: Callable[[ASGIApp], ASGIApp] | None = None) -> list[BaseRoute]:
         """``GET /metrics`` on the gateway's port, unless disabled or on a port of its own."""

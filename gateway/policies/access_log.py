@@ -14,10 +14,9 @@ from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from gateway.policies.redaction import redact_text
-from gateway.policies.routing import route_template
 from gateway.principal import Principal, principal_of
 
 ACCESS_LOGGER = "trellis.access"
@@ -66,62 +65,40 @@ def _safe_client_id(principal: Principal | None) -> str | None:
     return redact_text(cid) if "@" in cid else cid
 
 
-class AccessLogMiddleware:
-    """Writes the access line once the response is complete (or the app failed)."""
+class AccessLog:
+    """Writes the access line of a request once its response is complete (or the app failed)."""
 
-    def __init__(self, app: ASGIApp, logger: logging.Logger | None = None) -> None:
-        self.app = app
+    def __init__(self, logger: logging.Logger | None = None) -> None:
         self.log = logger or logging.getLogger(ACCESS_LOGGER)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.log.isEnabledFor(logging.INFO):
-            await self.app(scope, receive, send)
-            return
-        status = 0
-        sent = 0
+    def enabled(self) -> bool:
+        return self.log.isEnabledFor(logging.INFO)
 
-        async def send_and_count(message: Message) -> None:
-            nonlocal status, sent
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            elif message["type"] == "http.response.body":
-                sent += len(message.get("body", b""))
-            await send(message)
-
-        started = time.perf_counter()
-        try:
-            await self.app(scope, receive, send_and_count)
-        except BaseException:
-            if status == 0:
-                status = 500
-            raise
-        finally:
-            duration_ms = (time.perf_counter() - started) * 1000.0
-            principal = principal_of(scope)
-            route = route_template(scope)
-            method = scope["method"]
-            sink = _line_sink
-            if sink is not None and self.log.isEnabledFor(logging.INFO):
-                sink(
-                    orjson.dumps(
-                        {
-                            "time": _now_iso(),
-                            "level": "info",
-                            "logger": ACCESS_LOGGER,
-                            "message": f"{method} {route} {status}",
-                            "request_id": scope.get("trellis.request_id"),
-                            "trace_id": scope.get("trellis.trace_id"),
-                            "client_id": _safe_client_id(principal),
-                            "method": method,
-                            "route": route,
-                            "status": status,
-                            "duration_ms": round(duration_ms, 3),
-                            "bytes": sent,
-                        }
-                    ).decode()
-                )
-            else:
-                self._log_record(method, route, status, principal, scope, duration_ms, sent)
+    def write(self, scope: Scope, route: str, status: int, duration_ms: float, sent: int) -> None:
+        principal = principal_of(scope)
+        method = scope["method"]
+        sink = _line_sink
+        if sink is not None:
+            sink(
+                orjson.dumps(
+                    {
+                        "time": _now_iso(),
+                        "level": "info",
+                        "logger": ACCESS_LOGGER,
+                        "message": f"{method} {route} {status}",
+                        "request_id": scope.get("trellis.request_id"),
+                        "trace_id": scope.get("trellis.trace_id"),
+                        "client_id": _safe_client_id(principal),
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(duration_ms, 3),
+                        "bytes": sent,
+                    }
+                ).decode()
+            )
+        else:
+            self._log_record(method, route, status, principal, scope, duration_ms, sent)
 
     def _log_record(
         self,

@@ -9,6 +9,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..problems import problem_response
 
+_NO_BODY = frozenset({"GET", "HEAD"})
+
 
 class BodyTooLarge(Exception):
     pass
@@ -23,6 +25,7 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        framed = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -35,6 +38,12 @@ class BodyLimitMiddleware:
                 if declared > self.max_bytes:
                     await self._refuse(scope, receive, send)
                     return
+                framed = True
+        if framed or scope["method"] in _NO_BODY:
+            # a body framed by Content-Length is read no further by the server (the declared
+            # size was checked above); a GET or HEAD without one has none: nothing to count
+            await self.app(scope, receive, send)
+            return
         seen = 0
         started = False
 

@@ -1,6 +1,7 @@
 """Edge hardening: trusted-proxy client addresses, security headers, CORS for browser channels.
 
-Each is a small pure ASGI middleware (CORS is Starlette's own, which is pure ASGI).
+The first two are applied by the request envelope (``gateway.policies.envelope``); CORS is
+Starlette's own middleware, which is pure ASGI.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
 
 class Strict(BaseModel):
@@ -68,43 +69,41 @@ _DOCS_CSP = b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe
 _API_CSP = b"default-src 'none'; frame-ancestors 'none'"
 
 
-class SecurityHeadersMiddleware:
-    """Adds defensive headers the app did not set itself (an ETag'd response keeps its caching)."""
+class SecurityHeaders:
+    """Defensive response headers the app did not set itself (an ETag'd response keeps its
+    caching); the request envelope adds them to every response."""
 
-    def __init__(self, app: ASGIApp, hsts: bool = False) -> None:
-        self.app = app
+    def __init__(self, hsts: bool = False) -> None:
         extra = [(b"strict-transport-security", b"max-age=31536000")] if hsts else []
-        self.headers = [*SECURITY_HEADERS, *extra]
+        self.headers: list[tuple[bytes, bytes]] = [*SECURITY_HEADERS, *extra]
+        self._names = frozenset(n for n, _ in self.headers) | {b"etag", b"content-security-policy"}
+        # the usual case, none of them set by the app: the whole list, made once
+        self._api = [*self.headers, (b"content-security-policy", _API_CSP)]
+        self._docs = [*self.headers, (b"content-security-policy", _DOCS_CSP)]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        csp = _DOCS_CSP if scope["path"].startswith("/docs") else _API_CSP
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                added = [(n, v) for n, v in self.headers if n not in present]
-                if b"etag" in present:
-                    added = [(n, v) for n, v in added if n != b"cache-control"]
-                if b"content-security-policy" not in present:
-                    added.append((b"content-security-policy", csp))
-                message["headers"] = [*message.get("headers", []), *added]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+    def missing(
+        self, headers: Iterable[tuple[bytes, bytes]], docs: bool
+    ) -> list[tuple[bytes, bytes]]:
+        """The headers to add to a response that already has ``headers``."""
+        present = {name.lower() for name, _ in headers}
+        if present.isdisjoint(self._names):
+            return self._docs if docs else self._api
+        added = [(n, v) for n, v in self.headers if n not in present]
+        if b"etag" in present:
+            added = [(n, v) for n, v in added if n != b"cache-control"]
+        if b"content-security-policy" not in present:
+            added.append((b"content-security-policy", _DOCS_CSP if docs else _API_CSP))
+        return added
 
 
-class TrustedProxyMiddleware:
+class TrustedProxies:
     """Believe ``X-Forwarded-For``/``Forwarded`` only when the peer is a configured proxy.
 
     The client address becomes the right-most address not itself a trusted proxy, so a
     caller cannot spoof its address by sending the header itself.
     """
 
-    def __init__(self, app: ASGIApp, trusted: Iterable[str]) -> None:
-        self.app = app
+    def __init__(self, trusted: Iterable[str]) -> None:
         self.networks = [ipaddress.ip_network(n, strict=False) for n in trusted]
 
     def _trusted(self, host: str) -> bool:
@@ -114,20 +113,21 @@ class TrustedProxyMiddleware:
             return False
         return any(addr in net for net in self.networks)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.networks and scope.get("client"):
-            peer = scope["client"][0]
-            if self._trusted(peer):
-                chain, proto = _forwarded_chain(scope["headers"])
-                client = peer
-                for hop in reversed(chain):
-                    client = hop
-                    if not self._trusted(hop):
-                        break
-                scope["client"] = (client, 0)
-                if proto in ("http", "https"):
-                    scope["scheme"] = proto
-        await self.app(scope, receive, send)
+    def apply(self, scope: Scope) -> None:
+        """Rewrite ``scope["client"]`` (and the scheme) from a trusted proxy's headers."""
+        if not scope.get("client"):
+            return
+        peer = scope["client"][0]
+        if self._trusted(peer):
+            chain, proto = _forwarded_chain(scope["headers"])
+            client = peer
+            for hop in reversed(chain):
+                client = hop
+                if not self._trusted(hop):
+                    break
+            scope["client"] = (client, 0)
+            if proto in ("http", "https"):
+                scope["scheme"] = proto
 
 
 def _forwarded_chain(headers: Iterable[tuple[bytes, bytes]]) -> tuple[list[str], str | None]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
@@ -26,9 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.policies.routing import route_template
 from gateway.principal import principal_of
 
 log = logging.getLogger("trellis.metrics")
@@ -298,38 +296,13 @@ class _AsgiEndpoint:
         await response(scope, receive, send)
 
 
-class MetricsMiddleware:
-    """Counts every HTTP request once it is answered; route template and client read after."""
-
-    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 0
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        m = self.metrics
-        started = time.perf_counter()
-        m.in_flight.inc()
-        try:
-            await self.app(scope, receive, send_and_note)
-        except BaseException:
-            if status == 0:
-                status = 500
-            raise
-        finally:
-            m.in_flight.dec()
-            route, method = route_template(scope), method_label(scope["method"])
-            principal = principal_of(scope)
-            client = principal.client_id if principal is not None else ANONYMOUS
-            m.child(m.requests, route, method, str(status), client).inc()
-            m.child(m.latency, route, method).observe(time.perf_counter() - started)
+def count_request(
+    metrics: GatewayMetrics, scope: Scope, route: str, status: int, duration_s: float
+) -> None:
+    """Count one answered request (the envelope calls it once the response is complete)."""
+    method = method_label(scope["method"])
+    principal = principal_of(scope)
+    client = principal.client_id if principal is not None else ANONYMOUS
+    child = metrics.child
+    child(metrics.requests, route, method, str(status), client).inc()
+    child(metrics.latency, route, method).observe(duration_s)

@@ -257,9 +257,15 @@ def _path_matcher(path: str) -> re.Pattern[str]:
     return re.compile(f"^{body}(?:/|$)")
 
 
+def _literal_prefix(path: str) -> str:
+    """What every path a ``_path_matcher(path)`` pattern matches starts with."""
+    return path.split("{", 1)[0]
+
+
 @dataclass(frozen=True, slots=True)
 class _CompiledRoute:
     path: str
+    prefix: str  # literal: tested before the pattern
     pattern: re.Pattern[str]
     methods: frozenset[str] | None
     tiers: dict[str, tuple[Limit, ...]]
@@ -317,9 +323,11 @@ class RateLimitPolicy:
         self._tiers = {tier: _compile_set(s) for tier, s in config.tiers.items()}
         self._unauthenticated = _compile_set(config.unauthenticated)
         self._exempt = tuple(_path_matcher(p) for p in config.exempt_paths)
+        self._exempt_prefixes = tuple(_literal_prefix(p) for p in config.exempt_paths)
         self._routes = tuple(
             _CompiledRoute(
                 path=r.path,
+                prefix=_literal_prefix(r.path),
                 pattern=_path_matcher(r.path),
                 methods=frozenset(r.methods) if r.methods else None,
                 tiers={t: _compile_set(s) for t, s in r.tiers.items()},
@@ -349,6 +357,9 @@ class RateLimitPolicy:
     # ---- which limits apply
 
     def is_exempt(self, path: str) -> bool:
+        # one C-level prefix test rules out almost every request before any pattern runs
+        if not path.startswith(self._exempt_prefixes):
+            return False
         return any(p.match(path) for p in self._exempt)
 
     def rule_for(self, scope: Scope) -> tuple[LimitSetRule, str]:
@@ -365,7 +376,7 @@ class RateLimitPolicy:
         for route in self._routes:
             if route.methods is not None and method not in route.methods:
                 continue
-            if not route.pattern.match(path):
+            if not path.startswith(route.prefix) or not route.pattern.match(path):
                 continue
             if principal is None:
                 limits = route.unauthenticated

@@ -1,4 +1,5 @@
-"""The route template of a request, for span names, metric labels and access logs.
+"""Routing helpers: the top-level router's prefix index, and the route template of a request
+(for span names, metric labels and access logs).
 
 Starlette's router records the matched route in ``scope["route"]`` and accumulates mount
 prefixes in ``scope["root_path"]`` in place, so an outer middleware reads the template AFTER
@@ -8,8 +9,10 @@ never appear in telemetry.
 
 from __future__ import annotations
 
-from starlette.routing import Mount
-from starlette.types import Scope
+from collections.abc import Sequence
+
+from starlette.routing import BaseRoute, Match, Mount, Route, Router
+from starlette.types import Receive, Scope, Send
 
 UNMATCHED = "unmatched"
 """The template of a request no route matched (404, or answered before routing)."""
@@ -28,3 +31,62 @@ def route_template(scope: Scope) -> str:
     if not isinstance(path_format, str):
         return UNMATCHED
     return root.rstrip("/") + path_format or "/"
+
+
+class PrefixRouter(Router):
+    """Starlette's router, with mounts found by their path prefix instead of one by one.
+
+    The gateway's top level is a dozen mounts (``/system/v1/{backend}``, ``/process/v1``, the
+    experience channels...), and Starlette tries each route's pattern in order. Here a mount
+    whose prefix no earlier route could also match is found with one dict lookup per prefix
+    depth; everything else (routes, overlapping prefixes, 404/405, redirects, lifespan) is
+    Starlette's own dispatch, unchanged.
+    """
+
+    def __init__(self, routes: Sequence[BaseRoute] | None = None, **kwargs: object) -> None:
+        super().__init__(routes=routes, **kwargs)  # type: ignore[arg-type]
+        self._by_prefix: dict[str, Mount] = {}
+        literals: list[str] = []  # what paths each earlier route can match start with
+        for route in self.routes:
+            if isinstance(route, Mount) and route.path and "{" not in route.path:
+                prefix = route.path
+                if not any(
+                    prefix.startswith(lit) or lit.startswith(prefix + "/") for lit in literals
+                ):
+                    self._by_prefix.setdefault(prefix, route)
+            literals.append(_literal(route))
+        self._depths = sorted({p.count("/") for p in self._by_prefix})
+
+    def _mount_for(self, path: str) -> Mount | None:
+        by_prefix = self._by_prefix
+        for depth in self._depths:
+            end = 0
+            for _ in range(depth):
+                end = path.find("/", end + 1)
+                if end < 0:
+                    return None
+            mount = by_prefix.get(path[:end])
+            if mount is not None:
+                return mount
+        return None
+
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self._by_prefix and not scope.get("root_path"):
+            mount = self._mount_for(scope["path"])
+            if mount is not None:
+                match, child_scope = mount.matches(scope)
+                if match is Match.FULL:
+                    if "router" not in scope:
+                        scope["router"] = self
+                    scope["route"] = mount
+                    scope.update(child_scope)
+                    await mount.handle(scope, receive, send)
+                    return
+        await super().app(scope, receive, send)
+
+
+def _literal(route: BaseRoute) -> str:
+    """The literal start of every path ``route`` matches ("" when it could match any path)."""
+    if isinstance(route, Mount | Route):
+        return route.path.split("{", 1)[0]
+    return ""

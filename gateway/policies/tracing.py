@@ -1,13 +1,14 @@
 """Tracing policy: one server span per request, named by route template, W3C context in and out.
 
-Our own thin pure-ASGI middleware rather than the contrib ``OpenTelemetryMiddleware`` (which
-names spans by raw path, records receive/send spans unless told not to, and records its own
-metrics) or Starlette's experimental one (which names by template but neither exposes the
-trace id to the app nor returns it). It starts the span before the app runs so the trace id is
-in ``scope["trellis.trace_id"]`` for problem bodies and logs, returns it in ``X-Trace-Id``,
-renames the span to ``METHOD /route/{template}`` once routing is known, and tags it with the
-authenticated client id. Backend calls get one client span per attempt from the client base,
-tagged with backend, attempt and breaker state (see ``system_apis.observe``).
+Our own, applied by the request envelope (``gateway.policies.envelope``), rather than the
+contrib ``OpenTelemetryMiddleware`` (which names spans by raw path, records receive/send spans
+unless told not to, and records its own metrics) or Starlette's experimental one (which names
+by template but neither exposes the trace id to the app nor returns it). The span starts before
+the app runs so the trace id is in ``scope["trellis.trace_id"]`` for problem bodies and logs;
+it is returned in ``X-Trace-Id``; the span is renamed ``METHOD /route/{template}`` once routing
+is known and tagged with the authenticated client id. Backend calls get one client span per
+attempt from the client base, tagged with backend, attempt and breaker state (see
+``system_apis.observe``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRat
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from gateway.policies.routing import UNMATCHED, route_template
 from gateway.principal import principal_of
@@ -130,28 +131,49 @@ def install_tracer_provider(provider: trace.TracerProvider, *, make_global: bool
         trace.set_tracer_provider(provider)
 
 
-class TracingMiddleware:
-    """The server span of each request; must sit outside the request-id middleware.
+class ServerSpans:
+    """The server span of each request (used by ``gateway.policies.envelope``).
 
-    It overwrites nothing the request-id policy sets: it sets ``scope["trellis.trace_id"]``
-    first, and the request-id policy only fills it when no trace id is there.
+    With the always-off sampler (no exporter: the default) nothing is recorded, so the span is
+    made here as the SDK would make it — a non-recording span with a fresh span id, the
+    caller's trace id and trace state when a valid ``traceparent`` came, else a fresh trace
+    id, never the sampled flag — without the SDK's sampler call, attribute dict and span
+    processors on every request. Any other sampler goes through ``start_span``.
     """
 
-    def __init__(self, app: ASGIApp, tracer_provider: trace.TracerProvider | None = None) -> None:
-        self.app = app
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
         self.tracer = trace.get_tracer("trellis.gateway", tracer_provider=tracer_provider)
+        provider = tracer_provider or trace.get_tracer_provider()
+        self._ids = getattr(provider, "id_generator", None)
+        self.records_nothing = (
+            isinstance(provider, TracerProvider)
+            and provider.sampler is ALWAYS_OFF
+            and self._ids is not None
+        )
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        carrier: dict[str, str] = {}
-        for name, value in scope["headers"]:
-            if name in (b"traceparent", b"tracestate"):
-                key = name.decode("latin-1")
-                text = value.decode("latin-1")
-                carrier[key] = f"{carrier[key]},{text}" if key in carrier else text
-        parent = _W3C.extract(carrier) if carrier else None
+    def start(
+        self, scope: Scope, traceparent: str | None, tracestate: str | None
+    ) -> tuple[trace.Span, bytes]:
+        """The request's span and its 32-hex trace id (empty if the span has no valid id)."""
+        parent = None
+        if traceparent is not None:
+            carrier = {"traceparent": traceparent}
+            if tracestate is not None:
+                carrier["tracestate"] = tracestate
+            parent = _W3C.extract(carrier)
+        span: trace.Span
+        if self.records_nothing:
+            ids = self._ids
+            assert ids is not None
+            remote = trace.get_current_span(parent).get_span_context() if parent else None
+            if remote is not None and remote.is_valid:
+                trace_id, state = remote.trace_id, remote.trace_state
+            else:
+                trace_id, state = ids.generate_trace_id(), _EMPTY_STATE
+            span = trace.NonRecordingSpan(
+                trace.SpanContext(trace_id, ids.generate_span_id(), False, _NOT_SAMPLED, state)
+            )
+            return span, b"%032x" % trace_id
         method: str = scope["method"]
         span = self.tracer.start_span(
             method,
@@ -164,36 +186,35 @@ class TracingMiddleware:
             },
         )
         span_context = span.get_span_context()
-        trace_id = b""
-        if span_context.is_valid:
-            trace_id = format(span_context.trace_id, "032x").encode()
-            scope[TRACE_ID_KEY] = trace_id.decode()
-        status = 0
-        error_type: str | None = None
+        if not span_context.is_valid:
+            return span, b""
+        return span, b"%032x" % span_context.trace_id
 
-        async def send_with_trace_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if trace_id:
-                    message["headers"] = [*message.get("headers", ()), (TRACE_ID_HEADER, trace_id)]
-            await send(message)
+    @staticmethod
+    def attach(span: trace.Span) -> object:
+        """Make ``span`` current for the app (backend client spans and ``traceparent``)."""
+        return otel_context.attach(trace.set_span_in_context(span))
 
-        token = otel_context.attach(trace.set_span_in_context(span))
-        try:
-            await self.app(scope, receive, send_with_trace_id)
-        except BaseException as exc:
-            if status == 0:
-                status = 500  # the server-error middleware outside us will answer 500
-            error_type = type(exc).__qualname__
-            if isinstance(exc, Exception) and span.is_recording():
-                span.record_exception(exc)
-            raise
-        finally:
-            otel_context.detach(token)
-            if span.is_recording():
-                _finish(span, scope, method, status, error_type)
-            span.end()
+    @staticmethod
+    def end(
+        span: trace.Span,
+        token: object,
+        scope: Scope,
+        status: int,
+        error: BaseException | None,
+    ) -> None:
+        """Detach the context and finish the span with the route, status and client."""
+        otel_context.detach(token)  # type: ignore[arg-type]
+        if span.is_recording():
+            if isinstance(error, Exception):
+                span.record_exception(error)
+            error_type = type(error).__qualname__ if error is not None else None
+            _finish(span, scope, scope["method"], status, error_type)
+        span.end()
+
+
+_NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
+_EMPTY_STATE = trace.TraceState()
 
 
 def _finish(

@@ -26,7 +26,6 @@ from gateway.errors import HANDLERS
 from gateway.oauth.scopes import RequireScopes
 from gateway.observability import Observability, ObservabilityConfig
 from gateway.principal import PRINCIPAL_KEY, Principal
-from gateway.request_id import RequestIdMiddleware
 from system_apis.client import BackendClient
 from system_apis.config import BackendConfig
 from system_apis.observe import step
@@ -207,7 +206,7 @@ def build_app(obs: Observability, client: BackendClient, counts: dict[str, int])
         routes=routes,
         lifespan=lifespan,
         exception_handlers=dict(HANDLERS),
-        middleware=[Middleware(RequestIdMiddleware), Middleware(HeaderPrincipal)],
+        middleware=[Middleware(HeaderPrincipal)],
     )
 
 

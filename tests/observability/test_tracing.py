@@ -208,6 +208,27 @@ async def test_exporter_none_still_gives_trace_ids_and_propagates(
     assert all(x["traceparent"].startswith(f"00-{trace_id}-") for x in backend.received)
 
 
+async def test_exporter_none_continues_the_callers_trace_unsampled(
+    backend: StockBackend, spans: Spans
+) -> None:
+    """The always-off fast path makes the span the SDK would: the caller's trace id and
+    state, a span id of its own, and the sampled flag never set (nothing is recorded)."""
+    quiet = build_tracer_provider(TracingConfig(exporter="none"))
+    caller = "4bf92f3577b34da6a3ce929d0e0e4736"
+    headers = {"traceparent": f"00-{caller}-00f067aa0ba902b7-01", "tracestate": "vendor=1"}
+    async with running(quiet, backend) as h, httpx.AsyncClient() as http:
+        r = await http.get(f"{h.url}/orders/1", headers=headers)
+        bad = await http.get(f"{h.url}/orders/1", headers={"traceparent": "00-zz-yy-01"})
+    assert r.status_code == 200 and r.headers["X-Trace-Id"] == caller
+    sent = backend.received[0]
+    _, trace_id, span_id, flags = sent["traceparent"].split("-")
+    assert (trace_id, flags) == (caller, "00")
+    assert span_id != "00f067aa0ba902b7"
+    assert sent.get("tracestate") == "vendor=1"
+    assert bad.headers["X-Trace-Id"] not in (caller, "0" * 32)
+    assert spans(caller) == []
+
+
 def test_config_rejects_unknown_keys_and_bad_ratio() -> None:
     import pydantic
     import pytest
