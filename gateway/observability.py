@@ -158,25 +158,36 @@ class _LineListener(QueueListener):
 class _LineBatch:
     """Access lines gathered on the event loop and handed to the writer thread in batches.
 
-    One queue hand-off wakes the writer thread (and makes it take the GIL): per line, that
-    cost more than the line itself under load. Lines of one loop turn go together, in order;
-    outside a running loop a line is handed over at once.
+    Each hand-off wakes the writer thread, which then takes the GIL from the loop: per line
+    (or per loop turn) that cost more than the lines themselves under load. Lines are handed
+    over every ``interval_s`` or every ``max_lines``, whichever comes first, in order, and at
+    close; outside a running loop a line is handed over at once.
     """
 
-    def __init__(self, put: Callable[[str], None]) -> None:
+    def __init__(
+        self, put: Callable[[str], None], interval_s: float = 0.05, max_lines: int = 512
+    ) -> None:
         self._put = put
         self._lines: list[str] = []
+        self._interval_s = interval_s
+        self._max_lines = max_lines
+        self._timer: asyncio.TimerHandle | None = None
 
     def add(self, line: str) -> None:
         lines = self._lines
         lines.append(line)
-        if len(lines) == 1:
+        if len(lines) >= self._max_lines:
+            self.flush()
+        elif self._timer is None:
             try:
-                asyncio.get_running_loop().call_soon(self.flush)
+                self._timer = asyncio.get_running_loop().call_later(self._interval_s, self.flush)
             except RuntimeError:  # no loop: write now
                 self.flush()
 
     def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._lines:
             batch, self._lines = self._lines, []
             self._put("\n".join(batch))

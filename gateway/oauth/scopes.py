@@ -70,18 +70,18 @@ class RequireScopes:
         self.read = frozenset(read)
         self.write = frozenset(write) if write is not None else self.read
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # not a coroutine of its own: the app's (or the refusal's) awaitable is returned, so
+        # every await of the request's coroutine chain passes one frame fewer
         if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         needed = self.read if scope.get("method", "GET") in SAFE_METHODS else self.write
         failure = authorization_failure(scope, needed)
         if failure is None:
-            await self.app(scope, receive, send)
-        elif scope["type"] == "websocket":
-            await WebSocketClose(code=1008)(scope, receive, send)
-        else:
-            await failure(scope, receive, send)
+            return self.app(scope, receive, send)
+        if scope["type"] == "websocket":
+            return WebSocketClose(code=1008)(scope, receive, send)
+        return failure(scope, receive, send)
 
 
 def requires(*scopes: str) -> Callable[[Endpoint], Endpoint]:

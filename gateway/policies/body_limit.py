@@ -5,6 +5,8 @@ Checks ``Content-Length`` up front and counts streamed (chunked) bytes as they a
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..problems import problem_response
@@ -21,10 +23,25 @@ class BodyLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # the usual request needs no counting: the app's own coroutine is returned, so the
+        # request's coroutine chain has no frame of this policy
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        framed = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > self.max_bytes:
+                    return self._checked(scope, receive, send)
+                framed = True
+        if framed or scope["method"] in _NO_BODY:
+            # a body framed by Content-Length is read no further by the server (the declared
+            # size was checked above); a GET or HEAD without one has none: nothing to count
+            return self.app(scope, receive, send)
+        return self._checked(scope, receive, send)
+
+    async def _checked(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse a bad or too large Content-Length, or count a streamed body as it comes."""
         framed = False
         for name, value in scope["headers"]:
             if name == b"content-length":
@@ -39,9 +56,7 @@ class BodyLimitMiddleware:
                     await self._refuse(scope, receive, send)
                     return
                 framed = True
-        if framed or scope["method"] in _NO_BODY:
-            # a body framed by Content-Length is read no further by the server (the declared
-            # size was checked above); a GET or HEAD without one has none: nothing to count
+        if framed or scope["method"] in _NO_BODY:  # e.g. "+12": int() reads what isdigit won't
             await self.app(scope, receive, send)
             return
         seen = 0

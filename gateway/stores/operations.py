@@ -65,6 +65,7 @@ class SqliteOperationStore:
         self.path = path
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None  # point reads, on the loop's thread only
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -142,8 +143,27 @@ class SqliteOperationStore:
         with self._lock:
             return list(self._connect().execute(sql, args).fetchall())
 
+    async def _point_read(self, sql: str, args: tuple[str, ...]) -> list[tuple[Any, ...]]:
+        """A cross-reference lookup. An indexed read of a local WAL file never waits for
+        writers, so it runs on the loop (a few µs) instead of paying a thread hop (~60 µs and a
+        GIL hand-off: 13% of a customer 360's CPU); if the file is busy anyway (a checkpoint),
+        the read fails at once (timeout 0) and runs in a worker thread."""
+        try:
+            if self._reader is None:
+                if not self.path.exists():
+                    raise sqlite3.OperationalError("not created yet")
+                reader = sqlite3.connect(self.path, timeout=0, check_same_thread=False)
+                reader.execute("PRAGMA query_only = 1")
+                self._reader = reader
+            return self._reader.execute(sql, args).fetchall()
+        except sqlite3.OperationalError:
+            return await asyncio.to_thread(self._select, sql, args)
+
     def _close(self) -> None:
         with self._lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -170,16 +190,13 @@ class SqliteOperationStore:
         await asyncio.to_thread(self._run, self._commit, outcome)
 
     async def xrefs(self, customer_id: str) -> dict[str, str]:
-        rows = await asyncio.to_thread(
-            self._select,
-            "SELECT system, system_id FROM xrefs WHERE customer_id = ?",
-            (customer_id,),
+        rows = await self._point_read(
+            "SELECT system, system_id FROM xrefs WHERE customer_id = ?", (customer_id,)
         )
         return {str(s): str(i) for s, i in rows}
 
     async def customer_for(self, system: str, system_id: str) -> str | None:
-        rows = await asyncio.to_thread(
-            self._select,
+        rows = await self._point_read(
             "SELECT customer_id FROM xrefs WHERE system = ? AND system_id = ? LIMIT 1",
             (system, system_id),
         )
