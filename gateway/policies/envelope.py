@@ -102,7 +102,7 @@ class RequestEnvelope:
         if access_log is not None and not access_log.enabled():
             access_log = None
         if metrics is not None:
-            metrics.in_flight.inc()
+            metrics.started += 1
         token = self.spans.attach(span)
         error: BaseException | None = None
         started = time.perf_counter()
@@ -119,7 +119,7 @@ class RequestEnvelope:
             if metrics is not None or access_log is not None:
                 route = route_template(scope)
                 if metrics is not None:
-                    metrics.in_flight.dec()
+                    metrics.finished += 1
                     count_request(metrics, scope, route, status, elapsed)
                 if access_log is not None:
                     access_log.write(scope, route, status, elapsed * 1000.0, sent)

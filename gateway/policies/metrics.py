@@ -125,9 +125,14 @@ class GatewayMetrics:
             buckets=buckets,
             registry=r,
         )
+        # counted in two plain ints on the event loop, read at scrape time: a Gauge's
+        # locked inc and dec on every request cost more than the count itself
+        self.started = 0
+        self.finished = 0
         self.in_flight = Gauge(
             "trellis_http_requests_in_flight", "Requests being processed now.", registry=r
         )
+        self.in_flight.set_function(lambda: self.started - self.finished)
         self.backend_calls = Counter(
             "trellis_backend_requests",
             "Attempts sent to a backend (each retry counts), by backend, method and status.",

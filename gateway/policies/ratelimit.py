@@ -404,15 +404,27 @@ class RateLimitPolicy:
 
     # ---- the check
 
+    def check_in_memory(self, scope: Scope) -> Decision | None:
+        """``check`` without an await when the counters are this process's own (the default);
+        None when they are elsewhere (Redis, or a strategy of ``limits``)."""
+        if self.counters is None:
+            return None
+        rule, identity = self.rule_for(scope)
+        self.decisions[rule.label] += 1
+        decision = self._check_memory_sliding(rule, (self.config.namespace, rule.bucket, identity))
+        if not decision.allowed:
+            self.rejections[rule.label] += 1
+        return decision
+
     async def check(self, scope: Scope) -> Decision:
         """Spend one request of every limit of the caller's set, within the time budget."""
+        found = self.check_in_memory(scope)
+        if found is not None:
+            return found
         rule, identity = self.rule_for(scope)
         self.decisions[rule.label] += 1
         try:
-            if self.counters is not None:  # our own in-process counters: nothing to await
-                ids = (self.config.namespace, rule.bucket, identity)
-                decision = self._check_memory_sliding(rule, ids)
-            elif self.shared:
+            if self.shared:
                 async with asyncio.timeout(self.timeout_s):
                     decision = await self._check(rule, identity)
             else:  # in-process memory never waits: no timer per request
@@ -588,7 +600,9 @@ class RateLimitMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        decision = await self.policy.check(scope)
+        decision = self.policy.check_in_memory(scope)
+        if decision is None:  # counters elsewhere (Redis): the awaited, time-boxed check
+            decision = await self.policy.check(scope)
         headers = [(b"ratelimit-policy", self.policy.policy_header(decision.rule))]
         states = decision.states
         if states:
