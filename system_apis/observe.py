@@ -3,8 +3,9 @@
 Dependencies point down only, so the client base and the process APIs cannot import the
 gateway's metrics or tracing. Instead they report here: every backend attempt goes to the
 registered :class:`CallObserver` objects (the gateway registers its metrics), the attempt in
-progress is visible to the aiohttp client-span hook through a context variable, and ``step()``
-opens an internal span per process step on whatever tracer provider is installed.
+progress is visible through a context variable (the client base sends its ``traceparent``),
+and ``step()`` opens an internal span per process step on whatever tracer provider is
+installed.
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ class attempt:  # lower case: used like a function, ``with observe.attempt(...) 
     def __enter__(self) -> AttemptInfo:
         info = self._info
         self._token = current_attempt.set(info)
-        # One client span per attempt, made here rather than by the aiohttp instrumentation:
-        # that costs ~17% of a proxied request's CPU even when nothing is sampled.
+        # One client span per attempt, made here rather than by an HTTP client instrumentation
+        # (aiohttp's cost ~17% of a proxied request's CPU even when nothing was sampled).
         parent = trace.get_current_span()
         pctx = parent.get_span_context()
         if pctx.is_valid and not parent.is_recording():
