@@ -1,10 +1,15 @@
 -- wrk script for bench/run.py: optional pacing and a JSON summary line on exit.
--- WRK_DELAY_MS > 0 makes each connection wait that long between requests (a steady rate of
+-- WRK_DELAY_MS > 0 makes each connection wait about that long between requests (a rate of
 -- about connections * 1000 / WRK_DELAY_MS requests per second; wrk has no -R of its own).
+-- Each wait is drawn uniformly from [0.5, 1.5] x WRK_DELAY_MS: with one fixed wait, the
+-- connections, which all start together, stay in lockstep and arrive in bursts of all of
+-- them at once, so the p99 measured queueing behind the burst (64 requests at once is
+-- momentarily far above the rate asked for) rather than the server at that rate.
 local delay_ms = tonumber(os.getenv("WRK_DELAY_MS") or "0")
 if delay_ms > 0 then
+  math.randomseed(os.time())
   function delay()
-    return delay_ms
+    return math.floor(delay_ms * (0.5 + math.random()) + 0.5)
   end
 end
 

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from experience_apis.config import ExperienceConfig
 from gateway.events.config import EventsConfig
+from gateway.gc_tuning import GcSettings
 from gateway.oauth.config import ClientConfig, OAuthConfig
 from gateway.observability import ObservabilityConfig
 from gateway.policies.edge import EdgeConfig
@@ -88,6 +89,7 @@ class GatewaySettings(Strict):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
+    gc: GcSettings = Field(default_factory=GcSettings)
 
 
 class Settings(BaseSettings):

@@ -116,6 +116,46 @@ async def test_request_id_echoed_and_generated(gw: Gw) -> None:
     assert headers["X-Request-ID"] != "bad id\twith junk" and len(headers["X-Request-ID"]) == 32
 
 
+async def test_startup_heap_is_frozen_while_serving_and_released_after(
+    sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    """gc.freeze() after startup keeps full collections off the startup heap (the p99 pauses
+    of docs/performance.md); shutdown hands it back so the process is left as found."""
+    import gc
+
+    before = gc.get_threshold()
+    settings = test_settings(
+        sandbox.base_port, tmp_path, gateway={"gc": {"threshold": [5000, 15, 15]}}
+    )
+    try:
+        async with serve(create_app(settings)) as url:
+            assert gc.get_freeze_count() > 10_000
+            assert gc.get_threshold() == (5000, 15, 15)
+            async with aiohttp.ClientSession() as s, s.get(f"{url}/healthz") as r:
+                assert r.status == 200
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_request_ids_differ_in_a_forked_worker() -> None:
+    import os
+
+    from gateway.request_id import request_id
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one id, written back, then leave without cleanup
+        os.write(write, request_id(None))
+        os._exit(0)
+    os.close(write)
+    theirs = os.read(read, 64)
+    os.close(read)
+    os.waitpid(pid, 0)
+    mine = request_id(None)
+    assert len(theirs) == len(mine) == 32 and theirs != mine
+
+
 async def test_unknown_route_is_problem_404(gw: Gw) -> None:
     assert_problem(*(await gw.call("GET", "/nope")), 404)
 
