@@ -64,6 +64,9 @@ def _int(raw: dict[str, Any], key: str, record: str | None, minimum: int | None 
     return value
 
 
+_CENT = Decimal("0.01")
+
+
 def _decimal(raw: dict[str, Any], key: str, record: str | None) -> Decimal | None:
     value = raw.get(key)
     if value is None:
@@ -76,7 +79,7 @@ def _decimal(raw: dict[str, Any], key: str, record: str | None) -> Decimal | Non
         raise _bad("not a number", record, key) from exc
     if not amount.is_finite():
         raise _bad("not a finite number", record, key)
-    return amount.quantize(Decimal("0.01"))
+    return amount.quantize(_CENT)
 
 
 def stock_from_vendor(raw: Any) -> StockLevel:

@@ -14,13 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.requests import Request
 from starlette.responses import Response
@@ -96,6 +103,64 @@ class _Snapshot:
         return ()  # names are dynamic; skip prometheus-client's duplicate-name check
 
 
+class LoopCounter:
+    """A labelled counter kept as plain floats, updated on the event loop only.
+
+    prometheus-client's ``Counter`` takes a lock and validates per ``inc``; every request
+    counts several series, and the event loop is one thread. The values are copied into a
+    metric family on the loop at scrape time (``GatewayMetrics.refresh``) and rendered from
+    that copy in a worker thread.
+    """
+
+    def __init__(self, name: str, documentation: str, labels: Sequence[str]) -> None:
+        self.name, self.documentation, self.labels = name, documentation, list(labels)
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def inc(self, *labels: str) -> None:
+        values = self.values
+        values[labels] = values.get(labels, 0.0) + 1.0
+
+    def value(self, *labels: str) -> float:
+        return self.values.get(labels, 0.0)
+
+    def family(self) -> CounterMetricFamily:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for labels, value in self.values.items():
+            family.add_metric(list(labels), value)
+        return family
+
+
+class LoopHistogram:
+    """A labelled histogram kept as plain counts per bucket, updated on the event loop only
+    (see ``LoopCounter``). Buckets are upper bounds, inclusive, as Prometheus's ``le``."""
+
+    def __init__(
+        self, name: str, documentation: str, labels: Sequence[str], buckets: Sequence[float]
+    ) -> None:
+        self.name, self.documentation, self.labels = name, documentation, list(labels)
+        self.bounds = [float(b) for b in buckets if b != float("inf")]
+        # per series: a count per bound, one for +Inf, then the sum
+        self.values: dict[tuple[str, ...], list[float]] = {}
+
+    def observe(self, value: float, *labels: str) -> None:
+        entry = self.values.get(labels)
+        if entry is None:
+            entry = self.values[labels] = [0.0] * (len(self.bounds) + 2)
+        entry[bisect_left(self.bounds, value)] += 1
+        entry[-1] += value
+
+    def family(self) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+        names = [floatToGoString(b) for b in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+        for labels, entry in self.values.items():
+            cumulative, running = [], 0.0
+            for name, count in zip(names, entry[:-1], strict=True):
+                running += count
+                cumulative.append((name, running))
+            family.add_metric(list(labels), cumulative, entry[-1])
+        return family
+
+
 class GatewayMetrics:
     """The gateway's series in one registry; also the backend-call observer of the clients."""
 
@@ -108,22 +173,19 @@ class GatewayMetrics:
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self._sources: list[tuple[str, Callable[[], Iterable[Metric]]]] = []
         self._snapshot = _Snapshot()
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.registry.register(self._snapshot)
         buckets = self.config.latency_buckets
         r = self.registry
-        self.requests = Counter(
+        self.requests = LoopCounter(
             "trellis_http_requests",
             "HTTP requests answered, by route template, method, status and client id.",
             ["route", "method", "status", "client"],
-            registry=r,
         )
-        self.latency = Histogram(
+        self.latency = LoopHistogram(
             "trellis_http_request_duration_seconds",
             "Time from request start to the end of the response, by route template and method.",
             ["route", "method"],
-            buckets=buckets,
-            registry=r,
+            buckets,
         )
         # counted in two plain ints on the event loop, read at scrape time: a Gauge's
         # locked inc and dec on every request cost more than the count itself
@@ -133,31 +195,33 @@ class GatewayMetrics:
             "trellis_http_requests_in_flight", "Requests being processed now.", registry=r
         )
         self.in_flight.set_function(lambda: self.started - self.finished)
-        self.backend_calls = Counter(
+        self.backend_calls = LoopCounter(
             "trellis_backend_requests",
             "Attempts sent to a backend (each retry counts), by backend, method and status.",
             ["backend", "method", "status"],
-            registry=r,
         )
-        self.backend_errors = Counter(
+        self.backend_errors = LoopCounter(
             "trellis_backend_errors",
             "Failed backend attempts: exception kind, or the HTTP status for 429 and 5xx.",
             ["backend", "kind"],
-            registry=r,
         )
-        self.backend_retries = Counter(
-            "trellis_backend_retries",
-            "Attempts after the first of a call.",
-            ["backend"],
-            registry=r,
+        self.backend_retries = LoopCounter(
+            "trellis_backend_retries", "Attempts after the first of a call.", ["backend"]
         )
-        self.backend_latency = Histogram(
+        self.backend_latency = LoopHistogram(
             "trellis_backend_request_duration_seconds",
             "Duration of one backend attempt.",
             ["backend"],
-            buckets=buckets,
-            registry=r,
+            buckets,
         )
+        self._loop_series: list[LoopCounter | LoopHistogram] = [
+            self.requests,
+            self.latency,
+            self.backend_calls,
+            self.backend_errors,
+            self.backend_retries,
+            self.backend_latency,
+        ]
 
     # --- the CallObserver protocol (system_apis.observe) ----------------------------------
 
@@ -172,25 +236,14 @@ class GatewayMetrics:
         breaker: str,
     ) -> None:
         """Count one backend attempt; called by the client base after every try."""
-        child = self.child
-        child(self.backend_calls, backend, method, str(status) if status else "none").inc()
-        child(self.backend_latency, backend).observe(duration_s)
+        self.backend_calls.inc(backend, method, str(status) if status else "none")
+        self.backend_latency.observe(duration_s, backend)
         if error is not None:
-            child(self.backend_errors, backend, error).inc()
+            self.backend_errors.inc(backend, error)
         elif status is not None and (status == 429 or status >= 500):
-            child(self.backend_errors, backend, str(status)).inc()
+            self.backend_errors.inc(backend, str(status))
         if attempt > 1:
-            child(self.backend_retries, backend).inc()
-
-    def child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, cached: prometheus-client validates and locks on every
-        ``labels()`` call, which showed in the request profile; the cache holds exactly the
-        series that exist anyway."""
-        key = (id(metric), labels)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*labels)
-        return found
+            self.backend_retries.inc(backend)
 
     # --- scrape-time sources --------------------------------------------------------------
 
@@ -237,7 +290,7 @@ class GatewayMetrics:
 
     def refresh(self) -> None:
         """Read the scrape-time sources now (on the loop); a failing one is left out, logged."""
-        taken: list[Metric] = []
+        taken: list[Metric] = [series.family() for series in self._loop_series]
         for name, collect in self._sources:
             try:
                 taken.extend(collect())
@@ -308,6 +361,5 @@ def count_request(
     method = method_label(scope["method"])
     principal = principal_of(scope)
     client = principal.client_id if principal is not None else ANONYMOUS
-    child = metrics.child
-    child(metrics.requests, route, method, str(status), client).inc()
-    child(metrics.latency, route, method).observe(duration_s)
+    metrics.requests.inc(route, method, str(status), client)
+    metrics.latency.observe(duration_s, route, method)

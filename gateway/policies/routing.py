@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from starlette.routing import BaseRoute, Match, Mount, Route, Router
+from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import Receive, Scope, Send
 
 UNMATCHED = "unmatched"
@@ -74,14 +74,17 @@ class PrefixRouter(Router):
         if scope["type"] == "http" and self._by_prefix and not scope.get("root_path"):
             mount = self._mount_for(scope["path"])
             if mount is not None:
-                match, child_scope = mount.matches(scope)
-                if match is Match.FULL:
-                    if "router" not in scope:
-                        scope["router"] = self
-                    scope["route"] = mount
-                    scope.update(child_scope)
-                    await mount.handle(scope, receive, send)
-                    return
+                # what Mount.matches would put in the scope for a prefix without parameters,
+                # without its pattern match (the prefix lookup already matched)
+                if "router" not in scope:
+                    scope["router"] = self
+                scope["route"] = mount
+                scope["path_params"] = dict(scope.get("path_params", {}))
+                scope["app_root_path"] = scope.get("app_root_path", "")
+                scope["root_path"] = mount.path
+                scope["endpoint"] = mount.app
+                await mount.handle(scope, receive, send)
+                return
         await super().app(scope, receive, send)
 
 

@@ -160,3 +160,42 @@ async def test_a_failing_count_source_does_not_break_the_scrape() -> None:
     metrics.watch_rate_limits(lambda: {"burst": 2})
     text = (await metrics.scrape()).decode()
     assert 'trellis_ratelimit_rejections_total{limit="burst"} 2.0' in text
+
+
+def test_loop_series_render_exactly_as_prometheus_client_would() -> None:
+    """The per-request series are plain counts on the loop; their exposition must not differ
+    from prometheus-client's own Counter and Histogram fed the same values (buckets are
+    inclusive upper bounds, the sum and count follow)."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+    m = GatewayMetrics(MetricsConfig())
+    ref = CollectorRegistry()
+    hist = Histogram(
+        "trellis_backend_request_duration_seconds",
+        "Duration of one backend attempt.",
+        ["backend"],
+        buckets=m.config.latency_buckets,
+        registry=ref,
+    )
+    calls = Counter(
+        "trellis_backend_requests",
+        "Attempts sent to a backend (each retry counts), by backend, method and status.",
+        ["backend", "method", "status"],
+        registry=ref,
+    )
+    for value in (0.0001, 0.003, 0.005, 0.02, 0.7, 3.0, 99.0):
+        for backend in ("crm", "erp"):
+            hist.labels(backend).observe(value)
+            calls.labels(backend, "GET", "200").inc()
+            m.on_attempt(backend, "GET", 200, None, value, 1, "closed")
+    m.refresh()
+
+    def lines(text: bytes, prefix: str) -> list[str]:
+        return sorted(
+            line
+            for line in text.decode().splitlines()
+            if line.startswith(prefix) and "_created" not in line
+        )
+
+    for name in ("trellis_backend_request_duration_seconds", "trellis_backend_requests"):
+        assert lines(m.render(), name) == lines(generate_latest(ref), name)
