@@ -33,7 +33,7 @@ from .observability import Observability
 from .policies.body_limit import BodyLimitMiddleware
 from .policies.edge import cors_middleware
 from .policies.ratelimit import RateLimitMiddleware, RateLimitPolicy
-from .policies.routing import PrefixRouter
+from .policies.routing import PrefixRouter, lean_endpoints
 from .settings import Settings, load_settings
 
 log = logging.getLogger("trellis.gateway")
@@ -150,6 +150,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         *obs.routes(protect=metrics_guard(settings)),
         *docs_routes(),
     ]
+    lean_endpoints(routes)
     app = Gateway(
         routes=routes,
         lifespan=lifespan,

@@ -1,0 +1,103 @@
+"""The top-level router's prefix index and the lean endpoint call: same answers as Starlette's."""
+
+from __future__ import annotations
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.policies.routing import PrefixRouter, lean_endpoints, route_template
+
+
+def echo(request: Request) -> Response:
+    scope = request.scope
+    return JSONResponse(
+        {
+            "template": route_template(scope),
+            "root_path": scope.get("root_path"),
+            "params": dict(request.path_params),
+        }
+    )
+
+
+async def aecho(request: Request) -> Response:
+    return echo(request)
+
+
+async def boom(request: Request) -> Response:
+    raise HTTPException(418, "teapot")
+
+
+class Tagged:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def tagged(message: dict) -> None:  # type: ignore[type-arg]
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-tagged", b"1")]
+            await send(message)
+
+        await self.app(scope, receive, tagged)
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/system/v1/shadow/{x}", aecho),  # an earlier route inside a later mount's prefix
+        Mount("/system/v1/crm", routes=[Route("/customers/{id}", aecho, methods=["GET"])]),
+        Mount("/system/v1/shadow", routes=[Route("/{x}", aecho)]),
+        Mount("/process/v1", routes=[Route("/orders/{id}", aecho), Route("/boom", boom)]),
+        Mount("/v1/{tenant}", routes=[Route("/items", aecho)]),  # parameters: Starlette's way
+        Route("/healthz", aecho),
+        Route("/tagged", aecho, middleware=[Middleware(Tagged)]),
+    ]
+
+
+def apps() -> tuple[Starlette, Starlette]:
+    plain = Starlette(routes=routes())
+    fast = Starlette(routes=routes())
+    fast.router = PrefixRouter(fast.router.routes)
+    lean_endpoints(fast.router.routes)
+    return plain, fast
+
+
+async def test_prefix_router_answers_every_path_as_starlette_does() -> None:
+    plain, fast = apps()
+    paths = [
+        ("GET", "/system/v1/crm/customers/7"),
+        ("POST", "/system/v1/crm/customers/7"),  # 405 from the mounted router
+        ("GET", "/system/v1/crm/nothing"),
+        ("GET", "/system/v1/crm"),  # the mount itself: redirect or 404 as Starlette decides
+        ("GET", "/system/v1/shadow/a"),  # the earlier Route wins, not the mount
+        ("GET", "/process/v1/orders/o-1"),
+        ("GET", "/v1/acme/items"),
+        ("GET", "/healthz"),
+        ("GET", "/nowhere/at/all"),
+        ("GET", "/system/v1/crmx/customers/7"),
+    ]
+    transports = [httpx.ASGITransport(app=a) for a in (plain, fast)]
+    async with (
+        httpx.AsyncClient(transport=transports[0], base_url="http://t") as a,
+        httpx.AsyncClient(transport=transports[1], base_url="http://t") as b,
+    ):
+        for method, path in paths:
+            ra = await a.request(method, path, follow_redirects=False)
+            rb = await b.request(method, path, follow_redirects=False)
+            assert (rb.status_code, rb.text) == (ra.status_code, ra.text), path
+    assert isinstance(fast.router, Router)
+
+
+async def test_lean_endpoints_keep_error_handling_and_route_middleware() -> None:
+    _, fast = apps()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=fast), base_url="http://t") as c:
+        teapot = await c.get("/process/v1/boom")
+        assert teapot.status_code == 418 and teapot.text == "teapot"
+        tagged = await c.get("/tagged")
+        assert tagged.status_code == 200 and tagged.headers["x-tagged"] == "1"
+        sync_view = Starlette(routes=[Route("/s", echo)])
+        assert lean_endpoints(sync_view.router.routes) == 0  # sync views keep the threadpool
