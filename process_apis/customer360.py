@@ -110,7 +110,10 @@ async def _section(
     """Run one backend's part with its own timeout: (name, result, available)."""
     with step(f"{name}.section"):
         try:
-            return name, await asyncio.wait_for(make(), timeout_s), True
+            # a timeout scope in this task, not wait_for's task of its own per section
+            async with asyncio.timeout(timeout_s):
+                result = await make()
+            return name, result, True
         except (BackendError, TimeoutError) as exc:
             log.warning("360 section unavailable", extra={"backend": name, "error": repr(exc)})
             return name, None, False
