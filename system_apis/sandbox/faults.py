@@ -25,6 +25,13 @@ class Faults(BaseModel):
 
     latency_ms: float = Field(0, ge=0, description="Added to every request.")
     jitter_ms: float = Field(0, ge=0, description="Extra uniform random latency.")
+    response_ms: float = Field(
+        0,
+        ge=0,
+        description="Hold each response until this long after its request arrived, the "
+        "sandbox's own work included: a vendor's response time, which the other backends "
+        "sharing this process do not stretch (latency_ms adds, and their work queues after).",
+    )
     error_rate: float = Field(0, ge=0, le=1, description="Share of requests answered 500/503.")
     error_statuses: list[int] = Field(default_factory=lambda: [500, 503])
     fail_next: int = Field(0, ge=0, description="The next N requests fail with error_statuses.")
@@ -107,6 +114,7 @@ def fault_middleware(state: FaultState) -> Middleware:
     async def inject(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not state.applies(request.path):
             return await handler(request)
+        arrived = asyncio.get_running_loop().time()
         state.hits[f"{request.method} {request.path}"] += 1
         traceparent = request.headers.get("traceparent", "")
         if traceparent.count("-") == 3:
@@ -134,6 +142,10 @@ def fault_middleware(state: FaultState) -> Middleware:
                 request.transport.abort()
             raise web.HTTPInternalServerError()  # never sent: the connection is gone
         response = await handler(request)
+        if f.response_ms:
+            held = arrived + f.response_ms / 1000 - asyncio.get_running_loop().time()
+            if held > 0:
+                await asyncio.sleep(held)
         if isinstance(response, web.Response) and response.body is not None:
             body = response.body if isinstance(response.body, bytes) else b""
             if body and state.roll(f.malformed_rate):
