@@ -147,6 +147,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 workers=gw.workers,
                 log_level=gw.log_level,
                 access_log=False,
+                server_header=False,  # no "server: uvicorn": nothing to fingerprint by
             )
         else:
             from .app import create_app
@@ -158,6 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 proxy_headers=False,  # gateway.edge.trusted_proxies decides, not uvicorn
                 log_level=gw.log_level,
                 access_log=False,
+                server_header=False,  # no "server: uvicorn": nothing to fingerprint by
                 lifespan="on",
             )
             uvicorn.Server(config).run()

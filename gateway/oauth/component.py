@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from gateway.oauth.bruteforce import ClientAuthGuard
 from gateway.oauth.clients import ClientAuthenticator
@@ -146,25 +146,4 @@ class OAuth:
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         """Wrap ``app`` with bearer verification (the verifier is resolved per request)."""
-        return _LateBearerMiddleware(app, self)
-
-
-class _LateBearerMiddleware:
-    """The app is built before lifespan runs ``start``: find the verifier at request time."""
-
-    def __init__(self, app: ASGIApp, oauth: OAuth) -> None:
-        self.app = app
-        self.oauth = oauth
-        self._inner: BearerMiddleware | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            await self.app(scope, receive, send)
-            return
-        verifier = self.oauth.verifier
-        inner = self._inner
-        if inner is None or inner.verifier is not verifier:
-            inner = self._inner = BearerMiddleware(
-                self.app, verifier, self.oauth.config.max_token_bytes
-            )
-        await inner(scope, receive, send)
+        return BearerMiddleware(app, lambda: self.verifier, self.config.max_token_bytes)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -43,17 +44,32 @@ def bearer_token(scope: Scope, max_bytes: int) -> str | TokenRefused | None:
 class BearerMiddleware:
     """Puts a :class:`~gateway.principal.Principal` or the refusal reason into the scope."""
 
-    def __init__(self, app: ASGIApp, verifier: TokenVerifier, max_token_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        verifier: TokenVerifier | Callable[[], TokenVerifier],
+        max_token_bytes: int,
+    ) -> None:
+        """``verifier``, or a function returning the current one: the gateway's verifier is
+        made (and replaced on key rotation) by the OAuth component's lifespan, after the app."""
         self.app = app
-        self.verifier = verifier
+        if isinstance(verifier, TokenVerifier):
+            fixed = verifier
+            self.verifier_of: Callable[[], TokenVerifier] = lambda: fixed
+        else:
+            self.verifier_of = verifier
         self.max_token_bytes = max_token_bytes
+
+    @property
+    def verifier(self) -> TokenVerifier:
+        return self.verifier_of()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             found = bearer_token(scope, self.max_token_bytes)
             if isinstance(found, str):
                 try:
-                    scope[PRINCIPAL_KEY] = await self.verifier.verify(found)
+                    scope[PRINCIPAL_KEY] = await self.verifier_of().verify(found)
                 except TokenRefused as refused:
                     found = refused
                 except Exception as exc:  # the revocation store (Redis) is down or stalled

@@ -75,6 +75,9 @@ def test_trellis_run_serves_and_stops_cleanly(
     try:
         wait_ready(proc, port, 40)
         assert all(_listening(base + i) for i in range(6))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            assert r.headers.get("server") is None  # the server software is not advertised
+            assert r.headers["x-content-type-options"] == "nosniff"
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=30)
         text = out.decode()
