@@ -35,6 +35,25 @@ def _default(value: Any) -> Any:
     raise TypeError
 
 
+class JsonBody(Response):
+    """A ready JSON body: its two headers made directly (Starlette's ``init_headers`` checks
+    and re-encodes them on every response: ~0.7 µs of a ~100 µs request)."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes, status: int = 200, headers: dict[str, str] | None = None):
+        if headers:
+            super().__init__(body, status, headers, self.media_type)
+            return
+        self.status_code = status
+        self.body = body
+        self.background = None
+        self.raw_headers = [
+            (b"content-length", b"%d" % len(body)),
+            (b"content-type", b"application/json"),
+        ]
+
+
 def json_response(
     content: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
@@ -43,7 +62,7 @@ def json_response(
         body = content.model_dump_json().encode()
     else:
         body = orjson.dumps(content, default=_default, option=orjson.OPT_NON_STR_KEYS)
-    return Response(body, status_code=status, headers=headers, media_type="application/json")
+    return JsonBody(body, status, headers)
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
