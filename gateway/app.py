@@ -26,7 +26,7 @@ from system_apis.registry import SystemApis
 from .docs import docs_routes
 from .errors import HANDLERS
 from .events.component import EventBus
-from .gc_tuning import tune_after_startup, unfreeze
+from .gc_tuning import restore, tune_after_startup
 from .health import health_routes
 from .layers import Layers, build_layers
 from .observability import Observability
@@ -137,8 +137,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
                 stack.push_async_callback(component.close)
             obs.metrics.watch_breakers(systems.all())
             obs.metrics.watch_rate_limits(ratelimit_rejections(ratelimit))
-            tune_after_startup(settings.gateway.gc)
-            stack.callback(unfreeze)
+            stack.callback(restore, tune_after_startup(settings.gateway.gc))
             yield
 
     routes: list[BaseRoute] = [  # the busiest first: the router tries them in order

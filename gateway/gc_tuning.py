@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 import logging
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 log = logging.getLogger("trellis.gateway")
 
@@ -29,20 +29,32 @@ class GcSettings(BaseModel):
     )
     threshold: tuple[int, int, int] | None = Field(
         (50_000, 20, 20),
-        description="gc.set_threshold() for the process; null keeps CPython's (700, 10, 10).",
+        description="gc.set_threshold() for the process; null keeps CPython's (700, 10, 10). "
+        "A first value of 0 would switch automatic collection off: refused.",
     )
 
+    @field_validator("threshold")
+    @classmethod
+    def _collecting(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        if value is not None and (value[0] <= 0 or min(value) < 0):
+            raise ValueError("thresholds must be >= 0 and the first > 0 (0 stops collection)")
+        return value
 
-def tune_after_startup(settings: GcSettings) -> None:
-    """Apply ``settings`` once the app has started (call it at the end of the lifespan start)."""
+
+def tune_after_startup(settings: GcSettings) -> tuple[int, int, int]:
+    """Apply ``settings`` once the app has started (call it at the end of the lifespan start);
+    returns the thresholds it replaced, for ``restore``."""
+    before = gc.get_threshold()
     if settings.threshold is not None:
         gc.set_threshold(*settings.threshold)
     if settings.freeze_after_startup:
         gc.collect()  # what startup left as garbage goes now, not into the frozen heap
         gc.freeze()
         log.debug("startup heap frozen", extra={"objects": gc.get_freeze_count()})
+    return before
 
 
-def unfreeze() -> None:
-    """At shutdown: give the frozen objects back to the collector (tests start many apps)."""
+def restore(threshold: tuple[int, int, int]) -> None:
+    """At shutdown: the collector as it was (tests start many apps in one process)."""
     gc.unfreeze()
+    gc.set_threshold(*threshold)

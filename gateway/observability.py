@@ -172,19 +172,25 @@ class _LineBatch:
         self._interval_s = interval_s
         self._max_lines = max_lines
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
 
     def add(self, line: str) -> None:
         lines = self._lines
         lines.append(line)
         if len(lines) >= self._max_lines:
             self.flush()
-        elif self._timer is None:
-            try:
-                self._timer = asyncio.get_running_loop().call_later(self._interval_s, self.flush)
-            except RuntimeError:  # no loop: write now
-                self.flush()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: write now
+            self.flush()
+            return
+        if self._timer is None or self._timer_loop is not loop:  # none yet, or on a dead loop
+            self._timer = loop.call_later(self._interval_s, self.flush)
+            self._timer_loop = loop
 
     def flush(self) -> None:
+        """Hand the gathered lines over now (on the loop that gathers them)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -206,6 +212,12 @@ class LoggingHandle:
         self.lines = lines
         self._before = (root.level, root.propagate)
         self._closed = False
+
+    def stop_lines(self) -> None:
+        """No more access lines: hand over the ones gathered (call it on the event loop)."""
+        access_log.set_line_sink(None)
+        if self.lines is not None:
+            self.lines.flush()
 
     def close(self) -> None:
         global _installed
@@ -339,6 +351,7 @@ class Observability:
         if self._owns_provider:
             await asyncio.to_thread(self.tracer_provider.shutdown)
         if self.logging is not None:
+            self.logging.stop_lines()  # on the loop, where the lines are gathered
             await asyncio.to_thread(self.logging.close)
             self.logging = None
 

@@ -28,13 +28,15 @@ class BodyLimitMiddleware:
         # request's coroutine chain has no frame of this policy
         if scope["type"] != "http":
             return self.app(scope, receive, send)
-        framed = False
+        framed = chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 if not value.isdigit() or int(value) > self.max_bytes:
                     return self._checked(scope, receive, send)
                 framed = True
-        if framed or scope["method"] in _NO_BODY:
+            elif name == b"transfer-encoding":
+                chunked = True
+        if framed or (scope["method"] in _NO_BODY and not chunked):
             # a body framed by Content-Length is read no further by the server (the declared
             # size was checked above); a GET or HEAD without one has none: nothing to count
             return self.app(scope, receive, send)
@@ -56,7 +58,8 @@ class BodyLimitMiddleware:
                     await self._refuse(scope, receive, send)
                     return
                 framed = True
-        if framed or scope["method"] in _NO_BODY:  # e.g. "+12": int() reads what isdigit won't
+        chunked = any(name == b"transfer-encoding" for name, _ in scope["headers"])
+        if framed or (scope["method"] in _NO_BODY and not chunked):  # "+12": int() reads it
             await self.app(scope, receive, send)
             return
         seen = 0

@@ -89,6 +89,8 @@ class RequestEnvelope:
             if kind == "http.response.start":
                 status = message["status"]
                 headers = message.get("headers", ())
+                if not isinstance(headers, list | tuple):  # an iterable is read only once
+                    headers = list(headers)
                 if security is not None:
                     message["headers"] = [*headers, *added, *security.missing(headers, docs)]
                 else:

@@ -18,6 +18,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Host, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.oauth.scopes import RequireScopes
+
 UNMATCHED = "unmatched"
 """The template of a request no route matched (404, or answered before routing)."""
 
@@ -75,8 +77,11 @@ class PrefixRouter(Router):
         return None
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self._by_prefix and not scope.get("root_path"):
-            mount = self._mount_for(scope["path"])
+        path = scope["path"] if scope["type"] == "http" else ""
+        # Starlette's patterns never match a newline (``.``), and ``$`` matches before a final
+        # one: such paths take Starlette's own dispatch, as does any root_path
+        if path and self._by_prefix and not scope.get("root_path") and "\n" not in path:
+            mount = self._mount_for(path)
             if mount is not None:
                 # what Mount.matches would put in the scope for a prefix without parameters,
                 # without its pattern match (the prefix lookup already matched)
@@ -117,14 +122,13 @@ def lean_endpoints(routes: Iterable[BaseRoute]) -> int:
                 changed += 1
         elif isinstance(route, Mount | Host):
             app: Any = route.app
-            for _ in range(32):  # through scope guards and middleware down to a router
-                children = getattr(app, "routes", None)
-                if isinstance(children, list):
-                    changed += lean_endpoints(children)
-                    break
-                app = getattr(app, "app", None)
-                if app is None:
-                    break
+            # only through routers and scope guards: a wrapper of another kind may act on the
+            # responses (version headers added in ``send``, say) and must then see the error
+            # responses too, which Starlette's route-level handling answers inside it
+            while isinstance(app, RequireScopes):
+                app = app.app
+            if isinstance(app, Router):
+                changed += lean_endpoints(app.routes)
     return changed
 
 

@@ -136,9 +136,10 @@ class ServerSpans:
 
     With the always-off sampler (no exporter: the default) nothing is recorded, so the span is
     made here as the SDK would make it — a non-recording span with a fresh span id, the
-    caller's trace id and trace state when a valid ``traceparent`` came, else a fresh trace
-    id, never the sampled flag — without the SDK's sampler call, attribute dict and span
-    processors on every request. Any other sampler goes through ``start_span``.
+    caller's trace id, trace state and random-id flag when a valid ``traceparent`` came, else
+    a fresh trace id (flagged random, as the SDK does), never the sampled flag — without the
+    SDK's sampler call, attribute dict and span processors on every request. Any other sampler
+    goes through ``start_span``.
     """
 
     def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
@@ -168,10 +169,13 @@ class ServerSpans:
             remote = trace.get_current_span(parent).get_span_context() if parent else None
             if remote is not None and remote.is_valid:
                 trace_id, state = remote.trace_id, remote.trace_state
+                random_id = remote.trace_flags.random_trace_id
             else:
                 trace_id, state = ids.generate_trace_id(), _EMPTY_STATE
+                random_id = ids.is_trace_id_random()
+            flags = _NOT_SAMPLED_RANDOM if random_id else _NOT_SAMPLED
             span = trace.NonRecordingSpan(
-                trace.SpanContext(trace_id, ids.generate_span_id(), False, _NOT_SAMPLED, state)
+                trace.SpanContext(trace_id, ids.generate_span_id(), False, flags, state)
             )
             return span, b"%032x" % trace_id
         method: str = scope["method"]
@@ -214,6 +218,7 @@ class ServerSpans:
 
 
 _NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
+_NOT_SAMPLED_RANDOM = trace.TraceFlags(trace.TraceFlags.RANDOM_TRACE_ID)  # W3C level 2 flag
 _EMPTY_STATE = trace.TraceState()
 
 

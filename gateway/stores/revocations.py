@@ -105,15 +105,20 @@ class SqliteRevocationStore:
     def _revoke(self, jti: str, expires_at: float) -> None:
         with self._lock:
             conn = self._connect()
-            conn.execute(
-                "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?)"
-                " ON CONFLICT(jti) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)",
-                (jti, expires_at),
-            )
+            self._open_version()
+            try:
+                conn.execute(  # autocommit: committed when it returns
+                    "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?, ?)"
+                    " ON CONFLICT(jti) DO UPDATE SET"
+                    " expires_at = max(expires_at, excluded.expires_at)",
+                    (jti, expires_at),
+                )
+            finally:
+                # after the commit (a reader that sees the new version sees the row), and even
+                # if the insert failed after committing: a bump too many only empties caches
+                self._bump_version()
             # Forgetting tokens that expired anyway keeps the table as small as its live set.
             conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?", (time.time() - 3600,))
-            self._open_version()
-            self._bump_version()  # after the commit: a reader that sees it sees the row
 
     def _is_revoked(self, jti: str) -> bool:
         with self._lock:
@@ -125,10 +130,16 @@ class SqliteRevocationStore:
         return row is not None
 
     def _close(self) -> None:
-        with self._lock:
+        with self._lock:  # no revocation is bumping the counter while it is unmapped
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            version, self._version = self._version, None
+            if version is not None:
+                version.close()
+            if self._version_fd is not None:
+                os.close(self._version_fd)
+                self._version_fd = None
 
     async def open(self) -> None:
         """Create the file and table now, so a bad path fails at startup, not on a request."""
@@ -183,12 +194,6 @@ class SqliteRevocationStore:
             self._reader.close()
             self._reader = None
         await asyncio.to_thread(self._close)
-        if self._version is not None:
-            self._version.close()
-            self._version = None
-        if self._version_fd is not None:
-            os.close(self._version_fd)
-            self._version_fd = None
         self._not_revoked.clear()
         self._seen_version = -1
 

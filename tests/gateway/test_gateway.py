@@ -134,6 +134,7 @@ async def test_startup_heap_is_frozen_while_serving_and_released_after(
             async with aiohttp.ClientSession() as s, s.get(f"{url}/healthz") as r:
                 assert r.status == 200
         assert gc.get_freeze_count() == 0
+        assert gc.get_threshold() == before  # the collector as the process had it
     finally:
         gc.set_threshold(*before)
 

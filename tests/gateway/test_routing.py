@@ -55,6 +55,9 @@ def routes() -> list[BaseRoute]:
         Mount("/v1/{tenant}", routes=[Route("/items", aecho)]),  # parameters: Starlette's way
         Route("/healthz", aecho),
         Route("/tagged", aecho, middleware=[Middleware(Tagged)]),
+        # a wrapper acting on responses (as experience versioning does): its routes' errors
+        # must still pass through it
+        Mount("/wrapped", app=Tagged(Router(routes=[Route("/boom", boom)]))),
     ]
 
 
@@ -79,6 +82,9 @@ async def test_prefix_router_answers_every_path_as_starlette_does() -> None:
         ("GET", "/healthz"),
         ("GET", "/nowhere/at/all"),
         ("GET", "/system/v1/crmx/customers/7"),
+        ("GET", "/system/v1/crm/customers/a%0Ab"),  # a newline: Starlette's patterns refuse it
+        ("GET", "/system/v1/crm/customers/7%0A"),
+        ("GET", "/wrapped/boom"),
     ]
     transports = [httpx.ASGITransport(app=a) for a in (plain, fast)]
     async with (
@@ -99,5 +105,38 @@ async def test_lean_endpoints_keep_error_handling_and_route_middleware() -> None
         assert teapot.status_code == 418 and teapot.text == "teapot"
         tagged = await c.get("/tagged")
         assert tagged.status_code == 200 and tagged.headers["x-tagged"] == "1"
+        wrapped = await c.get("/wrapped/boom")
+        assert wrapped.status_code == 418 and wrapped.headers["x-tagged"] == "1"
         sync_view = Starlette(routes=[Route("/s", echo)])
         assert lean_endpoints(sync_view.router.routes) == 0  # sync views keep the threadpool
+
+
+async def test_a_chunked_get_body_is_still_counted_against_the_limit() -> None:
+    """Only a Content-Length-framed body, or a GET/HEAD with no body at all, skips counting."""
+    from gateway.policies.body_limit import BodyLimitMiddleware
+
+    async def reads_body(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        await request.body()
+        await JSONResponse({"ok": True})(scope, receive, send)
+
+    app = BodyLimitMiddleware(reads_body, max_bytes=1024)
+    chunks = [b"x" * 600, b"x" * 600]
+
+    async def receive() -> dict:  # type: ignore[type-arg]
+        return {"type": "http.request", "body": chunks.pop(0), "more_body": bool(chunks)}
+
+    sent: list[dict] = []  # type: ignore[type-arg]
+
+    async def send(message: dict) -> None:  # type: ignore[type-arg]
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "headers": [(b"transfer-encoding", b"chunked")],
+        "query_string": b"",
+    }
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 413

@@ -206,6 +206,9 @@ async def test_exporter_none_still_gives_trace_ids_and_propagates(
     trace_id = r.headers["X-Trace-Id"]
     assert int(trace_id, 16) != 0
     assert all(x["traceparent"].startswith(f"00-{trace_id}-") for x in backend.received)
+    # a root trace id made by the SDK's random generator carries the W3C random flag (0x02),
+    # as the SDK's own start_span would set it; never the sampled flag
+    assert all(x["traceparent"].endswith("-02") for x in backend.received)
 
 
 async def test_exporter_none_continues_the_callers_trace_unsampled(
