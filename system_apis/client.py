@@ -44,7 +44,15 @@ from .resilience import (
     full_jitter_backoff,
     parse_retry_after,
 )
-from .transport import BodyCutShort, Origin, Response, Transport, TransportError, split_url
+from .transport import (
+    BodyCutShort,
+    Origin,
+    Response,
+    ResponseTooLarge,
+    Transport,
+    TransportError,
+    split_url,
+)
 
 log = logging.getLogger("trellis.system")
 
@@ -140,6 +148,7 @@ class BackendClient:
             connect_s=t.connect_s,
             read_s=t.read_s,
             total_s=t.total_s,
+            max_response_bytes=cfg.max_response_bytes,
         )
 
     def _route(self, url: str) -> tuple[Transport, str]:
@@ -320,6 +329,9 @@ class BackendClient:
             raise BackendTimeout(self.name, "no answer within the timeout") from exc
         except BodyCutShort as exc:
             raise BackendUnavailable(self.name, "response body cut short") from exc
+        except ResponseTooLarge as exc:
+            limit = self.config.max_response_bytes
+            raise BadBackendData(self.name, f"response larger than {limit} bytes") from exc
         except (TransportError, OSError) as exc:
             raise BackendUnavailable(self.name, f"connection failed: {type(exc).__name__}") from exc
         finally:

@@ -91,6 +91,11 @@ class BackendConfig(Strict):
     max_concurrency: int = Field(32, ge=1, description="Bulkhead: calls in flight at once.")
     pool_size: int = Field(64, ge=1)
     keepalive_s: float = Field(15.0, gt=0, description="Keep below the backend's idle timeout.")
+    max_response_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="A larger response body fails the call (502) instead of filling memory.",
+    )
     rate_limit: VendorRateLimit | None = None
     health_path: str = "/__health"
     critical: bool = Field(False, description="System of record: its failure fails composites.")

@@ -42,6 +42,7 @@ __all__ = [
     "ConnectionLost",
     "Origin",
     "Response",
+    "ResponseTooLarge",
     "Transport",
     "TransportError",
     "split_url",
@@ -69,6 +70,10 @@ class BodyCutShort(TransportError):
 
 class BadResponse(TransportError):
     """The server answered something that is not an HTTP/1.x response."""
+
+
+class ResponseTooLarge(BadResponse):
+    """The response body is larger than the transport accepts (``max_response_bytes``)."""
 
 
 class _NoResponse(ConnectionLost):
@@ -138,6 +143,7 @@ class _Connection(asyncio.Protocol):
         "pool",
         "raw_headers",
         "read_s",
+        "received",
         "reusable",
         "timer",
         "transport",
@@ -153,6 +159,7 @@ class _Connection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
+        self.received = 0
         self.headers_done = False
         self.got_bytes = False
         self.is_head = False
@@ -175,6 +182,7 @@ class _Connection(asyncio.Protocol):
         self.waiter = fut
         self.raw_headers = []
         self.body = []
+        self.received = 0
         self.headers_done = self.got_bytes = self.reusable = False
         self.is_head = is_head
         self.deadline = deadline
@@ -261,6 +269,12 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
+        if not self.is_head:  # refuse a body announced too large before any of it arrives
+            for name, value in self.raw_headers:
+                if name.lower() == b"content-length" and value.strip().isdigit():
+                    if int(value) > self.pool.max_response_bytes:
+                        self._fail(ResponseTooLarge(f"the response declares {int(value)} bytes"))
+                        return
         if self.is_head and self.waiter is not None:
             status = self.parser.get_status_code()
             if status >= 200:
@@ -269,6 +283,11 @@ class _Connection(asyncio.Protocol):
                 self._complete(status)
 
     def on_body(self, body: bytes) -> None:
+        self.received += len(body)
+        if self.received > self.pool.max_response_bytes:
+            if self.waiter is not None:
+                self._fail(ResponseTooLarge("the response body exceeds the limit"))
+            return
         self.body.append(body)
 
     def on_message_complete(self) -> None:
@@ -279,6 +298,7 @@ class _Connection(asyncio.Protocol):
         if status < 200:  # an interim 1xx answer: the real one follows
             self.raw_headers = []
             self.body = []
+            self.received = 0
             self.headers_done = False
             return
         keep = parser.should_keep_alive() and parser.get_http_version() == "1.1"
@@ -352,6 +372,7 @@ class Transport:
         total_s: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
         user_agent: str = "trellis",
+        max_response_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         scheme = scheme.lower()
         if scheme not in DEFAULT_PORTS:
@@ -367,6 +388,8 @@ class Transport:
         self.connect_s = connect_s
         self.read_s = read_s
         self.total_s = total_s
+        self.max_response_bytes = max_response_bytes
+        """A larger body (declared or received) fails the call and drops the connection."""
         self._ssl: ssl.SSLContext | None = None
         if scheme == "https":
             self._ssl = ssl_context or default_ssl_context()

@@ -21,7 +21,7 @@ import pytest
 from system_apis.client import BackendClient
 from system_apis.config import BackendConfig
 from system_apis.crm import CrmClient
-from system_apis.errors import BackendTimeout, BackendUnavailable
+from system_apis.errors import BackendTimeout, BackendUnavailable, BadBackendData
 from system_apis.inventory import InventoryClient
 from system_apis.sandbox import seed
 from system_apis.transport import (
@@ -29,6 +29,7 @@ from system_apis.transport import (
     BodyCutShort,
     ConnectFailed,
     ConnectionLost,
+    ResponseTooLarge,
     Transport,
 )
 from tests.servers import free_port
@@ -357,6 +358,40 @@ async def test_body_cut_short() -> None:
         try:
             with pytest.raises(BodyCutShort):
                 await t.request("GET", "/x")
+        finally:
+            await t.close()
+
+
+async def test_a_body_over_the_limit_fails_declared_or_streamed() -> None:
+    """``max_response_bytes``: a declared length over it fails before the body is read; a
+    chunked body fails as soon as it passes it; neither connection is reused."""
+
+    async def handler(server: RawServer, reader: Any, writer: Any, n: int) -> None:
+        while await server.read_request(reader) is not None:
+            if n == 1:  # declared: never sends the 10 MB it announces
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\nabc")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                for _ in range(10):
+                    writer.write(b"400\r\n" + b"x" * 1024 + b"\r\n")
+                writer.write(b"0\r\n\r\n")
+            await writer.drain()
+
+    async with RawServer(handler) as srv:
+        t = srv.transport(max_response_bytes=4096)
+        try:
+            started = time.monotonic()
+            with pytest.raises(ResponseTooLarge, match="declares 10000000"):
+                await t.request("GET", "/big")
+            assert time.monotonic() - started < 1  # not waiting for a body it refuses
+            with pytest.raises(ResponseTooLarge, match="exceeds"):
+                await t.request("GET", "/big")
+            assert srv.connections == 2 and t.idle_connections == 0
+            small = srv.transport(max_response_bytes=20_000)
+            try:
+                assert (await small.request("GET", "/ok")).body == b"x" * 10 * 1024
+            finally:
+                await small.close()
         finally:
             await t.close()
 
@@ -790,6 +825,17 @@ async def test_client_maps_transport_failures(
         with pytest.raises(error) as err:
             await c.request("GET", "/x")
         assert detail in str(err.value)
+
+
+async def test_client_answers_502_to_a_response_over_its_limit(
+    started: list[BackendClient],
+) -> None:
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000
+    async with RawServer(answer_once(big)) as srv:
+        c = await client_for(started, srv.url, max_response_bytes=4096)
+        with pytest.raises(BadBackendData) as err:
+            await c.request("GET", "/x")
+        assert err.value.status == 502 and "larger than 4096 bytes" in str(err.value)
 
 
 async def test_client_connect_refused_and_ping(started: list[BackendClient]) -> None:
