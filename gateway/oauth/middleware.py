@@ -60,10 +60,6 @@ class BearerMiddleware:
             self.verifier_of = verifier
         self.max_token_bytes = max_token_bytes
 
-    @property
-    def verifier(self) -> TokenVerifier:
-        return self.verifier_of()
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             found = bearer_token(scope, self.max_token_bytes)

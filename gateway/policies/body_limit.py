@@ -31,37 +31,24 @@ class BodyLimitMiddleware:
         framed = chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if not value.isdigit() or int(value) > self.max_bytes:
-                    return self._checked(scope, receive, send)
+                try:
+                    declared = int(value)
+                except ValueError:
+                    response = problem_response(400, scope=scope, detail="invalid Content-Length")
+                    return response(scope, receive, send)
+                if declared > self.max_bytes:
+                    return self._refuse(scope, receive, send)
                 framed = True
             elif name == b"transfer-encoding":
                 chunked = True
         if framed or (scope["method"] in _NO_BODY and not chunked):
             # a body framed by Content-Length is read no further by the server (the declared
-            # size was checked above); a GET or HEAD without one has none: nothing to count
+            # size was checked above); a GET or HEAD with neither has none: nothing to count
             return self.app(scope, receive, send)
-        return self._checked(scope, receive, send)
+        return self._counting(scope, receive, send)
 
-    async def _checked(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Refuse a bad or too large Content-Length, or count a streamed body as it comes."""
-        framed = False
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await problem_response(400, scope=scope, detail="invalid Content-Length")(
-                        scope, receive, send
-                    )
-                    return
-                if declared > self.max_bytes:
-                    await self._refuse(scope, receive, send)
-                    return
-                framed = True
-        chunked = any(name == b"transfer-encoding" for name, _ in scope["headers"])
-        if framed or (scope["method"] in _NO_BODY and not chunked):  # "+12": int() reads it
-            await self.app(scope, receive, send)
-            return
+    async def _counting(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A streamed body: counted as it arrives, refused with 413 once over the limit."""
         seen = 0
         started = False
 

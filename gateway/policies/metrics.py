@@ -120,9 +120,6 @@ class LoopCounter:
         values = self.values
         values[labels] = values.get(labels, 0.0) + 1.0
 
-    def value(self, *labels: str) -> float:
-        return self.values.get(labels, 0.0)
-
     def family(self) -> CounterMetricFamily:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
         for labels, value in self.values.items():

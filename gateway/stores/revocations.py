@@ -25,9 +25,11 @@ from typing import Protocol
 
 import redis.asyncio as aioredis
 
+from gateway.stores.inline_read import InlineReader
 from gateway.stores.redis_options import REDIS_TIMEOUTS
 
 KEY_PREFIX = "trellis:revoked:"
+_IS_REVOKED = "SELECT 1 FROM revoked_tokens WHERE jti = ?"
 
 
 class RevocationStore(Protocol):
@@ -51,7 +53,7 @@ class SqliteRevocationStore:
         self.path = path
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._reader: sqlite3.Connection | None = None  # used only on the event loop's thread
+        self._reader = InlineReader(path)  # on the event loop's thread only
         self._version_path = path.with_suffix(".version")
         self._version_fd: int | None = None
         self._version: mmap.mmap | None = None
@@ -122,11 +124,7 @@ class SqliteRevocationStore:
 
     def _is_revoked(self, jti: str) -> bool:
         with self._lock:
-            row = (
-                self._connect()
-                .execute("SELECT 1 FROM revoked_tokens WHERE jti = ?", (jti,))
-                .fetchone()
-            )
+            row = self._connect().execute(_IS_REVOKED, (jti,)).fetchone()
         return row is not None
 
     def _close(self) -> None:
@@ -155,10 +153,8 @@ class SqliteRevocationStore:
 
     async def is_revoked(self, jti: str) -> bool:
         # On every authenticated request. A token checked since the last revocation on this
-        # host is answered from memory. Otherwise an indexed point read of a local WAL file
-        # never waits for writers, so it runs inline (a few µs) rather than paying a thread
-        # hop (~60 µs, see docs/performance.md). If the file is busy anyway (a checkpoint),
-        # the read fails at once (timeout 0) and is retried in a worker thread.
+        # host is answered from memory; otherwise one point read on the loop (inline_read.py),
+        # in a worker thread only when the file is busy.
         version = self._version
         if version is not None:
             (current,) = struct.unpack_from("<Q", version, 0)
@@ -170,7 +166,7 @@ class SqliteRevocationStore:
         else:
             current = -1
         try:
-            revoked = self._is_revoked_inline(jti)
+            revoked = bool(self._reader.fetchall(_IS_REVOKED, (jti,)))
         except sqlite3.OperationalError:
             revoked = await asyncio.to_thread(self._is_revoked, jti)
         if not revoked and version is not None and current == self._seen_version:
@@ -179,20 +175,8 @@ class SqliteRevocationStore:
             self._not_revoked.add(jti)
         return revoked
 
-    def _is_revoked_inline(self, jti: str) -> bool:
-        if self._reader is None:
-            if not self.path.exists():
-                raise sqlite3.OperationalError("not created yet")
-            reader = sqlite3.connect(self.path, timeout=0, check_same_thread=False)
-            reader.execute("PRAGMA query_only = 1")
-            self._reader = reader
-        row = self._reader.execute("SELECT 1 FROM revoked_tokens WHERE jti = ?", (jti,)).fetchone()
-        return row is not None
-
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        self._reader.close()
         await asyncio.to_thread(self._close)
         self._not_revoked.clear()
         self._seen_version = -1
