@@ -21,6 +21,7 @@ import platform
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ from base64 import b64encode
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from string import Template
 from typing import Any
@@ -94,6 +96,41 @@ class Row:
     @property
     def ok(self) -> bool:
         return self.load is not None and not self.note.startswith("n/a")
+
+
+@dataclass
+class Contender:
+    """A server started for an interleaved comparison: where to send load, and its loads."""
+
+    url: str
+    headers: list[str]
+    pid: int
+    trellis: bool = False
+    loads: list[Load] = field(default_factory=list)
+    rss: RssSampler | None = None
+
+
+def median_load(loads: list[Load]) -> Load:
+    """Field-by-field median of several rounds (counts summed): a row's reported figures."""
+    first = loads[0]
+
+    def med(values: list[float]) -> float:
+        return round(statistics.median(values), 3)
+
+    cpus = [ld.cpu_us_per_req for ld in loads if ld.cpu_us_per_req is not None]
+    return Load(
+        tool=first.tool,
+        connections=first.connections,
+        requests=sum(ld.requests for ld in loads),
+        duration_s=round(sum(ld.duration_s for ld in loads), 2),
+        rps=round(statistics.median(ld.rps for ld in loads), 1),
+        p50_ms=med([ld.p50_ms for ld in loads]),
+        p90_ms=med([ld.p90_ms for ld in loads]),
+        p99_ms=med([ld.p99_ms for ld in loads]),
+        p999_ms=med([ld.p999_ms for ld in loads]),
+        errors=sum(ld.errors for ld in loads),
+        cpu_us_per_req=round(statistics.median(cpus), 1) if cpus else None,
+    )
 
 
 # --- machine and processes -----------------------------------------------------------------
@@ -423,7 +460,7 @@ def trellis_config(
     for path in sorted((REPO / "config").glob("*.yaml")):
         sections[path.stem] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     gw = sections.setdefault("gateway", {})
-    gw["data_dir"] = str(tmp / "data")
+    gw["data_dir"] = str(tmp / f"data-{name}")  # each instance its own stores (run side by side)
     gw["log_level"] = "info" if full else "warning"  # the access log writes at info
     gw.setdefault("sandbox", {}).update({"enabled": False, "base_port": sandbox_port})
     backends = sections["backends"]
@@ -434,7 +471,7 @@ def trellis_config(
             cfg["rate_limit"] = {"rate": 100_000, "period_s": 1}
         cfg["max_concurrency"] = max(int(cfg.get("max_concurrency", 32)), 64)
     oauth = sections.setdefault("oauth", {})
-    oauth["keys_dir"] = str(tmp / "keys")
+    oauth["keys_dir"] = str(tmp / f"keys-{name}")
     rl = sections.setdefault("ratelimit", {})
     rl.setdefault("tiers", {}).setdefault("internal", {})["sustained"] = HIGH_LIMIT
     obs = sections.setdefault("observability", {})
@@ -453,11 +490,15 @@ TRELLIS_SRC: list[str] = []
 """A source tree to run instead of the installed one (``--trellis-src``, for before/after)."""
 
 
-def trellis_cmd(server: str, config: Path, port: int) -> tuple[list[str], dict[str, str]]:
-    """``trellis run`` (uvicorn, the shipped default) or granian on ``app_from_env``."""
+def trellis_cmd(
+    server: str, config: Path, port: int, src: str | None = None
+) -> tuple[list[str], dict[str, str]]:
+    """``trellis run`` (uvicorn, the shipped default) or granian on ``app_from_env``; from the
+    source tree ``src`` (else ``--trellis-src``, else the installed one)."""
     env = {"TRELLIS_CONFIG_DIR": str(config), "AUTHLIB_INSECURE_TRANSPORT": "1"}
-    if TRELLIS_SRC:
-        env["PYTHONPATH"] = TRELLIS_SRC[0]
+    src = src or (TRELLIS_SRC[0] if TRELLIS_SRC else None)
+    if src:
+        env["PYTHONPATH"] = src
         if server == "uvicorn":
             run = [PYTHON, "-m", "gateway.cli", "run", "--config", str(config), "--no-sandbox"]
             return [*run, "--port", str(port)], env
@@ -502,6 +543,8 @@ class Options:
     keep_tmp: bool
     repeat: int = 1
     half_peak: bool = True
+    rounds: int = 3
+    ab_src: str | None = None
 
 
 class Bench:
@@ -525,20 +568,26 @@ class Bench:
         print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)
 
     def measure(
-        self, url: str, headers: list[str] | None = None, pid: int | None = None, **kw: Any
+        self,
+        url: str,
+        headers: list[str] | None = None,
+        pid: int | None = None,
+        warmup: float | None = None,
+        repeat: int | None = None,
+        **kw: Any,
     ) -> Load:
-        """Warm up, then ``--repeat`` measured runs; the fastest one is kept (noisy machine).
+        """Warm up, then ``repeat`` (default ``--repeat``) measured runs; the fastest one is
+        kept (noisy machine). Interleaved scenarios pass ``repeat=1`` per round.
 
         With ``pid``, the server's CPU time during the kept run is recorded per request.
         """
         connections = kw.pop("connections", self.opts.connections)
         duration = kw.pop("duration", self.opts.duration)
-        if self.opts.warmup > 0:
-            self.loadgen.run(
-                url, duration=self.opts.warmup, connections=connections, headers=headers
-            )
+        warmup = self.opts.warmup if warmup is None else warmup
+        if warmup > 0:
+            self.loadgen.run(url, duration=warmup, connections=connections, headers=headers)
         best: Load | None = None
-        for _ in range(max(1, self.opts.repeat)):
+        for _ in range(max(1, self.opts.repeat if repeat is None else repeat)):
             before = cpu_seconds(pid) if pid else 0.0
             load = self.loadgen.run(
                 url, duration=duration, connections=connections, headers=headers, **kw
@@ -624,13 +673,17 @@ class Bench:
             row.load = self.measure(f"http://127.0.0.1:{port}{STOCK_PATH}", pid=proc.pid)
         row.server = "nginx 1 worker"
 
-    def python_proxy(self, row: Row, target: str, server: str, headers: list[str]) -> None:
+    def start_python_proxy(
+        self, stack: contextlib.ExitStack, target: str, server: str, headers: list[str]
+    ) -> Contender:
         port = free_port()
         env = {"BENCH_UPSTREAM": f"http://127.0.0.1:{self.backend_port}", "PYTHONPATH": str(REPO)}
         cmd = asgi_server_cmd(server, target, port)
         name = target.split(":")[0].split(".")[-1] + "-" + server
-        with self.serving(name, cmd, f"http://127.0.0.1:{port}/__health", env) as proc:
-            row.load = self.measure(f"http://127.0.0.1:{port}{STOCK_PATH}", headers, pid=proc.pid)
+        proc = stack.enter_context(
+            self.serving(name, cmd, f"http://127.0.0.1:{port}/__health", env)
+        )
+        return Contender(f"http://127.0.0.1:{port}{STOCK_PATH}", headers, proc.pid)
 
     def start_sandbox(self) -> None:
         if self.sandbox is not None and self.sandbox.poll() is None:
@@ -644,9 +697,11 @@ class Bench:
                 f"http://127.0.0.1:{self.sandbox_port + i}/__health", self.sandbox, self.procs
             )
 
-    def trellis(self, row: Row, server: str, full: bool, rss: bool = False) -> None:
+    def start_trellis(
+        self, stack: contextlib.ExitStack, server: str, full: bool, src: str | None = None
+    ) -> Contender:
         self.start_sandbox()
-        name = f"{'full' if full else 'bare'}"
+        name = f"{'full' if full else 'bare'}-{server}" + ("-ab" if src else "")
         config = trellis_config(
             self.tmp,
             name,
@@ -655,22 +710,83 @@ class Bench:
             full=full,
         )
         port = free_port()
-        cmd, env = trellis_cmd(server, config, port)
+        cmd, env = trellis_cmd(server, config, port, src)
         base = f"http://127.0.0.1:{port}"
-        with self.serving(f"trellis-{name}-{server}", cmd, f"{base}/healthz", env) as proc:
-            access = token(base, "ops-admin", "system:read")
-            bearer = f"Authorization: Bearer {access}"
-            status, body = http(
-                "GET", base + SYSTEM_ROUTE, headers={"Authorization": f"Bearer {access}"}
-            )
-            if status != 200:
-                raise Unavailable(f"GET {SYSTEM_ROUTE} answered {status}: {body[:160]!r}")
-            with RssSampler(proc.pid) as sampler:
-                row.load = self.measure(base + SYSTEM_ROUTE, [bearer], pid=proc.pid)
-            row.extra["rss_peak_worker_mb"] = round(sampler.peak_worker / 2**20, 1)
-            row.extra["rss_peak_total_mb"] = round(sampler.peak_total / 2**20, 1)
-            if full and server == self.opts.servers[0] and row.load and self.opts.half_peak:
-                self.half_peak(row, base + SYSTEM_ROUTE, bearer)
+        proc = stack.enter_context(self.serving(f"trellis-{name}", cmd, f"{base}/healthz", env))
+        access = token(base, "ops-admin", "system:read")
+        status, body = http(
+            "GET", base + SYSTEM_ROUTE, headers={"Authorization": f"Bearer {access}"}
+        )
+        if status != 200:
+            raise Unavailable(f"GET {SYSTEM_ROUTE} answered {status}: {body[:160]!r}")
+        return Contender(base + SYSTEM_ROUTE, [f"Authorization: Bearer {access}"], proc.pid, True)
+
+    def interleaved(
+        self, entries: list[tuple[Row, Callable[[contextlib.ExitStack], Contender]]]
+    ) -> None:
+        """Scenarios compared by throughput, measured in alternation rather than one after
+        another: every server is started first (all pinned to the server core, idle while
+        another is measured), then each round measures each once, in an order rotated from
+        round to round, and a row reports the median of its rounds. A drift of the machine
+        (another VM's load, a CPU-frequency change) then falls on every row alike instead of on
+        whichever row ran at the time; the spread of the rounds goes into the JSON."""
+        wanted = [(row, start) for row, start in entries if row.key[0] in self.opts.scenarios]
+        if not wanted:
+            return
+        with contextlib.ExitStack() as stack:
+            running: list[tuple[Row, Contender]] = []
+            for row, start in wanted:
+                self.say(f"scenario {row.key}: {row.title} {row.server}: starting".rstrip())
+                try:
+                    contender = start(stack)
+                except Unavailable as exc:
+                    row.note = f"n/a: {exc}"
+                except Exception as exc:
+                    row.note = f"n/a: {type(exc).__name__}: {exc}"[:300]
+                else:
+                    running.append((row, contender))
+                    if contender.trellis:
+                        contender.rss = stack.enter_context(RssSampler(contender.pid))
+            rounds = max(1, self.opts.rounds)
+            for n in range(rounds):
+                shift = n % len(running) if running else 0
+                for row, c in running[shift:] + running[:shift]:
+                    warmup = self.opts.warmup if n == 0 else min(self.opts.warmup, 1.0)
+                    try:
+                        c.loads.append(
+                            self.measure(c.url, c.headers, pid=c.pid, warmup=warmup, repeat=1)
+                        )
+                    except Unavailable as exc:
+                        row.note = f"n/a: {exc}"
+                    last = c.loads[-1] if c.loads else None
+                    if last is not None:
+                        self.say(
+                            f"  round {n + 1}/{rounds} {row.key:<3} {last.rps:>8,.0f} req/s  "
+                            f"cpu {last.cpu_us_per_req or 0:,.0f} us/req  p99 {last.p99_ms:.2f} ms"
+                        )
+            for row, c in running:
+                if c.loads:
+                    row.load = median_load(c.loads)
+                    row.extra["rounds"] = [
+                        {"rps": ld.rps, "cpu_us_per_req": ld.cpu_us_per_req, "p99_ms": ld.p99_ms}
+                        for ld in c.loads
+                    ]
+            for row, c in running:
+                if c.rss is not None:
+                    c.rss.__exit__(None, None, None)
+                    row.extra["rss_peak_worker_mb"] = round(c.rss.peak_worker / 2**20, 1)
+                    row.extra["rss_peak_total_mb"] = round(c.rss.peak_total / 2**20, 1)
+                full_default = row.key == "6"
+                if full_default and row.load and self.opts.half_peak:
+                    self.half_peak(row, c.url, c.headers[0])
+        for row, _ in wanted:
+            self.rows.append(row)
+            if row.load:
+                ld = row.load
+                self.say(
+                    f"  {row.key}: median {ld.rps:,.0f} req/s  cpu {ld.cpu_us_per_req or 0:,.0f}"
+                    f" us/req  p50 {ld.p50_ms:.2f} ms  p99 {ld.p99_ms:.2f} ms  {row.note}"
+                )
 
     def half_peak(self, row: Row, url: str, bearer: str) -> None:
         """p99 of the full chain and of the backend, both at half the chain's peak rate."""
@@ -1096,8 +1212,23 @@ def parse(argv: list[str] | None) -> Options:
     p.add_argument("--no-chart", action="store_true")
     p.add_argument("--customer-id", default=None, help="canonical id for scenario 7")
     p.add_argument("--events", type=int, default=5000, help="events per bus in scenario 8")
-    p.add_argument("--repeat", type=int, default=2, help="measured runs per scenario; best kept")
-    p.add_argument("--quick", action="store_true", help="3 s runs, 1 s warm-up, no repeat")
+    p.add_argument(
+        "--repeat", type=int, default=2, help="measured runs of scenarios 1, 2 and 7; best kept"
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="rounds of the interleaved scenarios 3-6 (median reported)",
+    )
+    p.add_argument(
+        "--ab-src",
+        default=None,
+        help="also run the full chain from this source tree, interleaved (row 6b: an A/B)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="2 s runs, 0.5 s warm-up, no repeat, 3 rounds"
+    )
     p.add_argument("--keep-tmp", action="store_true", help="keep the logs and configs")
     p.add_argument("--no-half-peak", action="store_true", help="skip the half-peak p99 runs")
     p.add_argument("--trellis-src", default=None, help="run Trellis from this source tree")
@@ -1105,7 +1236,7 @@ def parse(argv: list[str] | None) -> Options:
     if a.trellis_src:
         TRELLIS_SRC[:] = [str(Path(a.trellis_src).resolve())]
     if a.quick:
-        a.duration, a.warmup, a.repeat = 3.0, 1.0, 1
+        a.duration, a.warmup, a.repeat = 2.0, 0.5, 1
     return Options(
         duration=a.duration,
         warmup=a.warmup,
@@ -1119,6 +1250,8 @@ def parse(argv: list[str] | None) -> Options:
         keep_tmp=a.keep_tmp,
         repeat=a.repeat,
         half_peak=not a.no_half_peak,
+        rounds=a.rounds,
+        ab_src=str(Path(a.ab_src).resolve()) if a.ab_src else None,
     )
 
 
@@ -1158,19 +1291,35 @@ def main(argv: list[str] | None = None) -> int:
         b = bench
         b.scenario("1", "backend direct")(b.backend_direct)
         b.scenario("2", "nginx reverse proxy, upstream keepalive")(b.nginx)
+        # 3-6 (and 6b) are compared by throughput: measured in alternation (Bench.interleaved)
+        entries: list[tuple[Row, Callable[[contextlib.ExitStack], Contender]]] = []
         for server in opts.servers:
             key = "3" if server == default_server else "3g"
+            row = Row(key, "bare Starlette+aiohttp pass-through", server)
             if server in missing:
-                b.rows.append(
-                    Row(key, "bare Starlette+aiohttp pass-through", server, note=missing[server])
-                )
+                row.note = missing[server]
+                b.rows.append(row)
                 continue
-            b.scenario(key, "bare Starlette+aiohttp pass-through", server)(
-                lambda row, s=server: b.python_proxy(row, "bench.passthrough:create_app", s, [])
+            entries.append(
+                (
+                    row,
+                    partial(
+                        b.start_python_proxy,
+                        target="bench.passthrough:create_app",
+                        server=server,
+                        headers=[],
+                    ),
+                )
             )
-        b.scenario("4", "peer gateway: premier + rate limit", "uvicorn")(
-            lambda row: b.python_proxy(
-                row, "bench.peer_premier:create_app", "uvicorn", [API_KEY_HEADER]
+        entries.append(
+            (
+                Row("4", "peer gateway: premier + rate limit", "uvicorn"),
+                partial(
+                    b.start_python_proxy,
+                    target="bench.peer_premier:create_app",
+                    server="uvicorn",
+                    headers=[API_KEY_HEADER],
+                ),
             )
         )
         for full, num, title in (
@@ -1182,7 +1331,20 @@ def main(argv: list[str] | None = None) -> int:
                 if server in missing:
                     b.rows.append(Row(key, title, server, note=missing[server]))
                     continue
-                b.scenario(key, title, server)(lambda row, s=server, f=full: b.trellis(row, s, f))
+                entries.append(
+                    (
+                        Row(key, title, server),
+                        partial(b.start_trellis, server=server, full=full),
+                    )
+                )
+        if opts.ab_src:
+            entries.append(
+                (
+                    Row("6b", f"full chain from {Path(opts.ab_src).name} (A/B)", default_server),
+                    partial(b.start_trellis, server=default_server, full=True, src=opts.ab_src),
+                )
+            )
+        b.interleaved(entries)
         b.scenario("7", "customer 360, 6 backends answering in 50 ms", "uvicorn")(b.customer_360)
         b.scenario("8s", "events published->handled, SQLite")(lambda row: b.events(row, "sqlite"))
         b.scenario("8r", "events published->handled, Redis")(lambda row: b.events(row, "redis"))
