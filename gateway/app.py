@@ -24,7 +24,7 @@ from gateway.oauth.scopes import RequireScopes
 from system_apis.registry import SystemApis
 
 from .docs import docs_routes
-from .errors import HANDLERS
+from .errors import HANDLERS, ErrorHandlers, split_handlers
 from .events.component import EventBus
 from .gc_tuning import restore, tune_after_startup
 from .health import health_routes
@@ -70,9 +70,15 @@ class Gateway(Starlette):
         self.router = PrefixRouter(routes, lifespan=lifespan)
 
     def build_middleware_stack(self) -> ASGIApp:
-        # tracing, metrics and the access log sit outside Starlette's error middleware, so a
-        # crash's 500 is still traced, counted and logged with its final status
-        return self.observability.wrap(super().build_middleware_stack(), self.settings.gateway.edge)
+        """Starlette's stack, leaner: the request envelope is also the server-error layer (a
+        crash's 500 is still traced, counted and logged with its final status), and
+        ``ErrorHandlers`` replaces ``ExceptionMiddleware`` before the router (gateway/errors.py).
+        """
+        server_error, handlers = split_handlers(self.exception_handlers)
+        app: ASGIApp = ErrorHandlers(self.router, handlers)
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return self.observability.wrap(app, self.settings.gateway.edge, server_error=server_error)
 
 
 def system_mounts(systems: SystemApis) -> list[BaseRoute]:

@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
+from starlette._utils import is_async_callable  # Starlette's own test (partials, __call__)
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from system_apis.errors import BackendError, BackendUnavailable, BadBackendData
 from system_apis.http.common import InvalidInput
 
+from .policies.envelope import RESPONSE_STATUS_KEY
 from .problems import TYPE_BASE, problem_response
 
 log = logging.getLogger("trellis.errors")
@@ -78,3 +84,74 @@ HANDLERS: Mapping[int | type[Exception], Handler] = {
     HTTPException: http_exception,
     Exception: unexpected,
 }
+
+
+class ErrorHandlers:
+    """Pure ASGI, innermost before the router: the handlers above (all but the 500 one, which
+    the request envelope applies) turn a route's exception into its response.
+
+    Starlette's ``ExceptionMiddleware`` with the same handlers and the same rules (a status
+    handler for an ``HTTPException`` first, then the nearest class in the exception's MRO; a
+    handled exception after the response started is a ``RuntimeError``), without its
+    per-request ``Request``, closures and ``send`` wrapper: whether the response started is
+    read from the envelope's ``scope[RESPONSE_STATUS_KEY]``. Without the envelope (and for
+    websockets) Starlette's own middleware does the work.
+    """
+
+    def __init__(self, app: ASGIApp, handlers: Mapping[Any, Any]) -> None:
+        self.app = app
+        self.starlette = ExceptionMiddleware(app, handlers=handlers)
+        self._classes = self.starlette._exception_handlers
+        self._statuses = self.starlette._status_handlers
+        # what route-level handling (Starlette's request_response) reads from the scope
+        self._for_routes = (self._classes, self._statuses)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status = scope.get(RESPONSE_STATUS_KEY)
+        if status is None or scope["type"] != "http":
+            await self.starlette(scope, receive, send)
+            return
+        scope["starlette.exception_handlers"] = self._for_routes
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            handler = self._handler_for(exc)
+            if handler is None:
+                raise
+            if status[0]:
+                raise RuntimeError(
+                    "Caught handled exception, but response already started."
+                ) from exc
+            request = Request(scope, receive, send)
+            if is_async_callable(handler):
+                response = await handler(request, exc)
+            else:
+                response = await run_in_threadpool(handler, request, exc)
+            if response is not None:
+                await response(scope, receive, send)
+            exc.__traceback__ = None  # a reused exception instance would grow its traceback
+
+    def _handler_for(self, exc: Exception) -> Any:
+        if isinstance(exc, HTTPException):
+            found = self._statuses.get(exc.status_code)
+            if found is not None:
+                return found
+        classes = self._classes
+        for cls in type(exc).__mro__:
+            if cls in classes:
+                return classes[cls]
+        return None
+
+
+def split_handlers(
+    handlers: Mapping[Any, Any],
+) -> tuple[Any, dict[Any, Any]]:
+    """(the 500 handler, the others), as Starlette splits an app's exception handlers."""
+    server_error = None
+    others: dict[Any, Any] = {}
+    for key, value in handlers.items():
+        if key in (500, Exception):
+            server_error = value
+        else:
+            others[key] = value
+    return server_error, others

@@ -30,7 +30,7 @@ from starlette.types import ASGIApp
 from gateway.policies import access_log
 from gateway.policies.access_log import ACCESS_LOGGER, AccessLog, LogsConfig
 from gateway.policies.edge import EdgeConfig, SecurityHeaders, TrustedProxies
-from gateway.policies.envelope import RequestEnvelope
+from gateway.policies.envelope import RequestEnvelope, ServerErrorHandler
 from gateway.policies.metrics import GatewayMetrics, MetricsConfig
 from gateway.policies.redaction import redact, redact_text
 from gateway.policies.tracing import (
@@ -306,7 +306,12 @@ class Observability:
         self.logging: LoggingHandle | None = None
         self._metrics_server: web.AppRunner | None = None
 
-    def wrap(self, app: ASGIApp, edge: EdgeConfig | None = None) -> RequestEnvelope:
+    def wrap(
+        self,
+        app: ASGIApp,
+        edge: EdgeConfig | None = None,
+        server_error: ServerErrorHandler | None = None,
+    ) -> RequestEnvelope:
         """``app`` (e.g. from ``Starlette.build_middleware_stack``) inside the request envelope:
         the server span, metrics and access log as configured, plus the request id and, from
         ``edge``, trusted-proxy addresses and security headers (see ``policies/envelope.py``).
@@ -319,6 +324,7 @@ class Observability:
             access_log=AccessLog() if self.config.logs.access_log else None,
             security_headers=SecurityHeaders(edge.hsts) if edge.security_headers else None,
             trusted_proxies=TrustedProxies(edge.trusted_proxies),
+            server_error=server_error,
         )
 
     def routes(self, protect: Callable[[ASGIApp], ASGIApp] | None = None) -> list[BaseRoute]:

@@ -7,16 +7,26 @@ principal again. Here the headers are scanned once, ``send`` is wrapped once, an
 and principal are read once when the response is complete (docs/performance.md: the six
 layers cost ~38 µs a request, the envelope ~half of that).
 
-It sits outside Starlette's error middleware, so a crash's 500 still gets its request id,
-trace id and security headers, and is traced, counted and logged with its final status.
-Policies that can refuse (body limit, authentication, rate limit) stay middleware of their own
-inside it, each with its own problem+json answer.
+It is also the server-error layer (Starlette's ``ServerErrorMiddleware``, one layer and one
+``send`` wrapper less): an exception no handler inside answered becomes the configured 500
+response, if no response has started, and is re-raised for the server to log, as Starlette
+does. So a crash's 500 still gets its request id, trace id and security headers, and is traced,
+counted and logged with its final status. Policies that can refuse (body limit,
+authentication, rate limit) stay middleware of their own inside it, each with its own
+problem+json answer. The response status it has seen go out is in ``scope[RESPONSE_STATUS_KEY]``
+(0 until the response starts), for the error handlers inside (``gateway.errors``) to know
+whether an answer can still be sent without wrapping ``send`` once more.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
+from starlette._utils import is_async_callable  # Starlette's own test (partials, __call__)
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.policies.access_log import AccessLog
@@ -27,6 +37,11 @@ from gateway.policies.tracing import TRACE_ID_HEADER, TRACE_ID_KEY, ServerSpans
 from gateway.request_id import HEADER as REQUEST_ID_HEADER
 from gateway.request_id import SCOPE_KEY as REQUEST_ID_KEY
 from gateway.request_id import request_id
+
+RESPONSE_STATUS_KEY = "trellis.response_status"
+"""``scope`` key: a one-item list, the status of the response once it started, else 0."""
+
+ServerErrorHandler = Callable[[Request, Exception], Awaitable[Response] | Response]
 
 
 class RequestEnvelope:
@@ -41,8 +56,10 @@ class RequestEnvelope:
         access_log: AccessLog | None = None,
         security_headers: SecurityHeaders | None = None,
         trusted_proxies: TrustedProxies | None = None,
+        server_error: ServerErrorHandler | None = None,
     ) -> None:
         self.app = app
+        self.server_error = server_error
         self.spans = spans
         self.metrics = metrics
         self.access_log = access_log
@@ -80,14 +97,14 @@ class RequestEnvelope:
         )
         security = self.security
         docs = security is not None and scope["path"].startswith("/docs")
-        status = 0
+        status = scope[RESPONSE_STATUS_KEY] = [0]
         sent = 0
 
         async def send_wrapped(message: Message) -> None:
-            nonlocal status, sent
+            nonlocal sent
             kind = message["type"]
             if kind == "http.response.start":
-                status = message["status"]
+                status[0] = message["status"]
                 headers = message.get("headers", ())
                 if not isinstance(headers, list | tuple):  # an iterable is read only once
                     headers = list(headers)
@@ -110,18 +127,38 @@ class RequestEnvelope:
         started = time.perf_counter()
         try:
             await self.app(scope, receive, send_wrapped)
-        except BaseException as exc:
-            if status == 0:
-                status = 500  # the server-error middleware inside us answered 500
+        except Exception as exc:
+            error = exc
+            await self._answer_crash(scope, receive, send_wrapped, exc, status[0] != 0)
+            raise
+        except BaseException as exc:  # cancelled: no answer to give
             error = exc
             raise
         finally:
+            code = status[0] or 500
             elapsed = time.perf_counter() - started
-            self.spans.end(span, token, scope, status, error)
+            self.spans.end(span, token, scope, code, error)
             if metrics is not None or access_log is not None:
                 route = route_template(scope)
                 if metrics is not None:
                     metrics.finished += 1
-                    count_request(metrics, scope, route, status, elapsed)
+                    count_request(metrics, scope, route, code, elapsed)
                 if access_log is not None:
-                    access_log.write(scope, route, status, elapsed * 1000.0, sent)
+                    access_log.write(scope, route, code, elapsed * 1000.0, sent)
+
+    async def _answer_crash(
+        self, scope: Scope, receive: Receive, send: Send, exc: Exception, started: bool
+    ) -> None:
+        """As ``ServerErrorMiddleware``: the 500 handler always runs (it logs); its response
+        goes out only if none has started."""
+        handler = self.server_error
+        request = Request(scope)
+        response: Response
+        if handler is None:
+            response = PlainTextResponse("Internal Server Error", status_code=500)
+        elif is_async_callable(handler):
+            response = await handler(request, exc)
+        else:
+            response = await run_in_threadpool(handler, request, exc)  # type: ignore[arg-type]
+        if not started:
+            await response(scope, receive, send)

@@ -46,21 +46,30 @@ async def get(url: str, headers: dict[str, str] | None = None) -> aiohttp.Client
 
 
 async def test_cors_preflight_for_configured_origin(edge_url: str) -> None:
-    async with aiohttp.ClientSession() as s, s.options(
-        edge_url + "/process/v1/customers",
-        headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET",
-                 "Access-Control-Request-Headers": "Authorization"},
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.options(
+            edge_url + "/process/v1/customers",
+            headers={
+                "Origin": ORIGIN,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "Authorization",
+            },
+        ) as r,
+    ):
         assert r.status == 200
         assert r.headers["Access-Control-Allow-Origin"] == ORIGIN
         assert "Authorization" in r.headers["Access-Control-Allow-Headers"]
 
 
 async def test_cors_refuses_unknown_origin(edge_url: str) -> None:
-    async with aiohttp.ClientSession() as s, s.options(
-        edge_url + "/process/v1/customers",
-        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.options(
+            edge_url + "/process/v1/customers",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+        ) as r,
+    ):
         assert r.status == 400
         assert "Access-Control-Allow-Origin" not in r.headers
 
@@ -75,8 +84,10 @@ async def test_security_headers_on_every_response(edge_url: str) -> None:
 
 async def test_forwarded_addresses_from_trusted_proxy_get_their_own_budget(edge_url: str) -> None:
     """Behind a trusted proxy each forwarded client has its own per-address limit."""
-    statuses_a = [(await get(edge_url + "/healthz", {"X-Forwarded-For": "203.0.113.7"})).status
-                  for _ in range(4)]
+    statuses_a = [
+        (await get(edge_url + "/healthz", {"X-Forwarded-For": "203.0.113.7"})).status
+        for _ in range(4)
+    ]
     assert statuses_a == [200, 200, 200, 429]
     other = await get(edge_url + "/healthz", {"Forwarded": 'for="203.0.113.8";proto=https'})
     assert other.status == 200
@@ -92,8 +103,12 @@ async def test_untrusted_peer_cannot_spoof_its_address(
     settings = test_settings(
         sandbox.base_port,
         tmp_path,
-        ratelimit={"enabled": True, "unauthenticated": {"burst": "2/minute"}, "exempt_paths": [],
-                   "routes": []},
+        ratelimit={
+            "enabled": True,
+            "unauthenticated": {"burst": "2/minute"},
+            "exempt_paths": [],
+            "routes": [],
+        },
     )  # no trusted proxies: X-Forwarded-For is ignored
     async with serve(create_app(settings)) as url:
         statuses = [
@@ -107,9 +122,10 @@ async def test_rate_limit_headers_and_problem(edge_url: str) -> None:
     for _ in range(3):
         r = await get(edge_url + "/healthz", {"X-Forwarded-For": "203.0.113.50"})
     assert "RateLimit-Policy" in r.headers and "RateLimit" in r.headers
-    async with aiohttp.ClientSession() as s, s.get(
-        edge_url + "/healthz", headers={"X-Forwarded-For": "203.0.113.50"}
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(edge_url + "/healthz", headers={"X-Forwarded-For": "203.0.113.50"}) as r,
+    ):
         body = await r.json(content_type=None)
         assert r.status == 429
         assert int(r.headers["Retry-After"]) >= 1
