@@ -75,13 +75,17 @@ class RequireScopes:
         # every await of the request's coroutine chain passes one frame fewer
         if scope["type"] not in ("http", "websocket"):
             return self.app(scope, receive, send)
-        needed = self.read if scope.get("method", "GET") in SAFE_METHODS else self.write
-        failure = authorization_failure(scope, needed)
+        failure = self.refusal(scope)
         if failure is None:
             return self.app(scope, receive, send)
         if scope["type"] == "websocket":
             return WebSocketClose(code=1008)(scope, receive, send)
         return failure(scope, receive, send)
+
+    def refusal(self, scope: Scope) -> Response | None:
+        """The 401/403 answer to this request, or None when its token holds the scopes."""
+        needed = self.read if scope.get("method", "GET") in SAFE_METHODS else self.write
+        return authorization_failure(scope, needed)
 
 
 def requires(*scopes: str) -> Callable[[Endpoint], Endpoint]:

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.oauth.scopes import RequireScopes
 from gateway.policies.routing import PrefixRouter, lean_endpoints, route_template
 
 
@@ -58,6 +59,20 @@ def routes() -> list[BaseRoute]:
         # a wrapper acting on responses (as experience versioning does): its routes' errors
         # must still pass through it
         Mount("/wrapped", app=Tagged(Router(routes=[Route("/boom", boom)]))),
+        # a router behind a scope guard: the guard answers first, whatever the path below
+        Mount("/guarded", app=RequireScopes(Router(routes=[Route("/x/{id}", aecho)]), read=["r"])),
+        Mount(
+            "/multi",
+            routes=[
+                Route("/same", aecho, methods=["POST"]),  # a partial match before a full one
+                Route("/same", aecho, methods=["GET"]),
+                Route("/slash/", aecho),  # GET /multi/slash: Starlette's redirect
+                Route("/{any}/deep", aecho),  # no literal start: always tried
+                Route("/n/{num:int}/{rest:path}", aecho),  # convertors applied
+            ],
+        ),
+        # a router with middleware of its own keeps its own dispatch
+        Mount("/own", app=Router(routes=[Route("/t", aecho)], middleware=[Middleware(Tagged)])),
     ]
 
 
@@ -85,6 +100,19 @@ async def test_prefix_router_answers_every_path_as_starlette_does() -> None:
         ("GET", "/system/v1/crm/customers/a%0Ab"),  # a newline: Starlette's patterns refuse it
         ("GET", "/system/v1/crm/customers/7%0A"),
         ("GET", "/wrapped/boom"),
+        ("GET", "/guarded/x/1"),
+        ("POST", "/guarded/x/1"),
+        ("GET", "/guarded/nothing"),
+        ("GET", "/multi/same"),
+        ("POST", "/multi/same"),
+        ("DELETE", "/multi/same"),
+        ("GET", "/multi/slash"),
+        ("GET", "/multi/slash/"),
+        ("GET", "/multi/q/deep"),
+        ("GET", "/multi/q/shallow"),
+        ("GET", "/multi/n/5/a/b"),
+        ("GET", "/multi/n/x/a"),
+        ("GET", "/own/t"),
     ]
     transports = [httpx.ASGITransport(app=a) for a in (plain, fast)]
     async with (
@@ -95,6 +123,9 @@ async def test_prefix_router_answers_every_path_as_starlette_does() -> None:
             ra = await a.request(method, path, follow_redirects=False)
             rb = await b.request(method, path, follow_redirects=False)
             assert (rb.status_code, rb.text) == (ra.status_code, ra.text), path
+            assert rb.headers.get("location") == ra.headers.get("location"), path
+            assert rb.headers.get("allow") == ra.headers.get("allow"), path
+            assert rb.headers.get("x-tagged") == ra.headers.get("x-tagged"), path
     assert isinstance(fast.router, Router)
 
 
