@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from system_apis.errors import BackendError, BackendUnavailable, BadBackendData
 from system_apis.http.common import InvalidInput
 
-from .policies.envelope import RESPONSE_STATUS_KEY
+from .policies.scope_keys import RESPONSE_STATUS_KEY
 from .problems import TYPE_BASE, problem_response
 
 log = logging.getLogger("trellis.errors")

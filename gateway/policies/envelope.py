@@ -33,13 +33,11 @@ from gateway.policies.access_log import AccessLog
 from gateway.policies.edge import SecurityHeaders, TrustedProxies
 from gateway.policies.metrics import GatewayMetrics, count_request
 from gateway.policies.routing import route_template
+from gateway.policies.scope_keys import RESPONSE_HEADERS_KEY, RESPONSE_STATUS_KEY
 from gateway.policies.tracing import TRACE_ID_HEADER, TRACE_ID_KEY, ServerSpans
 from gateway.request_id import HEADER as REQUEST_ID_HEADER
 from gateway.request_id import SCOPE_KEY as REQUEST_ID_KEY
 from gateway.request_id import request_id
-
-RESPONSE_STATUS_KEY = "trellis.response_status"
-"""``scope`` key: a one-item list, the status of the response once it started, else 0."""
 
 ServerErrorHandler = Callable[[Request, Exception], Awaitable[Response] | Response]
 
@@ -98,6 +96,8 @@ class RequestEnvelope:
         security = self.security
         docs = security is not None and scope["path"].startswith("/docs")
         status = scope[RESPONSE_STATUS_KEY] = [0]
+        policies: list[tuple[bytes, bytes]] = []
+        scope[RESPONSE_HEADERS_KEY] = policies
         sent = 0
 
         async def send_wrapped(message: Message) -> None:
@@ -109,9 +109,14 @@ class RequestEnvelope:
                 if not isinstance(headers, list | tuple):  # an iterable is read only once
                     headers = list(headers)
                 if security is not None:
-                    message["headers"] = [*headers, *added, *security.missing(headers, docs)]
+                    message["headers"] = [
+                        *headers,
+                        *policies,
+                        *added,
+                        *security.missing(headers, docs),
+                    ]
                 else:
-                    message["headers"] = [*headers, *added]
+                    message["headers"] = [*headers, *policies, *added]
             elif kind == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)

@@ -23,8 +23,8 @@ import re
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, cast
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple, cast
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, SlidingWindowCounterSupport
@@ -37,6 +37,7 @@ from limits.aio.strategies import (
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.policies.scope_keys import RESPONSE_HEADERS_KEY
 from gateway.policies.sliding_window import SlidingWindowCounters
 from gateway.principal import principal_of
 from gateway.problems import TYPE_BASE, problem_response
@@ -198,18 +199,16 @@ class RateLimitConfig(Strict):
 
 @dataclass(frozen=True, slots=True)
 class Limit:
-    """One named limit of a limit set, ready for ``limits``."""
+    """One named limit of a limit set, ready for ``limits``; quota and window read once."""
 
     name: str
     item: RateLimitItem
+    quota: int = field(init=False)
+    window_s: int = field(init=False)
 
-    @property
-    def quota(self) -> int:
-        return int(self.item.amount)
-
-    @property
-    def window_s(self) -> int:
-        return int(self.item.get_expiry())
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "quota", int(self.item.amount))
+        object.__setattr__(self, "window_s", int(self.item.get_expiry()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,17 +220,18 @@ class LimitSetRule:
     limits: tuple[Limit, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class LimitState:
-    """A limit after this request: what the ``RateLimit`` header reports."""
+class LimitState(NamedTuple):
+    """A limit after this request: what the ``RateLimit`` header reports.
+
+    (A named tuple rather than a frozen dataclass, as ``Decision``: made on every request,
+    and a frozen dataclass's ``__init__`` costs a ``object.__setattr__`` per field.)"""
 
     limit: Limit
     remaining: int
     reset_s: int
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """One check's outcome; ``allowed`` False without ``violated``: storage failed closed."""
 
     allowed: bool
@@ -621,6 +621,12 @@ class RateLimitMiddleware:
                 type_=TYPE_BASE + "rate-limit-unavailable",
             )
             await response(scope, receive, send)
+            return
+
+        added = scope.get(RESPONSE_HEADERS_KEY)
+        if added is not None:  # the request envelope adds them to the response
+            added.extend(headers)
+            await self.app(scope, receive, send)
             return
 
         async def send_with_headers(message: Message) -> None:

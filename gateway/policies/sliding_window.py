@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class WindowCheck:
+class WindowCheck(NamedTuple):
     """One check of one limit: the counts it saw (after the hit when admitted)."""
 
     admitted: bool
