@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ from .resilience import (
     BreakerState,
     CircuitBreaker,
     OutboundPacer,
+    Slots,
     full_jitter_backoff,
     parse_retry_after,
 )
@@ -59,12 +61,24 @@ log = logging.getLogger("trellis.system")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
-@dataclass(slots=True)
+_PLAIN_SEGMENT = re.compile(r"[A-Za-z0-9_.~-]+")
+"""Characters ``quote(value, safe="")`` never escapes."""
+
+
 class BackendResponse:
-    backend: str
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
+    """A backend's answer to one attempt; headers decoded on first use, as the transport's."""
+
+    __slots__ = ("_response", "backend", "body", "status")
+
+    def __init__(self, backend: str, response: Response) -> None:
+        self.backend = backend
+        self.status = response.status
+        self.body = response.body
+        self._response = response
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        return self._response.headers
 
     def json(self) -> Any:
         """The body as JSON; garbage becomes ``BadBackendData``, never a traceback."""
@@ -109,7 +123,7 @@ class BackendClient:
         self.base_url = base_url.rstrip("/")
         self.breaker = CircuitBreaker(config.breaker)
         self.pacer = OutboundPacer(config.rate_limit) if config.rate_limit else None
-        self._bulkhead = asyncio.Semaphore(config.max_concurrency)
+        self._bulkhead = Slots(config.max_concurrency)
         self.auth: AuthProvider = make_auth_provider(
             self.name, self.base_url, config.auth, config.timeouts.total_s
         )
@@ -292,15 +306,15 @@ class BackendClient:
         timeouts = self.config.timeouts
         if self.pacer is not None and not await self.pacer.acquire(timeout_s=timeouts.total_s):
             raise BackendUnavailable(self.name, "outbound rate limit queue is full")
-        if self._bulkhead.locked():  # full: wait for a slot, but not for ever
+        bulkhead = self._bulkhead
+        if not bulkhead.try_take():  # full: wait for a slot, but not for ever
+            deadline = asyncio.get_running_loop().time() + timeouts.connect_s
             try:
-                await asyncio.wait_for(self._bulkhead.acquire(), timeout=timeouts.connect_s)
+                await bulkhead.take(deadline)
             except TimeoutError as exc:
                 raise BackendUnavailable(
                     self.name, "too many calls in flight (bulkhead full)"
                 ) from exc
-        else:
-            await self._bulkhead.acquire()  # a free slot: no timer task needed
         try:
             self.stats.attempts += 1
             transport, target = self._route(url)
@@ -324,7 +338,7 @@ class BackendClient:
                 # a stale pooled connection is re-sent once only where a resend is harmless
                 idempotent=method in SAFE_METHODS or self.idempotency_header in headers,
             )
-            return BackendResponse(self.name, resp.status, resp.headers, resp.body)
+            return BackendResponse(self.name, resp)
         except TimeoutError as exc:
             raise BackendTimeout(self.name, "no answer within the timeout") from exc
         except BodyCutShort as exc:
@@ -335,7 +349,7 @@ class BackendClient:
         except (TransportError, OSError) as exc:
             raise BackendUnavailable(self.name, f"connection failed: {type(exc).__name__}") from exc
         finally:
-            self._bulkhead.release()
+            bulkhead.give_back()
 
     def _client_error(self, resp: BackendResponse) -> BackendError:
         detail = _vendor_message(resp)
@@ -362,6 +376,8 @@ class BackendClient:
         (which the URL would resolve to another path, sent with our credentials)."""
         if value in ("", ".", ".."):
             raise BackendNotFound(self.name, f"no record {value!r}")
+        if _PLAIN_SEGMENT.fullmatch(value):  # what quote() leaves as it is: the usual id
+            return value
         return quote(value, safe="")
 
     # --- health ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Callable
 from enum import StrEnum
 
@@ -149,3 +150,55 @@ class OutboundPacer:
                 self._refill()
             self._tokens -= 1.0
             return True
+
+
+class Slots:
+    """At most ``limit`` holders at once; waiters are served first come, first served.
+
+    A backend client's bulkhead and a transport's connection cap. Unlike ``asyncio.Semaphore``
+    a free slot is taken without an await (its ``locked()`` walks the waiters with a generator
+    on every call), and a wait has a deadline on the loop's clock. A released slot passes
+    straight to the first waiter, so a newcomer never takes it ahead of the queue.
+    """
+
+    __slots__ = ("_waiters", "held", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self.held < self.limit:  # a waiter exists only while every slot is held
+            self.held += 1
+            return True
+        return False
+
+    async def take(self, deadline: float) -> None:
+        """A slot, waiting for one until ``deadline`` (``loop.time()``); else TimeoutError."""
+        if self.try_take():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled():
+                self.give_back()  # handed a slot just as we gave up: pass it on
+            else:
+                fut.cancel()
+                try:
+                    self._waiters.remove(fut)
+                except ValueError:
+                    pass
+            raise
+
+    def give_back(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes to the first in line
+                return
+        self.held -= 1

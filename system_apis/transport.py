@@ -25,15 +25,15 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
-from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import cache
 from typing import cast
 from urllib.parse import quote, urlencode, urlsplit
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from .resilience import Slots
 
 __all__ = [
     "BadResponse",
@@ -80,11 +80,28 @@ class _NoResponse(ConnectionLost):
     """Lost before any response byte: on a reused connection, worth one more try."""
 
 
-@dataclass(slots=True)
 class Response:
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
+    """One response: status, headers and the whole body. The headers are decoded on first use
+    (most callers read only the status and the body)."""
+
+    __slots__ = ("_headers", "_raw_headers", "body", "status")
+
+    def __init__(self, status: int, raw_headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status = status
+        self.body = body
+        self._raw_headers = raw_headers
+        self._headers: CIMultiDictProxy[str] | None = None
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        headers = self._headers
+        if headers is None:
+            decoded = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self._raw_headers]
+            headers = self._headers = CIMultiDictProxy(CIMultiDict(decoded))
+        return headers
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status}, {len(self.body)} bytes>"
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -266,15 +283,14 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.raw_headers.append((name, value))
+        # refuse a body announced too large before any of it arrives (not for HEAD: no body)
+        if len(name) == 14 and name.lower() == b"content-length" and not self.is_head:
+            declared = value.strip()
+            if declared.isdigit() and int(declared) > self.pool.max_response_bytes:
+                self._fail(ResponseTooLarge(f"the response declares {int(declared)} bytes"))
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
-        if not self.is_head:  # refuse a body announced too large before any of it arrives
-            for name, value in self.raw_headers:
-                if name.lower() == b"content-length" and value.strip().isdigit():
-                    if int(value) > self.pool.max_response_bytes:
-                        self._fail(ResponseTooLarge(f"the response declares {int(value)} bytes"))
-                        return
         if self.is_head and self.waiter is not None:
             status = self.parser.get_status_code()
             if status >= 200:
@@ -316,10 +332,7 @@ class _Connection(asyncio.Protocol):
             self.timer = None
         if fut is None or fut.done():
             return
-        headers: CIMultiDict[str] = CIMultiDict(
-            [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw_headers]
-        )
-        fut.set_result(Response(status, CIMultiDictProxy(headers), b"".join(self.body)))
+        fut.set_result(Response(status, self.raw_headers, b"".join(self.body)))
 
     def _fail(self, exc: BaseException) -> None:
         fut = self.waiter
@@ -404,8 +417,7 @@ class Transport:
         self._fixed = self._host_line + self._ua_line + self._ae_line
         self._idle: list[_Connection] = []  # oldest first: taken from the end, expired from 0
         self._conns: set[_Connection] = set()
-        self._in_use = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._slots = Slots(pool_size)  # connections in use, at most pool_size
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
         self.connections_made = 0
@@ -413,7 +425,9 @@ class Transport:
 
     def __repr__(self) -> str:
         scheme, host, port = self.origin
-        return f"<Transport {scheme}://{host}:{port} idle={len(self._idle)} busy={self._in_use}>"
+        return (
+            f"<Transport {scheme}://{host}:{port} idle={len(self._idle)} busy={self._slots.held}>"
+        )
 
     @property
     def idle_connections(self) -> int:
@@ -444,9 +458,7 @@ class Transport:
         now = loop.time()
         deadline = now + (self.total_s if timeout_s is None else timeout_s)
         connect_by = min(now + self.connect_s, deadline)  # a slot and a connection by then
-        if self._in_use < self.pool_size:
-            self._in_use += 1
-        else:
+        if not self._slots.try_take():
             await self._wait_for_slot(connect_by)
             now = loop.time()
         try:
@@ -493,7 +505,7 @@ class Transport:
         if not target.startswith("/") or _UNSAFE_TARGET.search(target):
             target = _clean_target(target)
         if headers:
-            block = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
+            block = "".join(map("%s: %s\r\n".__mod__, headers.items()))  # no Python frame
             n = len(headers)
             if block.count("\n") != n or block.count("\r") != n or "\x00" in block:
                 raise ValueError("header injection: CR, LF or NUL in a header name or value")
@@ -536,34 +548,15 @@ class Transport:
     # --- the pool -------------------------------------------------------------------------
 
     async def _wait_for_slot(self, connect_by: float) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
         try:
-            async with asyncio.timeout_at(connect_by):
-                await fut
-        except BaseException as exc:
-            if fut.done() and not fut.cancelled():
-                self._release_slot()  # handed a slot just as we gave up: pass it on
-            else:
-                fut.cancel()
-                try:
-                    self._waiters.remove(fut)
-                except ValueError:
-                    pass
-            if isinstance(exc, TimeoutError):
-                raise TimeoutError(
-                    f"all {self.pool_size} connections busy for the connect timeout"
-                ) from None
-            raise
+            await self._slots.take(connect_by)
+        except TimeoutError:
+            raise TimeoutError(
+                f"all {self.pool_size} connections busy for the connect timeout"
+            ) from None
 
     def _release_slot(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot passes to the first in line
-                return
-        self._in_use -= 1
+        self._slots.give_back()
 
     def _take_idle(self, now: float) -> _Connection | None:
         idle = self._idle
