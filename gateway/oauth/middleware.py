@@ -64,8 +64,14 @@ class BearerMiddleware:
         if scope["type"] in ("http", "websocket"):
             found = bearer_token(scope, self.max_token_bytes)
             if isinstance(found, str):
+                verifier = self.verifier_of()
+                known = verifier.verify_known(found)  # the usual case: no await
+                if known is not None:
+                    scope[PRINCIPAL_KEY] = known
+                    await self.app(scope, receive, send)
+                    return
                 try:
-                    scope[PRINCIPAL_KEY] = await self.verifier_of().verify(found)
+                    scope[PRINCIPAL_KEY] = await verifier.verify(found)
                 except TokenRefused as refused:
                     found = refused
                 except Exception as exc:  # the revocation store (Redis) is down or stalled

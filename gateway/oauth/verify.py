@@ -117,6 +117,18 @@ class TokenVerifier:
         self._local_keys = keys
         self._cache.clear()
 
+    def verify_known(self, token: str) -> Principal | None:
+        """The principal of a token verified before, unexpired and known not to be revoked,
+        without an await; None when ``verify`` must decide (it may refuse, or do I/O)."""
+        principal = self._cache.get(token)
+        if principal is None or principal.expires_at + self._config.leeway_s <= time.time():
+            return None
+        if principal.token_id is not None and principal.issuer == self._config.issuer:
+            if not self._revocations.known_not_revoked(principal.token_id):
+                return None
+        self._cache.move_to_end(token)
+        return principal
+
     async def verify(self, token: str) -> Principal:
         if len(token) > self._config.max_token_bytes:
             raise TokenRefused("too_large")

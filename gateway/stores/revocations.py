@@ -39,6 +39,11 @@ class RevocationStore(Protocol):
 
     async def is_revoked(self, jti: str) -> bool: ...
 
+    def known_not_revoked(self, jti: str) -> bool:
+        """True when this process already knows ``jti`` is not revoked (no I/O, no await);
+        False means "ask ``is_revoked``", not "revoked"."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -151,6 +156,14 @@ class SqliteRevocationStore:
     async def revoke(self, jti: str, expires_at: float) -> None:
         await asyncio.to_thread(self._revoke, jti, expires_at)
 
+    def known_not_revoked(self, jti: str) -> bool:
+        """Checked since the last revocation on this host, and not revoked then."""
+        version = self._version
+        if version is None:
+            return False
+        (current,) = struct.unpack_from("<Q", version, 0)
+        return current == self._seen_version and jti in self._not_revoked
+
     async def is_revoked(self, jti: str) -> bool:
         # On every authenticated request. A token checked since the last revocation on this
         # host is answered from memory; otherwise one point read on the loop (inline_read.py),
@@ -201,6 +214,9 @@ class RedisRevocationStore:
 
     async def is_revoked(self, jti: str) -> bool:
         return bool(await self._redis.exists(self.key_prefix + jti))
+
+    def known_not_revoked(self, jti: str) -> bool:
+        return False  # another host may revoke at any time: always ask Redis
 
     async def close(self) -> None:
         await self._redis.aclose()
