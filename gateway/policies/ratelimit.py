@@ -593,17 +593,21 @@ class RateLimitMiddleware:
         return self.policy.stats()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        policy = self.policy
         if (
             scope["type"] != "http"
-            or not self.policy.config.enabled
-            or self.policy.is_exempt(scope["path"])
+            or not policy.config.enabled
+            or (
+                scope["path"].startswith(policy._exempt_prefixes)
+                and policy.is_exempt(scope["path"])
+            )
         ):
             await self.app(scope, receive, send)
             return
-        decision = self.policy.check_in_memory(scope)
+        decision = policy.check_in_memory(scope)
         if decision is None:  # counters elsewhere (Redis): the awaited, time-boxed check
-            decision = await self.policy.check(scope)
-        headers = [(b"ratelimit-policy", self.policy.policy_header(decision.rule))]
+            decision = await policy.check(scope)
+        headers = [(b"ratelimit-policy", policy.policy_header(decision.rule))]
         states = decision.states
         if states:
             state = states[0] if len(states) == 1 else most_constrained(states)

@@ -77,15 +77,13 @@ class PrefixRouter(Router):
         self._depths = sorted({p.count("/") for p in self._by_prefix})
 
     def _mount_for(self, path: str) -> _Target | None:
+        # the slashes of the path, up to the deepest prefix, found once (C-level splits)
+        parts = path.split("/", self._depths[-1] + 1)
         by_prefix = self._by_prefix
-        end = count = 0
-        for depth in self._depths:  # ascending: each slash is found once
-            while count < depth:
-                end = path.find("/", end + 1)
-                if end < 0:
-                    return None
-                count += 1
-            target = by_prefix.get(path[:end])
+        for depth in self._depths:  # ascending
+            if len(parts) <= depth + 1:
+                return None  # the path ends before: no slash closes a prefix this deep
+            target = by_prefix.get("/".join(parts[: depth + 1]))
             if target is not None:
                 return target
         return None
