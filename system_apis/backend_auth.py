@@ -32,6 +32,10 @@ class AuthProvider(Protocol):
 
     async def headers(self, send: Send) -> dict[str, str]: ...
 
+    def ready_headers(self) -> dict[str, str] | None:
+        """The headers when known without I/O (no await); None: call ``headers``."""
+        ...
+
     def invalidate(self) -> None: ...
 
 
@@ -42,6 +46,9 @@ class StaticHeaders:
         self._headers = headers
 
     async def headers(self, send: Send) -> dict[str, str]:
+        return self._headers
+
+    def ready_headers(self) -> dict[str, str] | None:
         return self._headers
 
     def invalidate(self) -> None:
@@ -70,6 +77,11 @@ class ClientCredentialsToken:
 
     async def headers(self, send: Send) -> dict[str, str]:
         return {"Authorization": f"Bearer {await self.token(send)}"}
+
+    def ready_headers(self) -> dict[str, str] | None:
+        if self._token and time.monotonic() < self._expires_at:
+            return {"Authorization": f"Bearer {self._token}"}
+        return None
 
     async def token(self, send: Send) -> str:
         if self._token and time.monotonic() < self._expires_at:

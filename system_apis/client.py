@@ -320,7 +320,11 @@ class BackendClient:
             transport, target = self._route(url)
             # one merged dict per attempt: the caller's headers, credentials, trace context
             # (the attempt's own, as ``observe.trace_headers()`` would read it back)
-            extra = await self.auth.headers(self._send_fn) if authenticated else None
+            extra = None
+            if authenticated:  # credentials known without I/O in the usual case: no await
+                extra = self.auth.ready_headers()
+                if extra is None:
+                    extra = await self.auth.headers(self._send_fn)
             traceparent = seen.traceparent
             if extra or traceparent is not None:
                 merged = {**headers, **extra} if extra else dict(headers)
