@@ -70,15 +70,20 @@ class Gateway(Starlette):
         self.router = PrefixRouter(routes, lifespan=lifespan)
 
     def build_middleware_stack(self) -> ASGIApp:
-        """Starlette's stack, leaner: the request envelope is also the server-error layer (a
-        crash's 500 is still traced, counted and logged with its final status), and
-        ``ErrorHandlers`` replaces ``ExceptionMiddleware`` before the router (gateway/errors.py).
-        """
+        """Starlette's stack, leaner: the request envelope is also its two error layers, the
+        server-error one (a crash's 500 is still traced, counted and logged with its final
+        status) and the exception handlers (``ErrorHandlers``, gateway/errors.py), applied to
+        whatever the policies inside it and the routes raise."""
         server_error, handlers = split_handlers(self.exception_handlers)
-        app: ASGIApp = ErrorHandlers(self.router, handlers)
+        app: ASGIApp = self.router
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
-        return self.observability.wrap(app, self.settings.gateway.edge, server_error=server_error)
+        return self.observability.wrap(
+            app,
+            self.settings.gateway.edge,
+            server_error=server_error,
+            errors=ErrorHandlers(app, handlers),
+        )
 
 
 def system_mounts(systems: SystemApis) -> list[BaseRoute]:

@@ -21,7 +21,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from system_apis.errors import BackendError, BackendUnavailable, BadBackendData
 from system_apis.http.common import InvalidInput
 
-from .policies.scope_keys import RESPONSE_STATUS_KEY
 from .problems import TYPE_BASE, problem_response
 
 log = logging.getLogger("trellis.errors")
@@ -87,49 +86,44 @@ HANDLERS: Mapping[int | type[Exception], Handler] = {
 
 
 class ErrorHandlers:
-    """Pure ASGI, innermost before the router: the handlers above (all but the 500 one, which
-    the request envelope applies) turn a route's exception into its response.
+    """The handlers above (all but the 500 one), applied by the request envelope to an
+    exception from inside it (gateway/policies/envelope.py): Starlette's
+    ``ExceptionMiddleware`` with the same rules, without a layer, a ``Request``, closures and a
+    ``send`` wrapper of its own on every request.
 
-    Starlette's ``ExceptionMiddleware`` with the same handlers and the same rules (a status
-    handler for an ``HTTPException`` first, then the nearest class in the exception's MRO; a
-    handled exception after the response started is a ``RuntimeError``), without its
-    per-request ``Request``, closures and ``send`` wrapper: whether the response started is
-    read from the envelope's ``scope[RESPONSE_STATUS_KEY]``. Without the envelope (and for
-    websockets) Starlette's own middleware does the work.
+    The rules: a status handler for an ``HTTPException`` first, then the nearest class in the
+    exception's MRO (Starlette's default ``HTTPException`` and ``WebSocketException`` handlers
+    included); a handled exception after the response started becomes a ``RuntimeError``
+    (the envelope's 500 path then logs it). Websockets go through Starlette's middleware.
     """
 
     def __init__(self, app: ASGIApp, handlers: Mapping[Any, Any]) -> None:
-        self.app = app
-        self.starlette = ExceptionMiddleware(app, handlers=handlers)
-        self._classes = self.starlette._exception_handlers
-        self._statuses = self.starlette._status_handlers
-        # what route-level handling (Starlette's request_response) reads from the scope
-        self._for_routes = (self._classes, self._statuses)
+        middleware = ExceptionMiddleware(app, handlers=handlers)
+        self.starlette: ASGIApp = middleware
+        self._classes = middleware._exception_handlers
+        self._statuses = middleware._status_handlers
+        self.for_routes = (self._classes, self._statuses)
+        """``scope["starlette.exception_handlers"]``: route-level handling (Starlette's
+        ``request_response``, kept by routes with middleware of their own) reads it."""
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        status = scope.get(RESPONSE_STATUS_KEY)
-        if status is None or scope["type"] != "http":
-            await self.starlette(scope, receive, send)
-            return
-        scope["starlette.exception_handlers"] = self._for_routes
-        try:
-            await self.app(scope, receive, send)
-        except Exception as exc:
-            handler = self._handler_for(exc)
-            if handler is None:
-                raise
-            if status[0]:
-                raise RuntimeError(
-                    "Caught handled exception, but response already started."
-                ) from exc
-            request = Request(scope, receive, send)
-            if is_async_callable(handler):
-                response = await handler(request, exc)
-            else:
-                response = await run_in_threadpool(handler, request, exc)
-            if response is not None:
-                await response(scope, receive, send)
-            exc.__traceback__ = None  # a reused exception instance would grow its traceback
+    async def answer(
+        self, exc: Exception, scope: Scope, receive: Receive, send: Send, started: bool
+    ) -> bool:
+        """Send the handler's response for ``exc``; False when no handler takes it."""
+        handler = self._handler_for(exc)
+        if handler is None:
+            return False
+        if started:
+            raise RuntimeError("Caught handled exception, but response already started.") from exc
+        request = Request(scope, receive, send)
+        if is_async_callable(handler):
+            response = await handler(request, exc)
+        else:
+            response = await run_in_threadpool(handler, request, exc)
+        if response is not None:
+            await response(scope, receive, send)
+        exc.__traceback__ = None  # a reused exception instance would grow its traceback
+        return True
 
     def _handler_for(self, exc: Exception) -> Any:
         if isinstance(exc, HTTPException):

@@ -61,33 +61,43 @@ class BearerMiddleware:
         self.max_token_bytes = max_token_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A coroutine function, so servers given this middleware as their app detect ASGI 3.
         if scope["type"] in ("http", "websocket"):
             found = bearer_token(scope, self.max_token_bytes)
             if isinstance(found, str):
                 verifier = self.verifier_of()
                 known = verifier.verify_known(found)  # the usual case: no await
-                if known is not None:
-                    scope[PRINCIPAL_KEY] = known
-                    await self.app(scope, receive, send)
+                if known is None:
+                    await self._verify(scope, receive, send, verifier, found)
                     return
-                try:
-                    scope[PRINCIPAL_KEY] = await verifier.verify(found)
-                except TokenRefused as refused:
-                    found = refused
-                except Exception as exc:  # the revocation store (Redis) is down or stalled
-                    log.warning("token check unavailable: %s", type(exc).__name__)
-                    if scope["type"] == "http":
-                        response = problem_response(
-                            503,
-                            scope=scope,
-                            title="Authentication unavailable",
-                            detail="the token could not be checked; retry shortly",
-                            headers={"Retry-After": "1"},
-                        )
-                        await response(scope, receive, send)
-                        return
-                    raise
-            if isinstance(found, TokenRefused):
-                scope[AUTH_ERROR_KEY] = found.reason
-                log.debug("bearer token refused: %s", found.reason)
+                scope[PRINCIPAL_KEY] = known
+            elif found is not None:
+                self._refused(scope, found)
         await self.app(scope, receive, send)
+
+    async def _verify(
+        self, scope: Scope, receive: Receive, send: Send, verifier: TokenVerifier, token: str
+    ) -> None:
+        try:
+            scope[PRINCIPAL_KEY] = await verifier.verify(token)
+        except TokenRefused as refused:
+            self._refused(scope, refused)
+        except Exception as exc:  # the revocation store (Redis) is down or stalled
+            log.warning("token check unavailable: %s", type(exc).__name__)
+            if scope["type"] == "http":
+                response = problem_response(
+                    503,
+                    scope=scope,
+                    title="Authentication unavailable",
+                    detail="the token could not be checked; retry shortly",
+                    headers={"Retry-After": "1"},
+                )
+                await response(scope, receive, send)
+                return
+            raise
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    def _refused(scope: Scope, refused: TokenRefused) -> None:
+        scope[AUTH_ERROR_KEY] = refused.reason
+        log.debug("bearer token refused: %s", refused.reason)

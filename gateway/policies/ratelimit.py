@@ -22,7 +22,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, cast
 
@@ -593,6 +593,8 @@ class RateLimitMiddleware:
         return self.policy.stats()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A coroutine function, so servers given this middleware as their app detect ASGI 3;
+        # with this process's counters the check itself needs no await.
         policy = self.policy
         if (
             scope["type"] != "http"
@@ -607,15 +609,20 @@ class RateLimitMiddleware:
         decision = policy.check_in_memory(scope)
         if decision is None:  # counters elsewhere (Redis): the awaited, time-boxed check
             decision = await policy.check(scope)
-        headers = [(b"ratelimit-policy", policy.policy_header(decision.rule))]
+        await self._apply(decision, scope, receive, send)
+
+    def _apply(
+        self, decision: Decision, scope: Scope, receive: Receive, send: Send
+    ) -> Awaitable[None]:
+        """The answer to a decision: the app's (or the refusal's) awaitable, not a frame."""
+        headers = [(b"ratelimit-policy", self.policy.policy_header(decision.rule))]
         states = decision.states
         if states:
             state = states[0] if len(states) == 1 else most_constrained(states)
             headers.append((b"ratelimit", ratelimit_header(state)))
 
         if decision.violated is not None:
-            await self._reject(scope, receive, send, decision.violated, decision.rule, headers)
-            return
+            return self._reject(scope, receive, send, decision.violated, decision.rule, headers)
         if not decision.allowed:  # storage failed and the policy fails closed
             response = problem_response(
                 503,
@@ -624,15 +631,17 @@ class RateLimitMiddleware:
                 detail="The rate-limit store cannot be reached; try again shortly.",
                 type_=TYPE_BASE + "rate-limit-unavailable",
             )
-            await response(scope, receive, send)
-            return
+            return response(scope, receive, send)
 
         added = scope.get(RESPONSE_HEADERS_KEY)
         if added is not None:  # the request envelope adds them to the response
             added.extend(headers)
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._with_headers(headers, scope, receive, send)
 
+    async def _with_headers(
+        self, headers: list[tuple[bytes, bytes]], scope: Scope, receive: Receive, send: Send
+    ) -> None:
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []), *headers]

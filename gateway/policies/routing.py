@@ -76,6 +76,12 @@ class PrefixRouter(Router):
             literals.append(_literal(route))
         self._depths = sorted({p.count("/") for p in self._by_prefix})
 
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:  # type: ignore[override]
+        # Router.__call__ without a coroutine of its own (one frame fewer on every await)
+        if "router" not in scope:
+            scope["router"] = self
+        return self.middleware_stack(scope, receive, send)
+
     def _mount_for(self, path: str) -> _Target | None:
         # the slashes of the path, up to the deepest prefix, found once (C-level splits)
         parts = path.split("/", self._depths[-1] + 1)

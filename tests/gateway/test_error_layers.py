@@ -11,6 +11,8 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, Router
@@ -186,10 +188,37 @@ async def test_a_crash_is_re_raised_for_the_server_to_log() -> None:
             await client.get("/crash")
 
 
-async def test_without_the_envelope_starlettes_exception_middleware_does_the_work() -> None:
-    app = ErrorHandlers(Router(routes=routes()), handlers(Counted()))
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+async def test_websockets_go_through_starlettes_exception_middleware() -> None:
+    _, lean, _, _ = apps()
+    transport = httpx.ASGITransport(app=lean, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        assert (await client.get("/teapot")).status_code == 418
-        assert (await client.get("/sync")).text == "sync handled: sync"
-        assert (await client.get("/gone")).text == "gone, by status"
+        assert (await client.get("/teapot")).status_code == 418  # builds the stack
+    envelope: Any = lean.middleware_stack
+    assert isinstance(envelope.errors, ErrorHandlers)
+    assert isinstance(envelope.errors.starlette, ExceptionMiddleware)
+
+
+async def test_an_exception_raised_by_a_policy_inside_the_envelope_is_handled_too() -> None:
+    """The handlers now apply to the edge policies as well as the routes (one layer for
+    both): a policy raising an HTTPException gets its problem+json answer, not a 500."""
+
+    class Refuses:
+        def __init__(self, app: ASGIApp) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "http" and scope["path"] == "/fine":
+                raise HTTPException(451, "not here")
+            await self.app(scope, receive, send)
+
+    _, _, _, lean_500 = apps()
+    lean = Lean(
+        routes=routes(), exception_handlers=handlers(lean_500), middleware=[Middleware(Refuses)]
+    )
+    lean.observability = Observability(ObservabilityConfig(), configure_logs=False)  # type: ignore[attr-defined]
+    lean.settings = SimpleNamespace(gateway=SimpleNamespace(edge=EdgeConfig()))  # type: ignore[attr-defined]
+    transport = httpx.ASGITransport(app=lean, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        refused = await client.get("/fine")
+    assert refused.status_code == 451 and refused.json()["detail"] == "not here"
+    assert lean_500.calls == 0

@@ -198,9 +198,7 @@ async def test_lost_answer_is_settled_then_undone_and_retry_makes_one_order(clea
     req = {"customer_id": p.crm_contact_id, "lines": [{"sku": skus[0], "quantity": 1}]}
     hdr = key()
     attempts = clean.systems.erp.config.retry.max_attempts
-    await clean.sandbox.set_faults(
-        "erp", truncate_next=attempts, paths=["/sap/zsd/v1/SalesOrders"]
-    )
+    await clean.sandbox.set_faults("erp", truncate_next=attempts, paths=["/sap/zsd/v1/SalesOrders"])
     status, headers, body = await clean.call("POST", "/process/v1/orders", json=req, headers=hdr)
     await clean.sandbox.clear_faults()
     assert_problem(status, headers, body, 503)
