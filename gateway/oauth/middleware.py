@@ -19,12 +19,13 @@ from gateway.problems import problem_response
 
 log = logging.getLogger(__name__)
 
-_B64TOKEN = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 """RFC 6750 §2.1 ``b64token``: anything else is malformed before any parsing."""
 
 
-def bearer_token(scope: Scope, max_bytes: int) -> str | TokenRefused | None:
-    """The bearer token of the request, a refusal if it is unusable, None if there is none."""
+def presented_token(scope: Scope, max_bytes: int) -> str | TokenRefused | None:
+    """The bearer token as sent, its syntax not yet checked (``well_formed``); a refusal if
+    it cannot be one; None if there is none."""
     values = [v for k, v in scope.get("headers", ()) if k == b"authorization"]
     if not values:
         return None
@@ -36,9 +37,14 @@ def bearer_token(scope: Scope, max_bytes: int) -> str | TokenRefused | None:
     raw: bytes = value[7:].strip()
     if len(raw) > max_bytes:
         return TokenRefused("too_large")
-    if not _B64TOKEN.fullmatch(raw):
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
         return TokenRefused("malformed")
-    return raw.decode("ascii")
+
+
+def well_formed(token: str) -> bool:
+    return _B64TOKEN.fullmatch(token) is not None
 
 
 class BearerMiddleware:
@@ -63,14 +69,18 @@ class BearerMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A coroutine function, so servers given this middleware as their app detect ASGI 3.
         if scope["type"] in ("http", "websocket"):
-            found = bearer_token(scope, self.max_token_bytes)
+            found = presented_token(scope, self.max_token_bytes)
             if isinstance(found, str):
                 verifier = self.verifier_of()
-                known = verifier.verify_known(found)  # the usual case: no await
-                if known is None:
+                # the usual case: a token verified before (so well formed then), no await
+                known = verifier.verify_known(found)
+                if known is not None:
+                    scope[PRINCIPAL_KEY] = known
+                elif well_formed(found):
                     await self._verify(scope, receive, send, verifier, found)
                     return
-                scope[PRINCIPAL_KEY] = known
+                else:
+                    self._refused(scope, TokenRefused("malformed"))
             elif found is not None:
                 self._refused(scope, found)
         await self.app(scope, receive, send)
