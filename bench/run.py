@@ -545,6 +545,7 @@ class Options:
     half_peak: bool = True
     rounds: int = 3
     ab_src: str | None = None
+    ab_env: dict[str, str] = field(default_factory=dict)
 
 
 class Bench:
@@ -698,7 +699,12 @@ class Bench:
             )
 
     def start_trellis(
-        self, stack: contextlib.ExitStack, server: str, full: bool, src: str | None = None
+        self,
+        stack: contextlib.ExitStack,
+        server: str,
+        full: bool,
+        src: str | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> Contender:
         self.start_sandbox()
         name = f"{'full' if full else 'bare'}-{server}" + ("-ab" if src else "")
@@ -711,6 +717,7 @@ class Bench:
         )
         port = free_port()
         cmd, env = trellis_cmd(server, config, port, src)
+        env.update(extra_env or {})
         base = f"http://127.0.0.1:{port}"
         proc = stack.enter_context(self.serving(f"trellis-{name}", cmd, f"{base}/healthz", env))
         access = token(base, "ops-admin", "system:read")
@@ -1222,6 +1229,13 @@ def parse(argv: list[str] | None) -> Options:
         help="rounds of the interleaved scenarios 3-6 (median reported)",
     )
     p.add_argument(
+        "--ab-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment of row 6b (e.g. TRELLIS_RATELIMIT__ENABLED=false: one policy's cost)",
+    )
+    p.add_argument(
         "--ab-src",
         default=None,
         help="also run the full chain from this source tree, interleaved (row 6b: an A/B)",
@@ -1251,7 +1265,8 @@ def parse(argv: list[str] | None) -> Options:
         repeat=a.repeat,
         half_peak=not a.no_half_peak,
         rounds=a.rounds,
-        ab_src=str(Path(a.ab_src).resolve()) if a.ab_src else None,
+        ab_src=str(Path(a.ab_src).resolve()) if a.ab_src else (str(REPO) if a.ab_env else None),
+        ab_env=dict(item.split("=", 1) for item in a.ab_env),
     )
 
 
@@ -1338,10 +1353,17 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
         if opts.ab_src:
+            what = " ".join(opts.ab_env) or f"from {Path(opts.ab_src).name}"
             entries.append(
                 (
-                    Row("6b", f"full chain from {Path(opts.ab_src).name} (A/B)", default_server),
-                    partial(b.start_trellis, server=default_server, full=True, src=opts.ab_src),
+                    Row("6b", f"full chain, {what} (A/B)"[:50], default_server),
+                    partial(
+                        b.start_trellis,
+                        server=default_server,
+                        full=True,
+                        src=opts.ab_src,
+                        extra_env=opts.ab_env,
+                    ),
                 )
             )
         b.interleaved(entries)

@@ -120,16 +120,20 @@ async def main() -> None:
     variants: list[tuple[str, Callable[[str], Starlette]]] = [
         ("slowapi 0.1.10 SlowAPIASGIMiddleware (sync limits storage)", slowapi_app),
         ("limits.aio RateLimitMiddleware, 50 ms budget (fails open)", limits_aio_app),
-        ("limits.aio RateLimitMiddleware, 1 s budget (waits for Redis)",
-         lambda url: limits_aio_app(url, timeout_ms=1000)),
+        (
+            "limits.aio RateLimitMiddleware, 1 s budget (waits for Redis)",
+            lambda url: limits_aio_app(url, timeout_ms=1000),
+        ),
     ]
     for name, make in variants:
         results = [await one_round(make, redis_url) for _ in range(rounds)]
         before = max(r[0] for r in results) * 1000
         during = [r[1] * 1000 for r in results]
-        print(f"{name}: worst loop stall during a 300 ms Redis pause: "
-              f"median {statistics.median(during):.1f} ms, max {max(during):.1f} ms "
-              f"(no pause: max {before:.1f} ms) over {rounds} rounds")
+        print(
+            f"{name}: worst loop stall during a 300 ms Redis pause: "
+            f"median {statistics.median(during):.1f} ms, max {max(during):.1f} ms "
+            f"(no pause: max {before:.1f} ms) over {rounds} rounds"
+        )
 
 
 if __name__ == "__main__":

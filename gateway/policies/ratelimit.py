@@ -213,11 +213,16 @@ class Limit:
 
 @dataclass(frozen=True, slots=True)
 class LimitSetRule:
-    """The limits that apply to one request, where their counters live, and their label."""
+    """The limits that apply to one request, where their counters live, and their label;
+    ``policy`` is their ``RateLimit-Policy`` header, rendered once."""
 
     label: str
     bucket: str
     limits: tuple[Limit, ...]
+    policy: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "policy", policy_header(self.limits))
 
 
 class LimitState(NamedTuple):
@@ -335,6 +340,12 @@ class RateLimitPolicy:
             )
             for r in config.routes
         )
+        # the routes a request of each method can match, in order (a GET skips POST-only ones)
+        methods = {m for r in self._routes for m in (r.methods or ())}
+        self._routes_by_method = {
+            m: tuple(r for r in self._routes if r.methods is None or m in r.methods)
+            for m in methods | {"GET", "HEAD", "OPTIONS"}
+        }
         self._last_warning = -math.inf
         self._suppressed = 0
         # The rules and their RateLimit-Policy headers are fixed by the config: made once, not
@@ -344,7 +355,7 @@ class RateLimitPolicy:
         }
         self._unauth_rule = LimitSetRule(UNAUTHENTICATED, "global", self._unauthenticated)
         self._route_rules: dict[tuple[int, str | None], LimitSetRule] = {}
-        self._policy_headers: dict[int, tuple[tuple[Limit, ...], bytes]] = {}
+        self._key_bases: dict[str, str] = {}  # bucket -> "namespace\x1fbucket\x1f"
         # In process memory the sliding-window counter (the default) is our own: a dict
         # lookup per limit, no awaits, no expiry task per request (sliding_window.py)
         self.counters: SlidingWindowCounters | None = None
@@ -373,7 +384,8 @@ class RateLimitPolicy:
             client = scope.get("client")
             identity = "addr:" + (str(client[0]) if client else "unknown")
         path, method = scope.get("path", "/"), scope.get("method", "GET")
-        for route in self._routes:
+        routes = self._routes_by_method.get(method)
+        for route in self._routes if routes is None else routes:
             if route.methods is not None and method not in route.methods:
                 continue
             if not path.startswith(route.prefix) or not route.pattern.match(path):
@@ -394,14 +406,6 @@ class RateLimitPolicy:
             return self._unauth_rule, identity
         return self._global_rules[tier], identity
 
-    def policy_header(self, rule: LimitSetRule) -> bytes:
-        """``RateLimit-Policy`` of a rule's limits, rendered once per limit set."""
-        limits = rule.limits
-        found = self._policy_headers.get(id(limits))
-        if found is None or found[0] is not limits:
-            found = self._policy_headers[id(limits)] = (limits, policy_header(limits))
-        return found[1]
-
     # ---- the check
 
     def check_in_memory(self, scope: Scope) -> Decision | None:
@@ -411,7 +415,7 @@ class RateLimitPolicy:
             return None
         rule, identity = self.rule_for(scope)
         self.decisions[rule.label] += 1
-        decision = self._check_memory_sliding(rule, (self.config.namespace, rule.bucket, identity))
+        decision = self._check_memory_sliding(rule, identity)
         if not decision.allowed:
             self.rejections[rule.label] += 1
         return decision
@@ -459,7 +463,7 @@ class RateLimitPolicy:
         )
         return Decision(True, rule, states)
 
-    def _check_memory_sliding(self, rule: LimitSetRule, ids: tuple[str, ...]) -> Decision:
+    def _check_memory_sliding(self, rule: LimitSetRule, identity: str) -> Decision:
         """``_check`` on this process's own sliding-window counters: no await, no task.
 
         The same arithmetic as limits' sliding-window counter (see ``sliding_window.py``);
@@ -468,15 +472,18 @@ class RateLimitPolicy:
         """
         counters = self.counters
         assert counters is not None
-        prefix = "\x1f".join(ids)
+        # the key of limits' ids (namespace, bucket, identity, limit name) joined by \x1f
+        prefix = self._key_bases.get(rule.bucket)
+        if prefix is None:
+            prefix = self._key_bases[rule.bucket] = f"{self.config.namespace}\x1f{rule.bucket}\x1f"
+        prefix += identity + "\x1f"
         states: list[LimitState] = []
         now = time.time()
         for limit in rule.limits:
             quota, window = limit.quota, limit.window_s
-            seen = counters.hit(f"{prefix}\x1f{limit.name}", quota, window, now)
-            prev, cur, left = seen.previous, seen.current, seen.left_s
+            admitted, prev, cur, left = counters.hit(prefix + limit.name, quota, window, now)
             prev_ttl = left if prev else 0.0
-            if not seen.admitted:
+            if not admitted:
                 wait = _sliding_retry_after(quota, window, prev, prev_ttl, cur, left + window)
                 state = LimitState(limit, 0, _whole_seconds(wait))
                 return Decision(False, rule, (state,), violated=state)
@@ -615,7 +622,7 @@ class RateLimitMiddleware:
         self, decision: Decision, scope: Scope, receive: Receive, send: Send
     ) -> Awaitable[None]:
         """The answer to a decision: the app's (or the refusal's) awaitable, not a frame."""
-        headers = [(b"ratelimit-policy", self.policy.policy_header(decision.rule))]
+        headers = [(b"ratelimit-policy", decision.rule.policy)]
         states = decision.states
         if states:
             state = states[0] if len(states) == 1 else most_constrained(states)
