@@ -416,7 +416,7 @@ class RateLimitPolicy:
         rule, identity = self.rule_for(scope)
         self.decisions[rule.label] += 1
         decision = self._check_memory_sliding(rule, identity)
-        if not decision.allowed:
+        if decision.violated is not None:
             self.rejections[rule.label] += 1
         return decision
 

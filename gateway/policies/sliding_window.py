@@ -60,7 +60,9 @@ class SlidingWindowCounters:
             self._sweep(now)
         position = now / window
         index = int(position)
-        entry = self._counts(key, window, index)
+        entry = self._entries.get(key)
+        if entry is None or entry[0] != index:  # new, or the window moved on
+            entry = self._counts(key, window, index)
         left = 1.0 - (position - index)  # share of the window still to run
         prev, cur = entry[2], entry[1]
         if math.floor(prev * left + cur) + 1 > quota:
