@@ -410,15 +410,35 @@ class RateLimitPolicy:
 
     def check_in_memory(self, scope: Scope) -> Decision | None:
         """``check`` without an await when the counters are this process's own (the default);
-        None when they are elsewhere (Redis, or a strategy of ``limits``)."""
+        None when they are elsewhere (Redis, or a strategy of ``limits``). An admission's
+        ``states`` holds the most constrained limit only: what the ``RateLimit`` header
+        reports."""
         if self.counters is None:
             return None
+        rule, found = self._in_memory(scope)
+        if isinstance(found, Decision):
+            return found
+        return Decision(True, rule, () if found is None else (found,))
+
+    def admit_in_memory(self, scope: Scope) -> list[tuple[bytes, bytes]] | Decision | None:
+        """The middleware's ``check_in_memory``: an admission is its two response headers
+        (no decision object); a refusal is its ``Decision``; None: counters elsewhere."""
+        if self.counters is None:
+            return None
+        rule, found = self._in_memory(scope)
+        if isinstance(found, Decision):
+            return found
+        if found is None:
+            return [(b"ratelimit-policy", rule.policy)]
+        return [(b"ratelimit-policy", rule.policy), (b"ratelimit", ratelimit_header(found))]
+
+    def _in_memory(self, scope: Scope) -> tuple[LimitSetRule, LimitState | Decision | None]:
         rule, identity = self.rule_for(scope)
         self.decisions[rule.label] += 1
-        decision = self._check_memory_sliding(rule, identity)
-        if decision.violated is not None:
+        found = self._check_memory_sliding(rule, identity)
+        if isinstance(found, Decision):
             self.rejections[rule.label] += 1
-        return decision
+        return rule, found
 
     async def check(self, scope: Scope) -> Decision:
         """Spend one request of every limit of the caller's set, within the time budget."""
@@ -463,12 +483,15 @@ class RateLimitPolicy:
         )
         return Decision(True, rule, states)
 
-    def _check_memory_sliding(self, rule: LimitSetRule, identity: str) -> Decision:
+    def _check_memory_sliding(
+        self, rule: LimitSetRule, identity: str
+    ) -> LimitState | Decision | None:
         """``_check`` on this process's own sliding-window counters: no await, no task.
 
         The same arithmetic as limits' sliding-window counter (see ``sliding_window.py``);
         remaining and reset come from the counts the check saw, and a refusal's Retry-After
-        from ``_sliding_retry_after``.
+        from ``_sliding_retry_after``. Admitted: the most constrained limit's state (as
+        ``most_constrained`` picks it; None for an empty set); refused: the decision.
         """
         counters = self.counters
         assert counters is not None
@@ -477,7 +500,7 @@ class RateLimitPolicy:
         if prefix is None:
             prefix = self._key_bases[rule.bucket] = f"{self.config.namespace}\x1f{rule.bucket}\x1f"
         prefix += identity + "\x1f"
-        states: list[LimitState] = []
+        best: LimitState | None = None  # the most constrained: fewest left, then latest reset
         now = time.time()
         for limit in rule.limits:
             quota, window = limit.quota, limit.window_s
@@ -491,8 +514,14 @@ class RateLimitPolicy:
             reset_in = left
             if prev:
                 reset_in = min(reset_in, prev_ttl % (window / prev))
-            states.append(LimitState(limit, remaining, max(0, math.ceil(reset_in))))
-        return Decision(True, rule, tuple(states))
+            reset_s = max(0, math.ceil(reset_in))
+            if (
+                best is None
+                or remaining < best.remaining
+                or (remaining == best.remaining and reset_s > best.reset_s)
+            ):
+                best = LimitState(limit, remaining, reset_s)
+        return best
 
     async def remaining(self, limit: Limit, namespace: str, bucket: str, identity: str) -> int:
         """Requests one limit still admits for a caller, without spending one."""
@@ -613,10 +642,18 @@ class RateLimitMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        decision = policy.check_in_memory(scope)
-        if decision is None:  # counters elsewhere (Redis): the awaited, time-boxed check
-            decision = await policy.check(scope)
-        await self._apply(decision, scope, receive, send)
+        found = policy.admit_in_memory(scope)
+        if found is None:  # counters elsewhere (Redis): the awaited, time-boxed check
+            await self._apply(await policy.check(scope), scope, receive, send)
+        elif isinstance(found, Decision):  # refused
+            await self._apply(found, scope, receive, send)
+        else:  # admitted: its two headers
+            added = scope.get(RESPONSE_HEADERS_KEY)
+            if added is not None:  # the request envelope adds them to the response
+                added += found
+                await self.app(scope, receive, send)
+            else:
+                await self._with_headers(found, scope, receive, send)
 
     def _apply(
         self, decision: Decision, scope: Scope, receive: Receive, send: Send
