@@ -70,20 +70,15 @@ class Gateway(Starlette):
         self.router = PrefixRouter(routes, lifespan=lifespan)
 
     def build_middleware_stack(self) -> ASGIApp:
-        """Starlette's stack, leaner: the request envelope is also its two error layers, the
-        server-error one (a crash's 500 is still traced, counted and logged with its final
-        status) and the exception handlers (``ErrorHandlers``, gateway/errors.py), applied to
-        whatever the policies inside it and the routes raise."""
+        """Starlette's stack, leaner: the request envelope is also the server-error layer (a
+        crash's 500 is still traced, counted and logged with its final status), and
+        ``ErrorHandlers`` (gateway/errors.py) replaces ``ExceptionMiddleware`` around the
+        router, where the user middleware (CORS) still acts on its answers."""
         server_error, handlers = split_handlers(self.exception_handlers)
-        app: ASGIApp = self.router
+        app: ASGIApp = ErrorHandlers(self.router, handlers)
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
-        return self.observability.wrap(
-            app,
-            self.settings.gateway.edge,
-            server_error=server_error,
-            errors=ErrorHandlers(app, handlers),
-        )
+        return self.observability.wrap(app, self.settings.gateway.edge, server_error=server_error)
 
 
 def system_mounts(systems: SystemApis) -> list[BaseRoute]:

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from system_apis.errors import BackendError, BackendUnavailable, BadBackendData
 from system_apis.http.common import InvalidInput
 
+from .policies.scope_keys import RESPONSE_STATUS_KEY
 from .problems import TYPE_BASE, problem_response
 
 log = logging.getLogger("trellis.errors")
@@ -86,25 +87,40 @@ HANDLERS: Mapping[int | type[Exception], Handler] = {
 
 
 class ErrorHandlers:
-    """The handlers above (all but the 500 one), applied by the request envelope to an
-    exception from inside it (gateway/policies/envelope.py): Starlette's
-    ``ExceptionMiddleware`` with the same rules, without a layer, a ``Request``, closures and a
-    ``send`` wrapper of its own on every request.
+    """Pure ASGI, innermost, around the router: the handlers above (all but the 500 one, which
+    the request envelope applies) turn a route's exception into its response.
 
-    The rules: a status handler for an ``HTTPException`` first, then the nearest class in the
-    exception's MRO (Starlette's default ``HTTPException`` and ``WebSocketException`` handlers
-    included); a handled exception after the response started becomes a ``RuntimeError``
-    (the envelope's 500 path then logs it). Websockets go through Starlette's middleware.
+    Starlette's ``ExceptionMiddleware`` with the same handlers and the same rules (a status
+    handler for an ``HTTPException`` first, then the nearest class in the exception's MRO,
+    Starlette's default ``HTTPException`` and ``WebSocketException`` handlers included; a
+    handled exception after the response started becomes a ``RuntimeError``), without its
+    per-request ``Request``, closures and ``send`` wrapper: whether the response started is
+    read from the envelope's ``scope[RESPONSE_STATUS_KEY]``. Innermost, so the user middleware
+    (CORS) acts on the answers as on any response. Without the envelope, and for websockets,
+    Starlette's own middleware does the work.
     """
 
     def __init__(self, app: ASGIApp, handlers: Mapping[Any, Any]) -> None:
+        self.app = app
         middleware = ExceptionMiddleware(app, handlers=handlers)
         self.starlette: ASGIApp = middleware
         self._classes = middleware._exception_handlers
         self._statuses = middleware._status_handlers
-        self.for_routes = (self._classes, self._statuses)
-        """``scope["starlette.exception_handlers"]``: route-level handling (Starlette's
-        ``request_response``, kept by routes with middleware of their own) reads it."""
+        self._for_routes = (self._classes, self._statuses)
+        # what route-level handling (Starlette's request_response, kept by routes with
+        # middleware of their own) reads from the scope
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status = scope.get(RESPONSE_STATUS_KEY)
+        if status is None or scope["type"] != "http":
+            await self.starlette(scope, receive, send)
+            return
+        scope["starlette.exception_handlers"] = self._for_routes
+        try:
+            await self.app(scope, receive, send)
+        except Exception as exc:
+            if not await self.answer(exc, scope, receive, send, status[0] != 0):
+                raise
 
     async def answer(
         self, exc: Exception, scope: Scope, receive: Receive, send: Send, started: bool

@@ -30,7 +30,7 @@ from starlette.types import ASGIApp
 from gateway.policies import access_log
 from gateway.policies.access_log import ACCESS_LOGGER, AccessLog, LogsConfig
 from gateway.policies.edge import EdgeConfig, SecurityHeaders, TrustedProxies
-from gateway.policies.envelope import ExceptionAnswers, RequestEnvelope, ServerErrorHandler
+from gateway.policies.envelope import RequestEnvelope, ServerErrorHandler
 from gateway.policies.metrics import GatewayMetrics, MetricsConfig
 from gateway.policies.redaction import redact, redact_text
 from gateway.policies.tracing import (
@@ -311,7 +311,6 @@ class Observability:
         app: ASGIApp,
         edge: EdgeConfig | None = None,
         server_error: ServerErrorHandler | None = None,
-        errors: ExceptionAnswers | None = None,
     ) -> RequestEnvelope:
         """``app`` (e.g. from ``Starlette.build_middleware_stack``) inside the request envelope:
         the server span, metrics and access log as configured, plus the request id and, from
@@ -326,7 +325,6 @@ class Observability:
             security_headers=SecurityHeaders(edge.hsts) if edge.security_headers else None,
             trusted_proxies=TrustedProxies(edge.trusted_proxies),
             server_error=server_error,
-            errors=errors,
         )
 
     def routes(self, protect: Callable[[ASGIApp], ASGIApp] | None = None) -> list[BaseRoute]:

@@ -333,6 +333,9 @@ class _Connection(asyncio.Protocol):
         if fut is None or fut.done():
             return
         fut.set_result(Response(status, self.raw_headers, b"".join(self.body)))
+        # the response keeps this list (decoded on first use): bytes the server sends after
+        # it (a second, unasked-for response) must not land in it
+        self.raw_headers = []
 
     def _fail(self, exc: BaseException) -> None:
         fut = self.waiter

@@ -71,9 +71,13 @@ class BearerMiddleware:
         if scope["type"] in ("http", "websocket"):
             found = presented_token(scope, self.max_token_bytes)
             if isinstance(found, str):
-                verifier = self.verifier_of()
-                # the usual case: a token verified before (so well formed then), no await
-                known = verifier.verify_known(found)
+                try:
+                    verifier = self.verifier_of()
+                    # the usual case: a token verified before (so well formed then), no await
+                    known = verifier.verify_known(found)
+                except Exception as exc:  # not started yet, or the store closing under us
+                    await self._unavailable(scope, receive, send, exc)
+                    return
                 if known is not None:
                     scope[PRINCIPAL_KEY] = known
                 elif well_formed(found):
@@ -93,19 +97,24 @@ class BearerMiddleware:
         except TokenRefused as refused:
             self._refused(scope, refused)
         except Exception as exc:  # the revocation store (Redis) is down or stalled
-            log.warning("token check unavailable: %s", type(exc).__name__)
-            if scope["type"] == "http":
-                response = problem_response(
-                    503,
-                    scope=scope,
-                    title="Authentication unavailable",
-                    detail="the token could not be checked; retry shortly",
-                    headers={"Retry-After": "1"},
-                )
-                await response(scope, receive, send)
-                return
-            raise
+            await self._unavailable(scope, receive, send, exc)
+            return
         await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _unavailable(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+        """503 with Retry-After when the token cannot be checked (never a 500)."""
+        log.warning("token check unavailable: %s", type(exc).__name__)
+        if scope["type"] != "http":
+            raise exc
+        response = problem_response(
+            503,
+            scope=scope,
+            title="Authentication unavailable",
+            detail="the token could not be checked; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+        await response(scope, receive, send)
 
     @staticmethod
     def _refused(scope: Scope, refused: TokenRefused) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
 
 from starlette._utils import is_async_callable  # Starlette's own test (partials, __call__)
 from starlette.concurrency import run_in_threadpool
@@ -43,17 +42,6 @@ from gateway.request_id import request_id
 ServerErrorHandler = Callable[[Request, Exception], Awaitable[Response] | Response]
 
 
-class ExceptionAnswers(Protocol):
-    """The app's exception handlers (``gateway.errors.ErrorHandlers``)."""
-
-    starlette: ASGIApp  # for websockets
-    for_routes: tuple[Any, Any]
-
-    async def answer(
-        self, exc: Exception, scope: Scope, receive: Receive, send: Send, started: bool
-    ) -> bool: ...
-
-
 class RequestEnvelope:
     """Pure ASGI; outermost. Each part is optional, as configured."""
 
@@ -67,11 +55,9 @@ class RequestEnvelope:
         security_headers: SecurityHeaders | None = None,
         trusted_proxies: TrustedProxies | None = None,
         server_error: ServerErrorHandler | None = None,
-        errors: ExceptionAnswers | None = None,
     ) -> None:
         self.app = app
         self.server_error = server_error
-        self.errors = errors
         self.spans = spans
         self.metrics = metrics
         self.access_log = access_log
@@ -80,10 +66,7 @@ class RequestEnvelope:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "websocket" and self.errors is not None:
-                await self.errors.starlette(scope, receive, send)
-            else:
-                await self.app(scope, receive, send)
+            await self.app(scope, receive, send)
             return
         if self.proxies is not None:
             self.proxies.apply(scope)
@@ -147,25 +130,12 @@ class RequestEnvelope:
         token = self.spans.attach(span)
         error: BaseException | None = None
         started = time.perf_counter()
-        errors = self.errors
-        if errors is not None:
-            scope["starlette.exception_handlers"] = errors.for_routes
         try:
             await self.app(scope, receive, send_wrapped)
         except Exception as exc:
-            crash: Exception | None = exc
-            if errors is not None:  # the app's exception handlers first
-                try:
-                    if await errors.answer(exc, scope, receive, send_wrapped, status[0] != 0):
-                        crash = None
-                except Exception as late:  # handled after the start, or the handler failed
-                    crash = late
-            if crash is not None:
-                error = crash
-                await self._answer_crash(scope, receive, send_wrapped, crash, status[0] != 0)
-                if crash is exc:
-                    raise
-                raise crash from exc  # raised while handling ``exc``
+            error = exc
+            await self._answer_crash(scope, receive, send_wrapped, exc, status[0] != 0)
+            raise
         except BaseException as exc:  # cancelled: no answer to give
             error = exc
             raise

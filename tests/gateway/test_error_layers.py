@@ -1,5 +1,6 @@
-"""The gateway's lean error layers (the envelope as the 500 layer, ``ErrorHandlers`` before the
-router) answer every error as Starlette's ServerErrorMiddleware + ExceptionMiddleware do."""
+"""The gateway's lean error layers (the envelope as the 500 layer, ``ErrorHandlers`` around the
+router) answer every error as Starlette's ServerErrorMiddleware + ExceptionMiddleware do, with
+the endpoints leaned as ``create_app`` leans them and CORS (user middleware) on every answer."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, Router
@@ -22,6 +23,7 @@ from gateway.app import Gateway
 from gateway.errors import HANDLERS, ErrorHandlers
 from gateway.observability import Observability, ObservabilityConfig
 from gateway.policies.edge import EdgeConfig
+from gateway.policies.routing import lean_endpoints
 from system_apis.errors import BackendNotFound
 from system_apis.http.common import InvalidInput
 
@@ -85,7 +87,7 @@ def routes() -> list[Any]:
         Route("/sync", sync),
         Route("/crash", crash),
         Route("/fine", fine, methods=["GET"]),
-        Mount("/raw", app=Router(routes=[Route("/late", late)])),
+        Mount("/raw/late", app=late),  # a raw ASGI app: starts, then raises
     ]
 
 
@@ -119,12 +121,18 @@ class Lean(Starlette):
     build_middleware_stack = Gateway.build_middleware_stack  # type: ignore[assignment]
 
 
+CORS = Middleware(CORSMiddleware, allow_origins=["https://app.example.com"])
+ORIGIN = {"Origin": "https://app.example.com"}
+
+
 def apps() -> tuple[Starlette, Starlette, Counted, Counted]:
     obs = Observability(ObservabilityConfig(), configure_logs=False)
     ref_500, lean_500 = Counted(), Counted()
-    reference = Reference(routes=routes(), exception_handlers=handlers(ref_500))
+    reference = Reference(routes=routes(), exception_handlers=handlers(ref_500), middleware=[CORS])
     reference.obs = obs
-    lean = Lean(routes=routes(), exception_handlers=handlers(lean_500))
+    lean_routes = routes()
+    assert lean_endpoints(lean_routes) == 7  # as create_app does: route-level handling gone
+    lean = Lean(routes=lean_routes, exception_handlers=handlers(lean_500), middleware=[CORS])
     lean.observability = obs  # type: ignore[attr-defined]
     lean.settings = SimpleNamespace(gateway=SimpleNamespace(edge=EdgeConfig()))  # type: ignore[attr-defined]
     return reference, lean, ref_500, lean_500
@@ -149,7 +157,7 @@ CASES = [
     ("GET", "/fine"),
     ("POST", "/fine"),  # 405
     ("GET", "/nowhere"),  # 404
-    ("GET", "/raw/late"),  # a handled exception after the start: the response is cut short
+    ("GET", "/raw/late/"),  # a handled exception after the start: the response is cut short
 ]
 
 
@@ -160,12 +168,17 @@ async def test_each_error_is_answered_as_by_starlettes_own_layers(method: str, p
     for app in (reference, lean):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            got.append(await client.request(method, path))
+            got.append(await client.request(method, path, headers=ORIGIN))
     ref, new = got
     assert comparable(new) == comparable(ref), path
     # the envelope's headers on every answer, the crash's 500 included
     for name in ("x-request-id", "x-trace-id", "x-content-type-options"):
         assert name in new.headers, (path, name)
+    # CORS (user middleware) acts on the handled errors as Starlette's order has it
+    cors = ref.headers.get("access-control-allow-origin")
+    assert new.headers.get("access-control-allow-origin") == cors, path
+    if path not in ("/crash", "/raw/late/"):  # answered inside the user middleware
+        assert cors == "https://app.example.com", path
     assert lean_500.calls == ref_500.calls, path  # the 500 handler ran as often
 
 
@@ -188,37 +201,21 @@ async def test_a_crash_is_re_raised_for_the_server_to_log() -> None:
             await client.get("/crash")
 
 
-async def test_websockets_go_through_starlettes_exception_middleware() -> None:
-    _, lean, _, _ = apps()
+async def test_a_handled_exception_after_the_start_is_cut_short_and_logged_once() -> None:
+    _, lean, _, lean_500 = apps()
     transport = httpx.ASGITransport(app=lean, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        assert (await client.get("/teapot")).status_code == 418  # builds the stack
-    envelope: Any = lean.middleware_stack
-    assert isinstance(envelope.errors, ErrorHandlers)
-    assert isinstance(envelope.errors.starlette, ExceptionMiddleware)
+        late = await client.get("/raw/late/")
+    assert late.status_code == 200 and late.content == b""  # started, then cut short
+    assert lean_500.calls == 1  # the RuntimeError reached the 500 handler (it logs)
 
 
-async def test_an_exception_raised_by_a_policy_inside_the_envelope_is_handled_too() -> None:
-    """The handlers now apply to the edge policies as well as the routes (one layer for
-    both): a policy raising an HTTPException gets its problem+json answer, not a 500."""
-
-    class Refuses:
-        def __init__(self, app: ASGIApp) -> None:
-            self.app = app
-
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] == "http" and scope["path"] == "/fine":
-                raise HTTPException(451, "not here")
-            await self.app(scope, receive, send)
-
-    _, _, _, lean_500 = apps()
-    lean = Lean(
-        routes=routes(), exception_handlers=handlers(lean_500), middleware=[Middleware(Refuses)]
-    )
-    lean.observability = Observability(ObservabilityConfig(), configure_logs=False)  # type: ignore[attr-defined]
-    lean.settings = SimpleNamespace(gateway=SimpleNamespace(edge=EdgeConfig()))  # type: ignore[attr-defined]
-    transport = httpx.ASGITransport(app=lean, raise_app_exceptions=False)
+async def test_without_the_envelope_starlettes_exception_middleware_does_the_work() -> None:
+    lean_routes = routes()
+    lean_endpoints(lean_routes)
+    app = ErrorHandlers(Router(routes=lean_routes), handlers(Counted()))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        refused = await client.get("/fine")
-    assert refused.status_code == 451 and refused.json()["detail"] == "not here"
-    assert lean_500.calls == 0
+        assert (await client.get("/teapot")).status_code == 418
+        assert (await client.get("/sync")).text == "sync handled: sync"
+        assert (await client.get("/gone")).text == "gone, by status"

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.oauth.scopes import RequireScopes
 from gateway.policies.routing import PrefixRouter, lean_endpoints, route_template
+from gateway.principal import PRINCIPAL_KEY, Principal
 
 
 def echo(request: Request) -> Response:
@@ -171,3 +172,45 @@ async def test_a_chunked_get_body_is_still_counted_against_the_limit() -> None:
     }
     await app(scope, receive, send)
     assert sent[0]["status"] == 413
+
+
+class ScopesFromHeader:
+    """A principal holding the scopes listed in ``x-scopes`` (the bearer middleware's place)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        for name, value in scope.get("headers", []):
+            if name == b"x-scopes":
+                scope[PRINCIPAL_KEY] = Principal(
+                    client_id="c",
+                    scopes=frozenset(value.decode().split(",")),
+                    tier="internal",
+                    issuer="test",
+                    subject="c",
+                    token_id=None,
+                    expires_at=0.0,
+                )
+        await self.app(scope, receive, send)
+
+
+async def test_a_guarded_router_lets_the_scope_through_as_starlette_does() -> None:
+    plain, fast = apps()
+    clients = [
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=ScopesFromHeader(a)), base_url="http://t"
+        )
+        for a in (plain, fast)
+    ]
+    try:
+        for scopes in ("r", "w", "r,w"):
+            for method, path in (("GET", "/guarded/x/1"), ("GET", "/guarded/nothing")):
+                ra = await clients[0].request(method, path, headers={"x-scopes": scopes})
+                rb = await clients[1].request(method, path, headers={"x-scopes": scopes})
+                assert (rb.status_code, rb.text) == (ra.status_code, ra.text), (scopes, path)
+        ok = await clients[1].get("/guarded/x/7", headers={"x-scopes": "r"})
+        assert ok.status_code == 200 and ok.json()["params"] == {"id": "7"}
+    finally:
+        for c in clients:
+            await c.aclose()

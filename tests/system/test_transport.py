@@ -460,6 +460,30 @@ async def test_repeated_headers_are_kept_in_a_multidict() -> None:
             await t.close()
 
 
+async def test_bytes_after_a_response_never_reach_its_headers() -> None:
+    """Headers are decoded on first use: a second, unasked-for response in the same segment
+    must not add its headers to the first (nor the HEAD response's, which ends early)."""
+    extra = b"HTTP/1.1 200 OK\r\nRetry-After: 86400\r\nX-Injected: yes\r\nContent-Length: 0\r\n\r\n"
+    first = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\n\r\nno"
+
+    async def two_at_once(server: RawServer, reader: Any, writer: Any, n: int) -> None:
+        if await server.read_request(reader) is not None:
+            writer.write(first + extra)
+            await writer.drain()
+            await asyncio.sleep(0.3)  # the extra bytes are parsed before we read the headers
+
+    for method in ("GET", "HEAD"):
+        async with RawServer(two_at_once) as srv:
+            t = srv.transport()
+            try:
+                r = await t.request(method, "/x")
+                await asyncio.sleep(0.1)
+                assert r.status == 503
+                assert "retry-after" not in r.headers and "x-injected" not in r.headers
+            finally:
+                await t.close()
+
+
 # --- connect failures and timeouts ----------------------------------------------------------
 
 
