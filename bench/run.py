@@ -59,6 +59,13 @@ class Unavailable(Exception):
     """A scenario cannot run here; the message becomes its ``n/a: <reason>``."""
 
 
+def not_available(exc: Exception) -> str:
+    """A row's note for a scenario that could not run (a crash names its exception)."""
+    if isinstance(exc, Unavailable):
+        return f"n/a: {exc}"
+    return f"n/a: {type(exc).__name__}: {exc}"[:300]
+
+
 # --- results -----------------------------------------------------------------------------
 
 
@@ -610,10 +617,8 @@ class Bench:
             self.say(f"scenario {key}: {title} {server}".rstrip())
             try:
                 fn(row)
-            except Unavailable as exc:
-                row.note = f"n/a: {exc}"
             except Exception as exc:
-                row.note = f"n/a: {type(exc).__name__}: {exc}"[:300]
+                row.note = not_available(exc)
             self.rows.append(row)
             if row.load:
                 ld = row.load
@@ -746,10 +751,8 @@ class Bench:
                 self.say(f"scenario {row.key}: {row.title} {row.server}: starting".rstrip())
                 try:
                     contender = start(stack)
-                except Unavailable as exc:
-                    row.note = f"n/a: {exc}"
                 except Exception as exc:
-                    row.note = f"n/a: {type(exc).__name__}: {exc}"[:300]
+                    row.note = not_available(exc)
                 else:
                     running.append((row, contender))
                     if contender.trellis:
@@ -764,7 +767,7 @@ class Bench:
                             self.measure(c.url, c.headers, pid=c.proc.pid, warmup=warmup, repeat=1)
                         )
                     except Unavailable as exc:
-                        row.note = f"n/a: {exc}"
+                        row.note = not_available(exc)
                     last = c.loads[-1] if c.loads else None
                     if last is not None:
                         self.say(

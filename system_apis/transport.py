@@ -490,7 +490,7 @@ class Transport:
                     self._put_back(conn)
                 return response
         finally:
-            self._release_slot()
+            self._slots.give_back()
 
     def _encode(
         self,
@@ -557,9 +557,6 @@ class Transport:
             raise TimeoutError(
                 f"all {self.pool_size} connections busy for the connect timeout"
             ) from None
-
-    def _release_slot(self) -> None:
-        self._slots.give_back()
 
     def _take_idle(self, now: float) -> _Connection | None:
         idle = self._idle

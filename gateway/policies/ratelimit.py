@@ -428,9 +428,7 @@ class RateLimitPolicy:
         rule, found = self._in_memory(scope)
         if isinstance(found, Decision):
             return found
-        if found is None:
-            return [(b"ratelimit-policy", rule.policy)]
-        return [(b"ratelimit-policy", rule.policy), (b"ratelimit", ratelimit_header(found))]
+        return response_headers(rule, found)
 
     def _in_memory(self, scope: Scope) -> tuple[LimitSetRule, LimitState | Decision | None]:
         rule, identity = self.rule_for(scope)
@@ -610,6 +608,14 @@ def most_constrained(states: Sequence[LimitState]) -> LimitState:
     return min(states, key=lambda s: (s.remaining, -s.reset_s))
 
 
+def response_headers(rule: LimitSetRule, state: LimitState | None) -> list[tuple[bytes, bytes]]:
+    """``RateLimit-Policy`` of the caller's limits, and ``RateLimit`` of the most constrained
+    one when its state is known."""
+    if state is None:
+        return [(b"ratelimit-policy", rule.policy)]
+    return [(b"ratelimit-policy", rule.policy), (b"ratelimit", ratelimit_header(state))]
+
+
 def ratelimit_header(state: LimitState) -> bytes:
     """``"sustained";r=42;t=17``."""
     return f'"{state.limit.name}";r={state.remaining};t={state.reset_s}'.encode()
@@ -632,14 +638,7 @@ class RateLimitMiddleware:
         # A coroutine function, so servers given this middleware as their app detect ASGI 3;
         # with this process's counters the check itself needs no await.
         policy = self.policy
-        if (
-            scope["type"] != "http"
-            or not policy.config.enabled
-            or (
-                scope["path"].startswith(policy._exempt_prefixes)
-                and policy.is_exempt(scope["path"])
-            )
-        ):
+        if scope["type"] != "http" or not policy.config.enabled or policy.is_exempt(scope["path"]):
             await self.app(scope, receive, send)
             return
         found = policy.admit_in_memory(scope)
@@ -648,22 +647,15 @@ class RateLimitMiddleware:
         elif isinstance(found, Decision):  # refused
             await self._apply(found, scope, receive, send)
         else:  # admitted: its two headers
-            added = scope.get(RESPONSE_HEADERS_KEY)
-            if added is not None:  # the request envelope adds them to the response
-                added += found
-                await self.app(scope, receive, send)
-            else:
-                await self._with_headers(found, scope, receive, send)
+            await self._admitted(found, scope, receive, send)
 
     def _apply(
         self, decision: Decision, scope: Scope, receive: Receive, send: Send
     ) -> Awaitable[None]:
         """The answer to a decision: the app's (or the refusal's) awaitable, not a frame."""
-        headers = [(b"ratelimit-policy", decision.rule.policy)]
         states = decision.states
-        if states:
-            state = states[0] if len(states) == 1 else most_constrained(states)
-            headers.append((b"ratelimit", ratelimit_header(state)))
+        state = (states[0] if len(states) == 1 else most_constrained(states)) if states else None
+        headers = response_headers(decision.rule, state)
 
         if decision.violated is not None:
             return self._reject(scope, receive, send, decision.violated, decision.rule, headers)
@@ -676,10 +668,15 @@ class RateLimitMiddleware:
                 type_=TYPE_BASE + "rate-limit-unavailable",
             )
             return response(scope, receive, send)
+        return self._admitted(headers, scope, receive, send)
 
+    def _admitted(
+        self, headers: list[tuple[bytes, bytes]], scope: Scope, receive: Receive, send: Send
+    ) -> Awaitable[None]:
+        """The app, its response carrying ``headers``."""
         added = scope.get(RESPONSE_HEADERS_KEY)
         if added is not None:  # the request envelope adds them to the response
-            added.extend(headers)
+            added += headers
             return self.app(scope, receive, send)
         return self._with_headers(headers, scope, receive, send)
 
