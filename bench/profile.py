@@ -31,43 +31,48 @@ from bench.run import (
 )
 
 LAYERS: tuple[tuple[str, str], ...] = (
-    # outermost first; a sample belongs to the innermost layer on its stack, so each layer's
-    # share is its own code plus the libraries it calls, not the layers inside it
+    # a sample belongs to the innermost layer on its stack, so each layer's share is its own
+    # code plus the libraries it calls, not the layers inside it (listed outermost first)
     ("uvicorn/", "server: uvicorn HTTP + event loop"),
     ("granian", "server: granian"),
-    ("gateway/policies/tracing.py", "tracing middleware (otel server span)"),
-    ("gateway/policies/metrics.py", "metrics middleware (prometheus)"),
-    ("gateway/policies/access_log.py", "access log middleware"),
+    ("gateway/policies/envelope.py", "request envelope (ids, proxies, headers, completion)"),
+    ("gateway/policies/tracing.py", "tracing (otel server span)"),
+    ("gateway/policies/metrics.py", "metrics (request counts, latency)"),
+    ("gateway/policies/access_log.py", "access log"),
     ("starlette/middleware/errors.py", "starlette error middleware"),
     ("gateway/policies/edge.py", "edge: trusted proxy, security headers, CORS"),
     ("gateway/request_id.py", "request id"),
     ("gateway/policies/body_limit.py", "body limit"),
     ("gateway/oauth/", "oauth: bearer token, revocation, scopes"),
     ("gateway/policies/ratelimit.py", "rate limit"),
-    ("starlette/middleware/exceptions.py", "starlette routing + exception middleware"),
-    ("starlette/routing.py", "starlette routing + exception middleware"),
+    ("gateway/policies/sliding_window.py", "rate limit"),
+    ("gateway/errors.py", "error handlers + routing"),
+    ("starlette/middleware/exceptions.py", "error handlers + routing"),
+    ("gateway/policies/routing.py", "error handlers + routing"),
+    ("starlette/routing.py", "error handlers + routing"),
     ("system_apis/http/", "system route view (render JSON)"),
     ("system_apis/inventory.py", "system API client (mapping, resilience)"),
     ("system_apis/client.py", "system API client (mapping, resilience)"),
-    ("aiohttp/client.py", "aiohttp client request"),
+    ("system_apis/resilience.py", "system API client (mapping, resilience)"),
+    ("system_apis/backend_auth.py", "system API client (mapping, resilience)"),
+    ("system_apis/observe.py", "backend attempt: client span, metrics observer"),
+    ("system_apis/transport.py", "backend transport (HTTP/1.1 on asyncio + httptools)"),
 )
 OVERLAYS: tuple[tuple[str, str], ...] = (
     ("opentelemetry", "any OpenTelemetry code (server span, client span, propagation)"),
-    ("aiohttp_client/", "any OpenTelemetry code (server span, client span, propagation)"),
     ("(trace/", "any OpenTelemetry code (server span, client span, propagation)"),
     ("(context/", "any OpenTelemetry code (server span, client span, propagation)"),
     ("(propagate/", "any OpenTelemetry code (server span, client span, propagation)"),
     ("sampling.py", "any OpenTelemetry code (server span, client span, propagation)"),
     ("_semconv.py", "any OpenTelemetry code (server span, client span, propagation)"),
     ("tracecontext.py", "any OpenTelemetry code (server span, client span, propagation)"),
-    ("aiohttp/tracing.py", "aiohttp TraceConfig signals (client instrumentation)"),
-    ("asyncio/threads.py", "thread hand-offs (to_thread: SQLite revocation check)"),
+    ("asyncio/threads.py", "thread hand-offs (to_thread: a SQLite read while the file is busy)"),
     ("prometheus_client", "prometheus_client"),
-    ("logging/", "stdlib logging (access log records)"),
+    ("logging/", "stdlib logging (records outside the access line)"),
     ("limits/", "limits library"),
     ("pydantic", "pydantic"),
     ("orjson", "orjson"),
-    ("uuid.py", "uuid"),
+    ("httptools", "httptools (server and backend parsers)"),
 )
 
 

@@ -993,8 +993,8 @@ def set_backend_latency(base_port: int, ms: float | None, *, added: bool = False
     """Every sandbox backend answers in ``ms`` (None: clear); ERP's own latency to 0-0.
 
     By default ``ms`` is each backend's response time (the sandbox fault ``response_ms``): the
-    six sandboxes share one process on the load's core, so with ``added`` (``latency_ms``, the
-    first way this bench ran) their own work queues up after the delay and the slowest
+    six sandboxes share one process on the load's core, so with ``added`` (``latency_ms``, kept
+    for comparison) their own work queues up after the delay and the slowest
     backend answers in 50 ms plus the others' work, not in 50 ms.
     """
     for i, name in enumerate(BACKENDS):
@@ -1042,7 +1042,7 @@ def table(rows: list[Row]) -> str:
 
 
 def targets(rows: list[Row]) -> list[dict[str, Any]]:
-    """The issue's goals, each with the measured value (reported, never asserted)."""
+    """The performance goals, each with the measured value (reported, never asserted)."""
     by = {r.key: r for r in rows}
     out: list[dict[str, Any]] = []
 

@@ -137,7 +137,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
-            # observability first: client instrumentation only affects sessions made after it
+            # observability first: its tracer provider and log handler serve all that follows
             for component in (obs, systems, oauth, ratelimit, layers, events):
                 await component.start()
                 stack.push_async_callback(component.close)

@@ -2,9 +2,9 @@
 
 ``config/observability.yaml`` holds three sections (``tracing``, ``metrics``, ``logs``), each
 the config model of its policy module. :class:`Observability` builds what they share and
-owns the process-wide side effects (the aiohttp instrumentation, the ``trellis`` logger's
-handler, the exporter threads), so start-up and shutdown happen in one place, in the
-lifespan, before the backend sessions exist and after they are closed.
+owns the process-wide side effects (the tracer provider the backend clients' spans use, the
+``trellis`` logger's handler, the exporter threads), so start-up and shutdown happen in one
+place, in the lifespan, before the backend clients start and after they are closed.
 """
 
 from __future__ import annotations

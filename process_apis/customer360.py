@@ -1,13 +1,14 @@
 """Customer 360: one customer across CRM, ERP, billing, support and marketing in one round.
 
-Why it is shaped like this: the view used to fetch the CRM contact, then let each section look
-up its system's id by email, then fetch that system's data: three backend round trips in a row
-(~170 ms with every backend at +50 ms). Now the keys each section needs (the system ids, plus
-the CRM account id and the marketing email, which are keys too: the account is read by id, the
-engagement API by recipient email) come from the cross-reference store, and whatever a view had
-to look up is written back there. From the second view of a customer on, the CRM contact and
-every section run in one concurrent round. A cached key is checked against what the round
-answers; a stale one costs that section one more round, never a wrong answer.
+Why it is shaped like this: fetching the CRM contact, then letting each section look up its
+system's id by email, then fetching that system's data takes three backend round trips in a row
+(~170 ms with every backend at +50 ms, docs/performance.md). So the keys each section needs
+(the system ids, plus the CRM account id and the marketing email, which are keys too: the
+account is read by id, the engagement API by recipient email) come from the cross-reference
+store, and whatever a view had to look up is written back there. From the second view of a
+customer on, the CRM contact and every section run in one concurrent round. A cached key is
+checked against what the round answers; a stale one costs that section one more round, never
+a wrong answer.
 """
 
 from __future__ import annotations

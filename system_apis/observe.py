@@ -93,8 +93,8 @@ class attempt:  # lower case: used like a function, ``with observe.attempt(...) 
     def __enter__(self) -> AttemptInfo:
         info = self._info
         self._token = current_attempt.set(info)
-        # One client span per attempt, made here rather than by an HTTP client instrumentation
-        # (aiohttp's cost ~17% of a proxied request's CPU even when nothing was sampled).
+        # One client span per attempt, made here rather than by an HTTP client instrumentation,
+        # which costs CPU on every call even when nothing is sampled (docs/decisions.md).
         parent = trace.get_current_span()
         pctx = parent.get_span_context()
         if pctx.is_valid and not parent.is_recording():

@@ -2,7 +2,8 @@
 
 One :class:`Transport` per origin (scheme, host, port) keeps a pool of keep-alive connections.
 It does what the backend calls need and nothing else (no cookies, no redirects, no
-compression, no proxies), which makes a GET cost a fraction of the CPU of an aiohttp session.
+compression, no proxies), so a GET costs a fraction of the CPU of a general-purpose client
+(docs/decisions.md, "Backend calls").
 
 * Pool: at most ``pool_size`` requests in flight (and so at most that many connections);
   callers beyond it wait for a slot until the connect timeout. Idle connections are reused

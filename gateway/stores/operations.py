@@ -145,8 +145,8 @@ class SqliteOperationStore:
             return list(self._connect().execute(sql, args).fetchall())
 
     async def _point_read(self, sql: str, args: tuple[str, ...]) -> list[tuple[Any, ...]]:
-        """A cross-reference lookup, on the loop (the thread hop was 13% of a customer 360's
-        CPU); in a worker thread only when the file is busy (``inline_read.py``)."""
+        """A cross-reference lookup, on the loop (a thread hop per lookup costs more than the
+        indexed read itself); in a worker thread only when the file is busy (``inline_read.py``)."""
         try:
             return self._reader.fetchall(sql, args)
         except sqlite3.OperationalError:

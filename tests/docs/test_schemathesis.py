@@ -6,7 +6,7 @@ example database.
 
 The schema is built in-process at collection (``test_openapi`` proves the served document is the
 same one): schemathesis 4.32's lazy ``from_fixture`` loader uses ``Node._nodeid``, which pytest 9
-no longer has.
+does not have.
 """
 
 from __future__ import annotations

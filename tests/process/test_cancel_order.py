@@ -119,8 +119,8 @@ async def test_a_new_key_for_a_cancelled_order_repeats_nothing(clean: Gw) -> Non
 
 
 async def test_concurrent_cancels_announce_once(clean: Gw) -> None:
-    """Two cancellations of one order at the same moment, under different keys (review
-    finding: both used to publish order.cancelled)."""
+    """Two cancellations of one order at the same moment, under different keys: only one
+    publishes order.cancelled."""
     order, _ = await place(clean)
     path = f"/process/v1/orders/{order['id']}/cancel"
     results = await asyncio.gather(

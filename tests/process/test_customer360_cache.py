@@ -51,7 +51,7 @@ async def test_second_view_skips_the_lookups(clean: Gw) -> None:
     second, second_hits = await view(clean, p.crm_contact_id)
     for name, path in LOOKUPS.items():
         assert path not in second_hits[name], (name, second_hits[name])
-    # each lookup became a read by id, started in the same round as the CRM contact: no more
+    # each lookup is a read by id, started in the same round as the CRM contact: no more
     # calls in all, and none of them waits for another
     assert total(second_hits) <= total(first_hits)
     assert second == first

@@ -192,7 +192,7 @@ async def test_saga_failure_is_compensated(
 async def test_lost_answer_is_settled_then_undone_and_retry_makes_one_order(clean: Gw) -> None:
     """The ERP creates the order but every answer to our tries is cut off: the saga replays the
     step by its reference to learn what was made, undoes it with the rest, and a retry with the
-    same key leaves exactly one open order (review finding: it used to leave two)."""
+    same key leaves exactly one open order, not two."""
     p, skus = person(), [next(_skus)]
     before = await snapshot(clean, p, skus)
     req = {"customer_id": p.crm_contact_id, "lines": [{"sku": skus[0], "quantity": 1}]}
