@@ -63,12 +63,11 @@ class LogsConfig(BaseModel):
 def _safe_client_id(principal: Principal | None, scope: Scope) -> str | None:
     """Our client ids are safe; an external issuer's subject (or a claimed id) may be an
     email: redact it."""
-    if principal is not None:
-        cid = principal.client_id
-    else:
-        cid = scope.get(CLAIMED_CLIENT_KEY)
-        if cid is None:
-            return None
+    cid: str | None = (
+        principal.client_id if principal is not None else scope.get(CLAIMED_CLIENT_KEY)
+    )
+    if cid is None:
+        return None
     return redact_text(cid) if "@" in cid else cid
 
 
