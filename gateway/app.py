@@ -34,6 +34,7 @@ from .policies.body_limit import BodyLimitMiddleware
 from .policies.edge import cors_middleware
 from .policies.ratelimit import RateLimitMiddleware, RateLimitPolicy
 from .policies.routing import PrefixRouter, lean_endpoints
+from .policies.worker_metrics import WorkerMetricsShare
 from .settings import Settings, load_settings
 
 log = logging.getLogger("trellis.gateway")
@@ -143,6 +144,11 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
                 stack.push_async_callback(component.close)
             obs.metrics.watch_breakers(systems.all())
             obs.metrics.watch_rate_limits(ratelimit_rejections(ratelimit))
+            if settings.gateway.workers > 1:  # one /metrics for all the host's workers
+                share = WorkerMetricsShare(metrics_dir(settings))
+                obs.metrics.share = share
+                await share.start(obs.metrics.current)
+                stack.push_async_callback(share.close)
             stack.callback(restore, tune_after_startup(settings.gateway.gc))
             yield
 
@@ -171,6 +177,11 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     )
     app.ratelimit, app.observability = ratelimit, obs
     return app
+
+
+def metrics_dir(settings: Settings) -> Path:
+    """Where the workers of one host share their metrics."""
+    return Path(settings.gateway.data_dir) / "metrics"
 
 
 def metrics_guard(settings: Settings) -> Callable[[ASGIApp], ASGIApp] | None:

@@ -137,6 +137,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"gateway    http://{gw.host}:{gw.port}  (workers: {gw.workers})", flush=True)
     try:
         if gw.workers > 1:
+            from .app import metrics_dir
+            from .policies.worker_metrics import WorkerMetricsShare
+
+            WorkerMetricsShare.reset(metrics_dir(settings))  # this run's workers' series only
             os.environ["TRELLIS_GATEWAY__WORKERS"] = str(gw.workers)
             uvicorn.run(
                 "gateway.app:app_from_env",

@@ -14,7 +14,7 @@ from starlette._utils import is_async_callable  # Starlette's own test (partials
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware.exceptions import ExceptionMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -71,6 +71,14 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     )
 
 
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """The client hung up before its body was read: its own doing, so an info line without a
+    traceback (an error with one would let anyone flood the logs on demand). Nothing can be
+    sent; the status is for the access log and metrics (499, as nginx names it)."""
+    log.info("client disconnected before its request was read", extra={"path": request.url.path})
+    return Response(status_code=499)
+
+
 async def unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
     return problem_response(
@@ -82,6 +90,7 @@ HANDLERS: Mapping[int | type[Exception], Handler] = {
     BackendError: backend_error,
     InvalidInput: invalid_input,
     HTTPException: http_exception,
+    ClientDisconnect: client_gone,
     Exception: unexpected,
 }
 

@@ -1,7 +1,10 @@
 """Liveness and readiness.
 
 ``/healthz`` says the process is alive. ``/readyz`` says it can serve: config loaded, the
-required backends answer, and not every breaker is open; otherwise 503 with the reasons.
+required backends answer, and not every breaker is open; otherwise 503. It is public (load
+balancers call it without a token), so it says only ready or not; the reasons, each backend's
+reachability and each breaker's state are for a caller with the ``admin`` scope, since an
+outsider watching a breaker open learns when a backend is weak.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from system_apis.http.common import json_response
 from system_apis.registry import SystemApis
 from system_apis.resilience import BreakerState
 
+from .principal import principal_of
 from .settings import Settings
+
+DETAILS_SCOPE = frozenset({"admin"})
 
 PROBE_TTL_S = 2.0
 """How long one round of backend probes answers /readyz."""
@@ -50,8 +56,13 @@ def health_routes(settings: Settings, systems: SystemApis) -> list[Route]:
         reasons = [f"{name}: {why}" for name, why in probes.items() if why and name in required]
         if all(state == BreakerState.OPEN for state in breakers.values()):
             reasons.append("every backend's circuit breaker is open")
+        status = 503 if reasons else 200
+        summary = {"status": "not ready" if reasons else "ready"}
+        principal = principal_of(request.scope)
+        if principal is None or not principal.has_scopes(DETAILS_SCOPE):
+            return json_response(summary, status=status)
         body = {
-            "status": "not ready" if reasons else "ready",
+            **summary,
             "config": "loaded",
             "backends": {
                 name: {"reachable": why is None, "reason": why, "breaker": breakers[name]}
@@ -59,6 +70,6 @@ def health_routes(settings: Settings, systems: SystemApis) -> list[Route]:
             },
             "reasons": reasons,
         }
-        return json_response(body, status=503 if reasons else 200)
+        return json_response(body, status=status)
 
     return [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]

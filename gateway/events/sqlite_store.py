@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from gateway.stores.private_files import private_file
 from process_apis.ports import DomainEvent
 
 from .batching import GroupCommit
@@ -178,7 +179,7 @@ class SqliteEventStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)  # before SQLite creates it (and its -wal, -shm)
             conn = sqlite3.connect(
                 self.path, timeout=10.0, check_same_thread=False, isolation_level=None
             )

@@ -26,6 +26,7 @@ from gateway.oauth.config import ClientConfig, OAuthConfig
 from gateway.oauth.keys import LocalKeys
 from gateway.oauth.tokens import issue_access_token
 from gateway.oauth.verify import TokenRefused, TokenVerifier
+from gateway.policies.scope_keys import CLAIMED_CLIENT_KEY
 from gateway.problems import problem_response
 from gateway.stores.revocations import RevocationStore
 
@@ -93,6 +94,10 @@ async def read_form(request: Request) -> dict[str, str]:
     return form
 
 
+CLAIMED_CLIENT_MAX = 128
+"""How much of a claimed client id the access log keeps (ours are short; a guess may not be)."""
+
+
 class AuthorizationEndpoints:
     """Starlette endpoints over the component's keys, clients, verifier and stores."""
 
@@ -122,7 +127,10 @@ class AuthorizationEndpoints:
     ) -> Response:
         """Limit, then authenticate the client, then run ``then``; OAuth errors become JSON."""
         address = request.client.host if request.client else None
-        retry_after = await self._guard.admit(claimed_client_id(request.headers, form), address)
+        claimed = claimed_client_id(request.headers, form)
+        if claimed:
+            request.scope[CLAIMED_CLIENT_KEY] = claimed[:CLAIMED_CLIENT_MAX]
+        retry_after = await self._guard.admit(claimed, address)
         if retry_after is not None:
             return problem_response(
                 429,

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc.jwk import ECKey, KeyParameters, RSAKey
 
 from gateway.oauth.config import OAuthConfig
+from gateway.stores.private_files import private_dir, private_file
 
 _EC_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512"}
 
@@ -75,8 +76,8 @@ def _import_pem(pem: bytes, kid: str, allowed: frozenset[str]) -> SigningKey:
 
 def _generate(keys_dir: Path, algorithm: str) -> None:
     """Create one private key file (0600) unless another process just did (file lock)."""
-    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(keys_dir / ".generate.lock", "a") as lock:
+    private_dir(keys_dir)
+    with open(private_file(keys_dir / ".generate.lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if any(keys_dir.glob("*.pem")):
             return

@@ -205,7 +205,10 @@ class TokenVerifier:
                 raise TokenRefused("unknown_client")
             return Principal(
                 client_id=client_id,
-                scopes=scopes_from(claims, "scope"),
+                # a token grants what it says only while its client is still allowed it: a
+                # scope taken from the client's configuration is gone from its tokens too (on
+                # a signature check, so once per token; the verdict is cached with it)
+                scopes=scopes_from(claims, "scope") & frozenset(client.scopes),
                 tier=client.tier,
                 issuer=trusted.issuer,
                 subject=str(claims["sub"]),

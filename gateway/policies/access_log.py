@@ -1,8 +1,10 @@
 """Access-log policy: one structured line per request on the ``trellis.access`` logger.
 
-The line carries what an operator correlates on (request id, trace id, client id) and what
-they aggregate on (route template, status, duration, bytes). It goes through the same JSON
-formatter and redaction as every ``trellis.*`` logger; the formatter adds the time.
+The line carries what an operator correlates on (request id, trace id, client id, the
+client's address after the trusted-proxy rule) and what they aggregate on (route template,
+status, duration, bytes). On the OAuth endpoints, where no token names the caller, the client
+id is the one the request claimed, so password guesses can be traced to a source. It goes
+through the same JSON formatter and redaction as every ``trellis.*`` logger.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Scope
 
 from gateway.policies.redaction import redact_text
+from gateway.policies.scope_keys import CLAIMED_CLIENT_KEY
 from gateway.principal import Principal, principal_of
 
 ACCESS_LOGGER = "trellis.access"
@@ -57,12 +60,20 @@ class LogsConfig(BaseModel):
     stream: Literal["stderr", "stdout"] = "stderr"
 
 
-def _safe_client_id(principal: Principal | None) -> str | None:
-    """Our client ids are safe; an external issuer's subject may be an email: redact it."""
-    if principal is None:
+def _safe_client_id(principal: Principal | None, scope: Scope) -> str | None:
+    """Our client ids are safe; an external issuer's subject (or a claimed id) may be an
+    email: redact it."""
+    cid: str | None = (
+        principal.client_id if principal is not None else scope.get(CLAIMED_CLIENT_KEY)
+    )
+    if cid is None:
         return None
-    cid = principal.client_id
     return redact_text(cid) if "@" in cid else cid
+
+
+def _address(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None
 
 
 class AccessLog:
@@ -88,7 +99,8 @@ class AccessLog:
                         "message": f"{method} {route} {status}",
                         "request_id": scope.get("trellis.request_id"),
                         "trace_id": scope.get("trellis.trace_id"),
-                        "client_id": _safe_client_id(principal),
+                        "client_id": _safe_client_id(principal, scope),
+                        "client": _address(scope),
                         "method": method,
                         "route": route,
                         "status": status,
@@ -119,7 +131,8 @@ class AccessLog:
             extra={
                 "request_id": scope.get("trellis.request_id"),
                 "trace_id": scope.get("trellis.trace_id"),
-                "client_id": principal.client_id if principal is not None else None,
+                "client_id": _safe_client_id(principal, scope),
+                "client": _address(scope),
                 "method": method,
                 "route": route,
                 "status": status,

@@ -6,8 +6,8 @@ paths; the client label is a client id only for authenticated principals, else
 ``anonymous``; backend errors are labelled by error kind. Breaker states and rate-limit
 counts are read from their owners at scrape time, so nothing has to push them.
 
-Each worker process keeps its own numbers; ``/metrics`` shows those of the worker that
-answered the scrape (the same holds for the separate metrics port).
+Each worker process keeps its own numbers; with several workers, ``/metrics`` (and the
+separate metrics port) shows the sum of all of them (``gateway.policies.worker_metrics``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.policies.worker_metrics import WorkerMetricsShare
 from gateway.principal import principal_of
 
 log = logging.getLogger("trellis.metrics")
@@ -169,6 +170,7 @@ class GatewayMetrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry(auto_describe=False)
         self._sources: list[tuple[str, Callable[[], Iterable[Metric]]]] = []
+        self.share: WorkerMetricsShare | None = None  # set when workers share one /metrics
         self._snapshot = _Snapshot()
         self.registry.register(self._snapshot)
         buckets = self.config.latency_buckets
@@ -299,9 +301,18 @@ class GatewayMetrics:
         """The Prometheus text exposition of every series (call ``refresh`` first)."""
         return generate_latest(self.registry)
 
+    def current(self) -> list[Metric]:
+        """Every series as of now, read on the loop (what a worker shares with the others)."""
+        self.refresh()
+        return list(self.registry.collect())
+
     async def scrape(self) -> bytes:
         """Refresh on the loop, render in a worker thread: rendering costs several
-        microseconds a series, which for a large registry would stall every request."""
+        microseconds a series, which for a large registry would stall every request. With
+        workers sharing one ``/metrics``, the others' series are read and summed there too."""
+        share = self.share
+        if share is not None:
+            return await asyncio.to_thread(share.render, self.current())
         self.refresh()
         return await asyncio.to_thread(self.render)
 

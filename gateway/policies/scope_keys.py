@@ -13,3 +13,8 @@ read it to know whether an answer can still be sent, without wrapping ``send`` o
 RESPONSE_HEADERS_KEY = "trellis.response_headers"
 """A list of headers the policies inside add to the response (the rate limit's), which the
 envelope appends to the response's own, so they need no ``send`` wrapper each."""
+
+CLAIMED_CLIENT_KEY = "trellis.claimed_client_id"
+"""The client id a request to the OAuth endpoints claims (authenticated or not), written by the
+endpoints and read by the access log, so failed guesses can be traced to who they claimed to be
+and where they came from. Bounded in length: it is the caller's text."""

@@ -19,6 +19,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from gateway.stores.inline_read import InlineReader
+from gateway.stores.private_files import private_file
 from gateway.stores.redis_options import REDIS_TIMEOUTS
 from process_apis.ports import Begin, BeginState, DomainEvent, Outcome, StoredResponse
 
@@ -70,7 +71,7 @@ class SqliteOperationStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)  # before SQLite creates it (and its -wal, -shm)
             conn = sqlite3.connect(
                 self.path, timeout=5.0, check_same_thread=False, isolation_level=None
             )

@@ -26,6 +26,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 
 from gateway.stores.inline_read import InlineReader
+from gateway.stores.private_files import private_file
 from gateway.stores.redis_options import REDIS_TIMEOUTS
 
 KEY_PREFIX = "trellis:revoked:"
@@ -96,7 +97,7 @@ class SqliteRevocationStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private_file(self.path)  # before SQLite creates it (and its -wal, -shm)
             conn = sqlite3.connect(
                 self.path, timeout=5.0, check_same_thread=False, isolation_level=None
             )

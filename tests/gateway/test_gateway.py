@@ -82,7 +82,7 @@ async def test_healthz(gw: Gw) -> None:
 
 
 async def test_readyz_ready_with_sandbox(gw: Gw) -> None:
-    status, _, body = await gw.call("GET", "/readyz")
+    status, _, body = await gw.call("GET", "/readyz", gw.admin)
     assert status == 200, body
     assert set(body["backends"]) == set(BACKEND_NAMES)
     assert all(b["reachable"] for b in body["backends"].values())
@@ -97,12 +97,13 @@ async def test_readyz_503_names_unreachable_backend(sandbox: SandboxThread, tmp_
             "erp": {"sandbox": False, "base_url": dead, "auth": {"kind": "api_key", "key": "x"}}
         },
     )
-    async with (
-        serve(create_app(settings)) as url,
-        aiohttp.ClientSession() as s,
-        s.get(url + "/readyz") as r,
-    ):
-        body = await r.json()
+    async with serve(create_app(settings)) as url:
+        admin = await token(url, "test-everything")
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(url + "/readyz", headers={"Authorization": f"Bearer {admin}"}) as r,
+        ):
+            body = await r.json()
         assert r.status == 503
         assert body["status"] == "not ready"
         assert any(reason.startswith("erp: unreachable") for reason in body["reasons"])
