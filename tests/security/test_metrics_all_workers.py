@@ -105,8 +105,6 @@ def test_two_workers_one_metrics(tmp_path: Path, redis_url: str) -> None:
             except OSError:
                 time.sleep(0.2)
         assert answered, "the gateway did not start"
-        for _ in range(40):  # a new connection each: the workers share them out
-            answered += _get(base + "/healthz")[0] == 200
         basic = base64.b64encode(b"ops-admin:ops-admin-secret").decode()
         request = urllib.request.Request(
             base + "/oauth/token",
@@ -115,21 +113,24 @@ def test_two_workers_one_metrics(tmp_path: Path, redis_url: str) -> None:
         )
         with urllib.request.urlopen(request, timeout=10) as r:
             bearer = {"Authorization": f"Bearer {json.load(r)['access_token']}"}
+        workers = 0.0
+        deadline = time.monotonic() + 40  # until the second worker has started too
+        while workers < 2 and time.monotonic() < deadline:
+            workers = _workers(_get(base + "/metrics", bearer)[1].decode())
+            time.sleep(0.2)
+        assert workers == 2
+        for _ in range(40):  # a new connection each: the workers share them out
+            answered += _get(base + "/healthz")[0] == 200
 
-        seen: list[tuple[float, float]] = []
-        deadline = time.monotonic() + 20  # another worker's series are at most 1 s old
-        while time.monotonic() < deadline:
+        # another worker's series are at most 1 s old: once every worker has written after
+        # the last request, every scrape agrees, whichever worker answers it
+        time.sleep(3)
+        seen = []
+        for _ in range(8):
             status, body = _get(base + "/metrics", bearer)
             assert status == 200, body
-            text = body.decode()
-            seen.append((_healthz_total(text), _workers(text)))
-            if seen[-1] == (answered, 2):
-                break
-            time.sleep(0.3)
-        assert seen[-1] == (answered, 2), seen
-        for _ in range(6):  # and every scrape after, whichever worker answers, agrees
-            status, body = _get(base + "/metrics", bearer)
-            assert (_healthz_total(body.decode()), _workers(body.decode())) == (answered, 2)
+            seen.append((_healthz_total(body.decode()), _workers(body.decode())))
+        assert seen == [(answered, 2)] * 8, seen
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
