@@ -69,9 +69,8 @@ class EnvironmentOverrides:
         for ov in sorted(self.overrides, key=lambda o: len(o.path)):
             node = out
             for key in ov.path[:-1]:
-                child = node.get(key)
-                if not isinstance(child, dict):
-                    child = node[key] = {}
+                child = node.get(key)  # copied: a variable's own value is never changed
+                node[key] = child = dict(child) if isinstance(child, dict) else {}
                 node = child
             node[ov.path[-1]] = ov.value
         return out
@@ -100,12 +99,13 @@ def read_environment(
     known = {name.upper() for name in (*NON_SETTING_VARIABLES, *referenced)}
     for variable, raw in sorted(environ.items()):
         upper = variable.upper()
-        if not upper.startswith(PREFIX) or upper in known or upper.startswith(NON_SETTING_PREFIXES):
+        if not upper.startswith(PREFIX):
             continue
         path = tuple(variable[len(PREFIX) :].lower().split(DELIMITER))
         target = _resolve(model, path)
         if target is _NOWHERE:
-            warnings.append(_unknown(model, variable, path, known))
+            if upper not in known and not upper.startswith(NON_SETTING_PREFIXES):
+                warnings.append(_unknown(model, variable, path, known))
             continue
         try:
             overrides.append(Override(variable, path, _decode(target, raw)))
