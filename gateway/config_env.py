@@ -19,7 +19,7 @@ import json
 import types
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -128,8 +128,9 @@ def file_path(model: type[BaseModel], loc: Sequence[str | int]) -> KeyPath:
             node = named[part]
         elif any_key is not None:
             node = any_key
-        elif _is_tagged_union(node):
-            continue  # the tag pydantic puts in the location of a discriminated union's error
+        elif (member := _tagged_member(node, part)) is not None:
+            node = member  # the tag pydantic puts in the location of a discriminated union's error
+            continue
         else:
             node = Any
         out.append(part)
@@ -187,8 +188,14 @@ def _item_type(annotation: Any) -> Any:
     return Any
 
 
-def _is_tagged_union(annotation: Any) -> bool:
-    return sum(1 for m in _members(annotation) if _is_model(m)) > 1
+def _tagged_member(annotation: Any, tag: str) -> Any:
+    """The model of a union that one of its ``Literal`` fields tags with ``tag``, if any."""
+    models = [m for m in _members(annotation) if _is_model(m)]
+    for model in models if len(models) > 1 else ():
+        for field in model.model_fields.values():
+            if get_origin(field.annotation) is Literal and tag in get_args(field.annotation):
+                return model
+    return None
 
 
 def _subclass(cls: Any, parent: type | tuple[type, ...]) -> bool:

@@ -311,3 +311,11 @@ def test_gateway_start_lists_every_problem(config_dir: Path) -> None:
     problems = problem_lines(result.stderr)
     assert any(p.startswith("config/gateway.yaml: port:") for p in problems)
     assert any(p.startswith("environment TRELLIS_GATEWAY__WORKERS:") for p in problems)
+
+
+def test_key_path_inside_a_tagged_union_is_the_files(config_dir: Path) -> None:
+    text = (config_dir / "backends.yaml").read_text()
+    key = "    key: ${TRELLIS_ERP_API_KEY:-erp-sandbox-key}\n"
+    (config_dir / "backends.yaml").write_text(text.replace(key, key + "    bogus: 1\n"))
+    [problem] = problems_of(config_dir)
+    assert problem == "config/backends.yaml: erp.auth.bogus: unknown key"
