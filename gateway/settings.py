@@ -102,7 +102,11 @@ class GatewaySettings(Strict):
 
 
 class Settings(BaseModel):
-    """The whole configuration. Build it with ``load_settings``; it never reads files itself."""
+    """The whole configuration. Build it with ``load_settings``; it never reads files itself.
+
+    The loader also checks the names sections share (backends, scopes), so that a type error
+    elsewhere does not hide them: ``_reference_problems``.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
