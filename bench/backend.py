@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         import uvloop
 
         run = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+    except ImportError:  # pragma: no cover - uvloop is a runtime dependency (not on Windows)
         run = asyncio.run
     run(serve(args.host, args.port))
 

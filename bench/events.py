@@ -33,7 +33,7 @@ def run_events(store: str, count: int, workdir: Path) -> dict[str, Any]:
         import uvloop
 
         return uvloop.run(_measure(store, count, workdir))
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+    except ImportError:  # pragma: no cover - uvloop is a runtime dependency (not on Windows)
         return asyncio.run(_measure(store, count, workdir))
 
 

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         import uvloop
 
         runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+    except ImportError:  # pragma: no cover - uvloop is a runtime dependency (not on Windows)
         pass
     summary = runner(
         run(args.url, args.connections, args.duration, headers, args.max_requests, args.rate)

@@ -16,17 +16,22 @@ from types import FrameType
 from system_apis.config import BACKEND_NAMES
 
 from .events.cli import add_dlq_commands
-from .settings import ConfigError, Settings, default_config_dir, load_settings
+from .settings import Settings, default_config_dir, inspect_config
 
 
 def _load_or_exit(config_dir: str | None, **overrides: object) -> Settings:
-    try:
-        return load_settings(config_dir, **overrides)
-    except ConfigError as exc:
-        print(f"trellis: invalid configuration ({len(exc.problems)} problem(s)):", file=sys.stderr)
-        for problem in exc.problems:
+    """The settings; warnings and every problem printed, exit status 2 when invalid."""
+    report = inspect_config(config_dir, **overrides)
+    for warning in report.warnings:
+        print(f"trellis: warning: {warning}", file=sys.stderr)
+    if report.settings is None:
+        print(
+            f"trellis: invalid configuration ({len(report.problems)} problem(s)):", file=sys.stderr
+        )
+        for problem in report.problems:
             print(f"  - {problem}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(2)
+    return report.settings
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -1,24 +1,33 @@
-"""Configuration: YAML files in one directory, loaded into pydantic-settings models.
+"""Configuration: YAML files in one directory, loaded into pydantic models.
 
 One file per section (``gateway.yaml`` -> ``gateway``, ``backends.yaml`` -> ``backends``...).
 Strings may read the environment with ``${VAR}`` (unset is an error) or ``${VAR:-default}``;
-``TRELLIS_SECTION__KEY__SUBKEY=value`` overrides any key, and ``TRELLIS_REDIS_URL`` switches every
-shared store to Redis. Every problem is reported with its file and key path.
+``TRELLIS_SECTION__KEY__SUBKEY=value`` overrides any key (``gateway.config_env``), and
+``TRELLIS_REDIS_URL`` switches every shared store to Redis. Loading reports every problem in one
+pass, each with its file and key path, or with the variable that supplied the wrong value.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from experience_apis.config import ExperienceConfig
+from gateway.config_env import (
+    EnvironmentOverrides,
+    KeyPath,
+    dotted,
+    file_path,
+    has_path,
+    read_environment,
+)
 from gateway.events.config import EventsConfig
 from gateway.gc_tuning import GcSettings
 from gateway.oauth.config import ClientConfig, OAuthConfig
@@ -92,15 +101,14 @@ class GatewaySettings(Strict):
     gc: GcSettings = Field(default_factory=GcSettings)
 
 
-class Settings(BaseSettings):
-    """The whole configuration. Build it with ``load_settings``; it never reads files itself."""
+class Settings(BaseModel):
+    """The whole configuration. Build it with ``load_settings``; it never reads files itself.
 
-    model_config = SettingsConfigDict(
-        env_prefix="TRELLIS_",
-        env_nested_delimiter="__",
-        extra="forbid",
-        nested_model_default_partial_update=True,
-    )
+    The loader also checks the names sections share (backends, scopes), so that a type error
+    elsewhere does not hide them: ``_reference_problems``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     backends: dict[str, BackendConfig]
@@ -110,43 +118,6 @@ class Settings(BaseSettings):
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     experience: ExperienceConfig = Field(default_factory=ExperienceConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (env_settings, init_settings)  # environment wins over the YAML files
-
-    @model_validator(mode="after")
-    def _references(self) -> Settings:
-        problems = []
-        unknown = sorted(set(self.backends) - set(BACKEND_NAMES))
-        missing = sorted(set(BACKEND_NAMES) - set(self.backends))
-        if unknown:
-            problems.append(f"unknown backend(s) {unknown}; known: {list(BACKEND_NAMES)}")
-        if missing:
-            problems.append(f"backend(s) {missing} are not configured")
-        for name in self.gateway.sandbox.faults:
-            if name not in BACKEND_NAMES:
-                problems.append(f"gateway.sandbox.faults names unknown backend {name!r}")
-        required = self.gateway.readiness.required_backends or []
-        for name in required:
-            if name not in BACKEND_NAMES:
-                problems.append(
-                    f"gateway.readiness.required_backends names unknown backend {name!r}"
-                )
-        for client_id, client in self.clients.items():
-            for scope in client.scopes:
-                if scope not in KNOWN_SCOPES:
-                    problems.append(f"clients.{client_id}.scopes: unknown scope {scope!r}")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
 
     def sandbox_url(self, backend: str) -> str:
         sb = self.gateway.sandbox
@@ -170,47 +141,74 @@ class Settings(BaseSettings):
 class ConfigError(Exception):
     """The configuration is invalid; ``problems`` holds one line per problem, with file and key."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], warnings: Sequence[str] = ()) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.warnings = list(warnings)
 
 
-def _interpolate(value: Any, where: str, problems: list[str]) -> Any:
+@dataclass(frozen=True)
+class ConfigReport:
+    """What loading found: the settings (None unless valid), every problem, every warning."""
+
+    settings: Settings | None
+    problems: list[str]
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class _Problem:
+    path: KeyPath  # section first, then the keys in its file
+    message: str
+
+
+@dataclass
+class ConfigFiles:
+    """The sections read from the YAML files, with what reading them found."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # about a whole file
+    unset: list[_Problem] = field(default_factory=list)  # ${VAR} with VAR unset, by key path
+    unreadable: set[str] = field(default_factory=set)  # sections whose file is not valid
+    referenced: set[str] = field(default_factory=set)  # every VAR a ${VAR} names
+
+
+def _interpolate(value: Any, where: KeyPath, files: ConfigFiles) -> Any:
     if isinstance(value, dict):
-        return {
-            k: _interpolate(v, f"{where}.{k}" if where else str(k), problems)
-            for k, v in value.items()
-        }
+        return {k: _interpolate(v, (*where, str(k)), files) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+        return [_interpolate(v, (*where, i), files) for i, v in enumerate(value)]
     if isinstance(value, str) and "${" in value:
 
         def repl(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
+            files.referenced.add(name)
             env = os.environ.get(name)
             if env is not None:
                 return env
             if default is not None:
                 return default
-            problems.append(f"{where}: missing secret: environment variable {name} is not set")
+            message = f"missing secret: environment variable {name} is not set"
+            files.unset.append(_Problem(where, message))
             return ""
 
         return _ENV_REF.sub(repl, value)
     return value
 
 
-def read_config_dir(config_dir: Path) -> tuple[dict[str, Any], list[str]]:
+def read_config_dir(config_dir: Path) -> ConfigFiles:
     """Raw sections from the YAML files, and the problems found reading them."""
-    problems: list[str] = []
-    data: dict[str, Any] = {}
+    files = ConfigFiles()
     if not config_dir.is_dir():
-        return data, [f"{config_dir}: not a directory"]
+        files.problems.append(f"{config_dir}: not a directory")
+        files.unreadable.update(SECTIONS)
+        return files
     for path in sorted(config_dir.iterdir()):
         if path.suffix not in (".yaml", ".yml"):
             continue
         rel = f"{config_dir.name}/{path.name}"
         if path.stem not in SECTIONS:
-            problems.append(
+            files.problems.append(
                 f"{rel}: unknown config file; expected one of "
                 + ", ".join(f"{s}.yaml" for s in SECTIONS)
             )
@@ -220,35 +218,98 @@ def read_config_dir(config_dir: Path) -> tuple[dict[str, Any], list[str]]:
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            problems.append(f"{rel}: not valid YAML{at}: {getattr(exc, 'problem', exc)}")
+            files.problems.append(f"{rel}: not valid YAML{at}: {getattr(exc, 'problem', exc)}")
+            files.unreadable.add(path.stem)
             continue
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):
-            problems.append(f"{rel}: the top level must be a mapping, not {type(raw).__name__}")
+            files.problems.append(
+                f"{rel}: the top level must be a mapping, not {type(raw).__name__}"
+            )
+            files.unreadable.add(path.stem)
             continue
-        section_problems: list[str] = []
-        data[path.stem] = _interpolate(raw, "", section_problems)
-        problems.extend(f"{rel}: {p}" for p in section_problems)
-    if "backends" not in data:
-        problems.append(
+        files.data[path.stem] = _interpolate(raw, (path.stem,), files)
+    if "backends" not in files.data and "backends" not in files.unreadable:
+        files.problems.append(
             f"{config_dir.name}/backends.yaml: missing (every backend must be declared)"
         )
-    return data, problems
+        files.unreadable.add("backends")
+    return files
 
 
-def _describe(err: Mapping[str, Any], config_dir: Path) -> str:
-    loc = [str(p) for p in err["loc"]]
-    section = loc[0] if loc else ""
-    # discriminated unions add the tag as a path element; drop it so the path is the YAML's
-    keys = [p for p in loc[1:] if p not in ("oauth_client_credentials", "api_key", "basic", "none")]
-    where = f"{config_dir.name}/{section}.yaml" if section in SECTIONS else config_dir.name
-    key = ".".join(keys) or "(top level)"
-    env = "TRELLIS_" + "__".join([section, *keys]).upper()
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-    return f"{where}: {key}: {msg} (or environment {env})"
+def _reference_problems(data: Mapping[str, Any]) -> list[_Problem]:
+    """Names that must be known: backends, the backends other sections name, client scopes."""
+    known = list(BACKEND_NAMES)
+    out: list[_Problem] = []
+    backends = data.get("backends")
+    if isinstance(backends, dict):
+        for name in backends:
+            if name not in BACKEND_NAMES:
+                out.append(_Problem(("backends", name), f"unknown backend; known: {known}"))
+        if missing := sorted(set(BACKEND_NAMES) - set(backends)):
+            out.append(_Problem(("backends",), f"backend(s) {missing} are not configured"))
+    gateway = data.get("gateway")
+    sandbox = gateway.get("sandbox") if isinstance(gateway, dict) else None
+    faults = sandbox.get("faults") if isinstance(sandbox, dict) else None
+    for name in faults if isinstance(faults, dict) else ():
+        if name not in BACKEND_NAMES:
+            path: KeyPath = ("gateway", "sandbox", "faults", name)
+            out.append(_Problem(path, f"unknown backend; known: {known}"))
+    readiness = gateway.get("readiness") if isinstance(gateway, dict) else None
+    required = readiness.get("required_backends") if isinstance(readiness, dict) else None
+    for name in required if isinstance(required, list) else ():
+        if name not in BACKEND_NAMES:
+            path = ("gateway", "readiness", "required_backends")
+            out.append(_Problem(path, f"unknown backend {name!r}; known: {known}"))
+    clients = data.get("clients")
+    for client_id, client in clients.items() if isinstance(clients, dict) else ():
+        scopes = client.get("scopes") if isinstance(client, dict) else None
+        for scope in scopes if isinstance(scopes, list) else ():
+            if scope not in KNOWN_SCOPES:
+                path = ("clients", client_id, "scopes")
+                out.append(_Problem(path, f"unknown scope {scope!r}"))
+    return out
+
+
+def _validation_problems(data: Mapping[str, Any]) -> tuple[Settings | None, list[_Problem]]:
+    try:
+        return Settings.model_validate(data), []
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            if err["type"] == "extra_forbidden":
+                message = "unknown key"
+            else:
+                message = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(_Problem(file_path(Settings, err["loc"]), message))
+        return None, problems
+
+
+def _under(path: KeyPath, parents: Sequence[KeyPath]) -> bool:
+    return any(path[: len(parent)] == parent for parent in parents)
+
+
+def _describe(
+    problem: _Problem, directory: Path, env: EnvironmentOverrides, files: Mapping[str, Any]
+) -> str:
+    """``file: key: message``, or ``environment VAR: section.key: message`` for an override.
+
+    ``files`` is the data before the environment: a key only variables create is theirs.
+    """
+    involved = env.beneath(problem.path) if problem.path else []
+    override = env.origin(problem.path)
+    if override is None and involved and not has_path(files, problem.path):
+        variables = ", ".join(involved)
+        return f"environment {variables}: {dotted(problem.path)}: {problem.message}"
+    if override is not None:
+        return f"environment {override.variable}: {dotted(problem.path)}: {problem.message}"
+    section = str(problem.path[0]) if problem.path else ""
+    where = f"{directory.name}/{section}.yaml" if section in SECTIONS else directory.name
+    line = f"{where}: {dotted(problem.path[1:]) or '(top level)'}: {problem.message}"
+    if involved:
+        line += f" (with environment {', '.join(involved)})"
+    return line
 
 
 def default_config_dir() -> Path:
@@ -257,20 +318,48 @@ def default_config_dir() -> Path:
     return local if (local / "backends.yaml").is_file() else DEFAULT_CONFIG_DIR
 
 
-def load_settings(config_dir: Path | str | None = None, **overrides: Any) -> Settings:
-    """Load and validate; raise ``ConfigError`` listing every problem with its file and key."""
+def inspect_config(config_dir: Path | str | None = None, **overrides: Any) -> ConfigReport:
+    """Read, override and validate, collecting every problem instead of stopping at the first.
+
+    Layers, each over the one before: the YAML files, ``overrides`` (command-line options),
+    ``TRELLIS_REDIS_URL``, then ``TRELLIS_<SECTION>__<KEY>`` variables. A problem names the
+    variable when a variable supplied the value, else the file and key path.
+    """
     directory = Path(config_dir or os.environ.get("TRELLIS_CONFIG_DIR") or default_config_dir())
-    data, problems = read_config_dir(directory)
+    files = read_config_dir(directory)
+    data = files.data
     for section, value in overrides.items():
         data[section] = _deep_merge(data.get(section, {}), value)
     if redis := os.environ.get("TRELLIS_REDIS_URL"):
         data.setdefault("gateway", {})["redis_url"] = redis
-    if problems:
-        raise ConfigError(problems)
-    try:
-        return Settings(**data)
-    except ValidationError as exc:
-        raise ConfigError([_describe(e, directory) for e in exc.errors()]) from None
+    env = read_environment(Settings, os.environ, files.referenced)
+    before_env = data
+    data = _deep_merge(data, env.layer())
+
+    unset = [p for p in files.unset if env.origin(p.path) is None]
+    blank = [p.path for p in unset]  # a value left empty: its own problem says why
+    settings, invalid = _validation_problems(data)
+    found = [
+        p
+        for p in invalid + _reference_problems(data)
+        if env.origin(p.path) is not None
+        or not (_under(p.path, blank) or (p.path and p.path[0] in files.unreadable))
+    ]
+    problems = [
+        *files.problems,
+        *(_describe(p, directory, env, before_env) for p in unset),
+        *(f"environment {b.variable}: {dotted(b.path)}: {b.message}" for b in env.bad),
+        *(_describe(p, directory, env, before_env) for p in found),
+    ]
+    return ConfigReport(None if problems else settings, problems, list(env.warnings))
+
+
+def load_settings(config_dir: Path | str | None = None, **overrides: Any) -> Settings:
+    """Load and validate; raise ``ConfigError`` listing every problem with its file and key."""
+    report = inspect_config(config_dir, **overrides)
+    if report.settings is None:
+        raise ConfigError(report.problems, report.warnings)
+    return report.settings
 
 
 def _deep_merge(base: Any, extra: Any) -> Any:

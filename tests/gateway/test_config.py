@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -93,16 +94,18 @@ def test_environment_overrides_any_key(config_dir: Path, monkeypatch: pytest.Mon
 def test_unknown_backend_and_missing_backend(config_dir: Path) -> None:
     text = (config_dir / "backends.yaml").read_text().replace("\ninventory:", "\nwarehouse:")
     (config_dir / "backends.yaml").write_text(text)
-    [problem] = problems_of(config_dir)
-    assert "unknown backend(s) ['warehouse']" in problem
-    assert "['inventory'] are not configured" in problem
+    assert problems_of(config_dir) == [
+        "config/backends.yaml: warehouse: unknown backend; known: "
+        "['crm', 'erp', 'billing', 'support', 'marketing', 'inventory']",
+        "config/backends.yaml: (top level): backend(s) ['inventory'] are not configured",
+    ]
 
 
 def test_unknown_scope_reference(config_dir: Path) -> None:
     text = (config_dir / "clients.yaml").read_text()
     (config_dir / "clients.yaml").write_text(text.replace("experience:web", "experience:wbe", 1))
     [problem] = problems_of(config_dir)
-    assert "clients.web-app.scopes: unknown scope 'experience:wbe'" in problem
+    assert problem == "config/clients.yaml: web-app.scopes: unknown scope 'experience:wbe'"
 
 
 def test_invalid_yaml_has_line(config_dir: Path) -> None:
@@ -150,3 +153,169 @@ def test_check_config_command(config_dir: Path) -> None:
     assert bad.returncode == 2
     assert "config/gateway.yaml: port:" in bad.stderr
     assert "config/gateway.yaml: bogus: unknown key" in bad.stderr
+
+
+def trellis(
+    command: str, config_dir: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``trellis COMMAND --config DIR`` with no TRELLIS_ variables but those in ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("TRELLIS_")}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", command, "--config", str(config_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **(env or {})},
+    )
+
+
+def problem_lines(stderr: str) -> list[str]:
+    return [line.removeprefix("  - ") for line in stderr.splitlines() if line.startswith("  - ")]
+
+
+def test_unset_variable_does_not_hide_other_problems(config_dir: Path) -> None:
+    text = (config_dir / "backends.yaml").read_text()
+    text = text.replace("${TRELLIS_ERP_API_KEY:-erp-sandbox-key}", "${TRELLIS_TEST_UNSET_SECRET}")
+    text = text.replace("  max_concurrency: 32", "  max_concurrency: -1")
+    (config_dir / "backends.yaml").write_text(text)
+    gateway = (config_dir / "gateway.yaml").read_text().replace("port: 8000", "port: eighty")
+    (config_dir / "gateway.yaml").write_text(gateway + "bogus: true\n")
+    clients = (config_dir / "clients.yaml").read_text()
+    (config_dir / "clients.yaml").write_text(clients.replace("experience:web", "experience:wbe", 1))
+
+    result = trellis("check-config", config_dir)
+
+    assert result.returncode == 2
+    problems = problem_lines(result.stderr)
+    assert (
+        "config/backends.yaml: erp.auth.key: missing secret: environment variable "
+        "TRELLIS_TEST_UNSET_SECRET is not set"
+    ) in problems
+    assert any(p.startswith("config/backends.yaml: crm.max_concurrency:") for p in problems)
+    assert any(p.startswith("config/gateway.yaml: port:") for p in problems)
+    assert "config/gateway.yaml: bogus: unknown key" in problems
+    assert any(
+        p.startswith("config/clients.yaml: web-app.scopes:") and "'experience:wbe'" in p
+        for p in problems
+    )
+    # the blanked secret raises nothing more than its own problem
+    assert [p for p in problems if "erp.auth" in p] == [
+        "config/backends.yaml: erp.auth.key: missing secret: environment variable "
+        "TRELLIS_TEST_UNSET_SECRET is not set"
+    ]
+    assert f"({len(problems)} problem(s))" in result.stderr
+
+
+def test_wrong_override_names_the_environment_variable(config_dir: Path) -> None:
+    gateway = (config_dir / "gateway.yaml").read_text().replace("max_body_bytes: 1048576", "")
+    (config_dir / "gateway.yaml").write_text(gateway + "max_body_bytes: 12\n")
+
+    result = trellis(
+        "check-config",
+        config_dir,
+        {
+            "TRELLIS_GATEWAY__PORT": "eighty",
+            "TRELLIS_BACKENDS__ERP__RETRY__MAX_ATTEMPTS": "0",
+            "TRELLIS_GATEWAY__SANDBOX": "{not json",
+            "TRELLIS_GATEWAY__READINESS": '{"probe_timeout_s": 1, "extra": 2}',
+        },
+    )
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    problems = problem_lines(result.stderr)
+    assert any(p.startswith("environment TRELLIS_GATEWAY__PORT: gateway.port:") for p in problems)
+    assert any(
+        p.startswith("environment TRELLIS_BACKENDS__ERP__RETRY__MAX_ATTEMPTS: ")
+        and "backends.erp.retry.max_attempts" in p
+        for p in problems
+    )
+    assert any(
+        p.startswith("environment TRELLIS_GATEWAY__SANDBOX: gateway.sandbox: not valid JSON")
+        for p in problems
+    )
+    assert (
+        "environment TRELLIS_GATEWAY__READINESS: gateway.readiness.extra: unknown key" in problems
+    )
+    # a problem in a file is the file's, and names no variable
+    [from_file] = [p for p in problems if "max_body_bytes" in p]
+    assert from_file.startswith("config/gateway.yaml: max_body_bytes:")
+    assert "TRELLIS_" not in from_file
+    assert len(problems) == 5
+
+
+def test_override_that_breaks_a_rule_is_named_beside_the_file(config_dir: Path) -> None:
+    result = trellis("check-config", config_dir, {"TRELLIS_BACKENDS__ERP__SANDBOX": "false"})
+    assert result.returncode == 2
+    [problem] = problem_lines(result.stderr)
+    assert problem.startswith("config/backends.yaml: erp: base_url is required")
+    assert problem.endswith("(with environment TRELLIS_BACKENDS__ERP__SANDBOX)")
+
+
+def test_override_replaces_an_unset_variable(config_dir: Path) -> None:
+    text = (config_dir / "backends.yaml").read_text()
+    text = text.replace("${TRELLIS_ERP_API_KEY:-erp-sandbox-key}", "${TRELLIS_TEST_UNSET_SECRET}")
+    (config_dir / "backends.yaml").write_text(text)
+    result = trellis("check-config", config_dir, {"TRELLIS_BACKENDS__ERP__AUTH__KEY": "k"})
+    assert result.returncode == 0, result.stderr
+
+
+def test_unknown_trellis_variables_warn_with_a_suggestion(config_dir: Path) -> None:
+    result = trellis(
+        "check-config",
+        config_dir,
+        {
+            "TRELLIS_GATWAY__PORT": "9000",
+            "TRELLIS_GATEWAY__PORTT": "9000",
+            "TRELLIS_BACKENDS__ERP__TIMEOTS__READ_S": "3",
+            "TRELLIS_REDIS_ULR": "redis://127.0.0.1:6379/3",
+            "TRELLIS_GATEWAY__PORT__HTTP": "1",
+            # documented, or read by the files: no warning
+            "TRELLIS_CONFIG_DIR": str(config_dir),
+            "TRELLIS_ERP_API_KEY": "key-from-env",
+            "TRELLIS_BILLING_WEBHOOK_SECRET": "whsec_env",
+            "TRELLIS_TEST_REDIS_URL": "redis://127.0.0.1:6379/3",
+            "TRELLIS_GATEWAY__SANDBOX__BASE_PORT": "31200",
+        },
+    )
+    assert result.returncode == 0, result.stderr  # a warning, not a failure
+    assert "configuration OK" in result.stdout
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("trellis: warning:")]
+    expected = {
+        "TRELLIS_GATWAY__PORT": "TRELLIS_GATEWAY__PORT",
+        "TRELLIS_GATEWAY__PORTT": "TRELLIS_GATEWAY__PORT",
+        "TRELLIS_BACKENDS__ERP__TIMEOTS__READ_S": "TRELLIS_BACKENDS__ERP__TIMEOUTS__READ_S",
+        "TRELLIS_REDIS_ULR": "TRELLIS_REDIS_URL",
+    }
+    for name, suggestion in expected.items():
+        [line] = [w for w in warnings if f" {name} " in w]
+        assert "matches no setting" in line
+        assert line.endswith(f"did you mean {suggestion}?")
+    assert any(" TRELLIS_GATEWAY__PORT__HTTP " in w for w in warnings)
+    assert len(warnings) == 5
+
+
+def test_misspelled_override_is_not_applied(
+    config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRELLIS_GATEWAY__PORTT", "not-a-port")
+    settings = load_settings(config_dir)
+    assert settings.gateway.port == 8000
+
+
+def test_gateway_start_lists_every_problem(config_dir: Path) -> None:
+    gateway = (config_dir / "gateway.yaml").read_text().replace("port: 8000", "port: eighty")
+    (config_dir / "gateway.yaml").write_text(gateway)
+    result = trellis("run", config_dir, {"TRELLIS_GATEWAY__WORKERS": "0"})
+    assert result.returncode == 2
+    problems = problem_lines(result.stderr)
+    assert any(p.startswith("config/gateway.yaml: port:") for p in problems)
+    assert any(p.startswith("environment TRELLIS_GATEWAY__WORKERS:") for p in problems)
+
+
+def test_key_path_inside_a_tagged_union_is_the_files(config_dir: Path) -> None:
+    text = (config_dir / "backends.yaml").read_text()
+    key = "    key: ${TRELLIS_ERP_API_KEY:-erp-sandbox-key}\n"
+    (config_dir / "backends.yaml").write_text(text.replace(key, key + "    bogus: 1\n"))
+    [problem] = problems_of(config_dir)
+    assert problem == "config/backends.yaml: erp.auth.bogus: unknown key"
