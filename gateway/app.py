@@ -1,8 +1,9 @@
 """Assemble the gateway: edge policies around the routes of every layer, one lifespan.
 
-Request path: envelope (request id, span, metrics, access log, security headers) -> body limit
--> authentication -> rate limit -> route (each mount declares its scopes) ->
-experience / process / system views. Everything not explicitly public requires a scope.
+Request path: envelope (request id, span, metrics, access log, security headers) -> Starlette's
+server-error layer -> body limit -> authentication -> rate limit -> Starlette's exception
+handlers -> route (each mount declares its scopes) -> experience / process / system views.
+Everything not explicitly public requires a scope.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
@@ -24,7 +24,7 @@ from gateway.oauth.scopes import RequireScopes
 from system_apis.registry import SystemApis
 
 from .docs import docs_routes
-from .errors import HANDLERS, ErrorHandlers, split_handlers
+from .errors import HANDLERS
 from .events.component import EventBus
 from .gc_tuning import restore, tune_after_startup
 from .health import health_routes
@@ -33,7 +33,6 @@ from .observability import Observability
 from .policies.body_limit import BodyLimitMiddleware
 from .policies.edge import cors_middleware
 from .policies.ratelimit import RateLimitMiddleware, RateLimitPolicy
-from .policies.routing import PrefixRouter, lean_endpoints
 from .settings import Settings, load_settings
 
 log = logging.getLogger("trellis.gateway")
@@ -64,21 +63,11 @@ class Gateway(Starlette):
     ratelimit: RateLimitPolicy
     observability: Observability
 
-    def __init__(self, *, routes: list[BaseRoute], lifespan: Any, **kwargs: Any) -> None:
-        super().__init__(routes=routes, lifespan=lifespan, **kwargs)
-        # the same routes and lifespan, with mounts found by prefix (policies/routing.py)
-        self.router = PrefixRouter(routes, lifespan=lifespan)
-
     def build_middleware_stack(self) -> ASGIApp:
-        """Starlette's stack, leaner: the request envelope is also the server-error layer (a
-        crash's 500 is still traced, counted and logged with its final status), and
-        ``ErrorHandlers`` (gateway/errors.py) replaces ``ExceptionMiddleware`` around the
-        router, where the user middleware (CORS) still acts on its answers."""
-        server_error, handlers = split_handlers(self.exception_handlers)
-        app: ASGIApp = ErrorHandlers(self.router, handlers)
-        for cls, args, kwargs in reversed(self.user_middleware):
-            app = cls(app, *args, **kwargs)
-        return self.observability.wrap(app, self.settings.gateway.edge, server_error=server_error)
+        """Starlette's own stack (server errors, user middleware, exception handlers, router)
+        inside the request envelope, so a crash's 500 still carries the request id, trace id
+        and security headers and is traced, counted and logged with its final status."""
+        return self.observability.wrap(super().build_middleware_stack(), self.settings.gateway.edge)
 
 
 def system_mounts(systems: SystemApis) -> list[BaseRoute]:
@@ -155,7 +144,6 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         *obs.routes(protect=metrics_guard(settings)),
         *docs_routes(),
     ]
-    lean_endpoints(routes)
     app = Gateway(
         routes=routes,
         lifespan=lifespan,

@@ -2,9 +2,9 @@
 
 ``config/observability.yaml`` holds three sections (``tracing``, ``metrics``, ``logs``), each
 the config model of its policy module. :class:`Observability` builds what they share and
-owns the process-wide side effects (the aiohttp instrumentation, the ``trellis`` logger's
-handler, the exporter threads), so start-up and shutdown happen in one place, in the
-lifespan, before the backend sessions exist and after they are closed.
+owns the process-wide side effects (the tracer provider backend client spans use, the
+``trellis`` logger's handler, the exporter threads), so start-up and shutdown happen in one
+place, in the lifespan, before the backend clients start and after they are closed.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from starlette.types import ASGIApp
 from gateway.policies import access_log
 from gateway.policies.access_log import ACCESS_LOGGER, AccessLog, LogsConfig
 from gateway.policies.edge import EdgeConfig, SecurityHeaders, TrustedProxies
-from gateway.policies.envelope import RequestEnvelope, ServerErrorHandler
+from gateway.policies.envelope import AccessLines, RequestEnvelope, RequestIds, RequestMetrics
 from gateway.policies.metrics import GatewayMetrics, MetricsConfig
+from gateway.policies.phases import EnvelopePolicy
 from gateway.policies.redaction import redact, redact_text
 from gateway.policies.tracing import (
     ServerSpans,
@@ -306,26 +307,25 @@ class Observability:
         self.logging: LoggingHandle | None = None
         self._metrics_server: web.AppRunner | None = None
 
-    def wrap(
-        self,
-        app: ASGIApp,
-        edge: EdgeConfig | None = None,
-        server_error: ServerErrorHandler | None = None,
-    ) -> RequestEnvelope:
-        """``app`` (e.g. from ``Starlette.build_middleware_stack``) inside the request envelope:
-        the server span, metrics and access log as configured, plus the request id and, from
-        ``edge``, trusted-proxy addresses and security headers (see ``policies/envelope.py``).
+    def wrap(self, app: ASGIApp, edge: EdgeConfig | None = None) -> RequestEnvelope:
+        """``app`` (e.g. from ``Starlette.build_middleware_stack``) inside the request envelope,
+        with its policies in order: trusted-proxy addresses (from ``edge``), the request id,
+        the server span, metrics and the access log as configured, and security headers (from
+        ``edge``). See ``policies/envelope.py``.
         """
         edge = edge or EdgeConfig(security_headers=False)
-        return RequestEnvelope(
-            app,
-            ServerSpans(self.tracer_provider),
-            metrics=self.metrics if self.config.metrics.enabled else None,
-            access_log=AccessLog() if self.config.logs.access_log else None,
-            security_headers=SecurityHeaders(edge.hsts) if edge.security_headers else None,
-            trusted_proxies=TrustedProxies(edge.trusted_proxies),
-            server_error=server_error,
-        )
+        policies: list[EnvelopePolicy] = []
+        proxies = TrustedProxies(edge.trusted_proxies)
+        if proxies.networks:
+            policies.append(proxies)
+        policies += [RequestIds(), ServerSpans(self.tracer_provider)]
+        if self.config.metrics.enabled:
+            policies.append(RequestMetrics(self.metrics))
+        if self.config.logs.access_log:
+            policies.append(AccessLines(AccessLog()))
+        if edge.security_headers:
+            policies.append(SecurityHeaders(edge.hsts))
+        return RequestEnvelope(app, policies)
 
     def routes(self, protect: Callable[[ASGIApp], ASGIApp] | None = None) -> list[BaseRoute]:
         """``GET /metrics`` on the gateway's port, unless disabled or on a port of its own."""

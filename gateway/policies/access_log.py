@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Scope
 
 from gateway.policies.redaction import redact_text
+from gateway.policies.scope_keys import REQUEST_ID_KEY, TRACE_ID_KEY
 from gateway.principal import Principal, principal_of
 
 ACCESS_LOGGER = "trellis.access"
@@ -86,8 +87,8 @@ class AccessLog:
                         "level": "info",
                         "logger": ACCESS_LOGGER,
                         "message": f"{method} {route} {status}",
-                        "request_id": scope.get("trellis.request_id"),
-                        "trace_id": scope.get("trellis.trace_id"),
+                        "request_id": scope.get(REQUEST_ID_KEY),
+                        "trace_id": scope.get(TRACE_ID_KEY),
                         "client_id": _safe_client_id(principal),
                         "method": method,
                         "route": route,
@@ -117,8 +118,8 @@ class AccessLog:
             route,
             status,
             extra={
-                "request_id": scope.get("trellis.request_id"),
-                "trace_id": scope.get("trellis.trace_id"),
+                "request_id": scope.get(REQUEST_ID_KEY),
+                "trace_id": scope.get(TRACE_ID_KEY),
                 "client_id": principal.client_id if principal is not None else None,
                 "method": method,
                 "route": route,
