@@ -25,8 +25,29 @@ def route_template(scope: Scope) -> str:
     root = scope.get("root_path", "") or ""
     if isinstance(route, Mount):
         # a Mount whose app is not a router: the accumulated prefix is all we know
-        return root or "/"
+        return _mount_template(root, "", scope) or "/"
     path_format = getattr(route, "path_format", None)
     if not isinstance(path_format, str):
         return UNMATCHED
-    return root.rstrip("/") + path_format or "/"
+    if root:
+        root = _mount_template(root.rstrip("/"), path_format, scope)
+    return root + path_format or "/"
+
+
+def _mount_template(root: str, path_format: str, scope: Scope) -> str:
+    """``root`` (the matched mount prefixes, with their parameters' values) with each value of
+    a parameter the route's own ``path_format`` lacks put back as ``{name}``: a mount with
+    parameters must not put raw values in telemetry."""
+    params = scope.get("path_params")
+    if not params or len(params) <= path_format.count("{"):
+        return root  # no mount parameters (the usual case)
+    segments = root.split("/")
+    for name, value in params.items():
+        if "{" + name + "}" in path_format or "{" + name + ":" in path_format:
+            continue
+        text = str(value)
+        for i in range(len(segments) - 1, 0, -1):  # the right-most: the innermost mount's
+            if segments[i] == text:
+                segments[i] = "{" + name + "}"
+                break
+    return "/".join(segments)
