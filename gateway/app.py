@@ -12,10 +12,12 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute, Mount, Router
 from starlette.types import ASGIApp
 
@@ -64,10 +66,22 @@ class Gateway(Starlette):
     observability: Observability
 
     def build_middleware_stack(self) -> ASGIApp:
-        """Starlette's own stack (server errors, user middleware, exception handlers, router)
-        inside the request envelope, so a crash's 500 still carries the request id, trace id
-        and security headers and is traced, counted and logged with its final status."""
-        return self.observability.wrap(super().build_middleware_stack(), self.settings.gateway.edge)
+        """Starlette's stack, its server-error layer being the request envelope: the envelope
+        answers a crash with the app's 500 handler (so the 500 still carries the request id,
+        trace id and security headers, and is traced, counted and logged with its final
+        status), then the user middleware, Starlette's ``ExceptionMiddleware`` with the other
+        handlers, and the router."""
+        server_error = None
+        handlers: dict[Any, Any] = {}
+        for key, handler in self.exception_handlers.items():
+            if key in (500, Exception):
+                server_error = handler
+            else:
+                handlers[key] = handler
+        app: ASGIApp = ExceptionMiddleware(self.router, handlers=handlers, debug=self.debug)
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return self.observability.wrap(app, self.settings.gateway.edge, server_error)
 
 
 def system_mounts(systems: SystemApis) -> list[BaseRoute]:
@@ -81,8 +95,19 @@ def system_mounts(systems: SystemApis) -> list[BaseRoute]:
             f"/system/v1/{name}",
             app=RequireScopes(Router(routes=routes), read=["system:read"], write=["system:write"]),
         )
-        for name, routes in systems.routes().items()
+        for name, routes in sorted(systems.routes().items(), key=_busiest_first)
     ]
+
+
+BUSIEST_FIRST: tuple[str, ...] = ("inventory", "crm", "erp", "billing", "support", "marketing")
+"""The system mounts in the order Starlette's router tries them: stock look-ups first (every
+product page and cart asks), then customers and orders; each mount a request passes costs a
+pattern match (docs/performance.md)."""
+
+
+def _busiest_first(item: tuple[str, object]) -> int:
+    name = item[0]
+    return BUSIEST_FIRST.index(name) if name in BUSIEST_FIRST else len(BUSIEST_FIRST)
 
 
 def edge_middleware(
@@ -135,7 +160,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
             stack.callback(restore, tune_after_startup(settings.gateway.gc))
             yield
 
-    routes: list[BaseRoute] = [  # the busiest first: the router tries them in order
+    routes: list[BaseRoute] = [  # the busiest first: Starlette's router tries them in order
         *system_mounts(systems),
         *layers.routes,
         *health_routes(settings, systems),

@@ -30,7 +30,13 @@ from starlette.types import ASGIApp
 from gateway.policies import access_log
 from gateway.policies.access_log import ACCESS_LOGGER, AccessLog, LogsConfig
 from gateway.policies.edge import EdgeConfig, SecurityHeaders, TrustedProxies
-from gateway.policies.envelope import AccessLines, RequestEnvelope, RequestIds, RequestMetrics
+from gateway.policies.envelope import (
+    AccessLines,
+    RequestEnvelope,
+    RequestIds,
+    RequestMetrics,
+    ServerErrorHandler,
+)
 from gateway.policies.metrics import GatewayMetrics, MetricsConfig
 from gateway.policies.phases import EnvelopePolicy
 from gateway.policies.redaction import redact, redact_text
@@ -307,11 +313,16 @@ class Observability:
         self.logging: LoggingHandle | None = None
         self._metrics_server: web.AppRunner | None = None
 
-    def wrap(self, app: ASGIApp, edge: EdgeConfig | None = None) -> RequestEnvelope:
+    def wrap(
+        self,
+        app: ASGIApp,
+        edge: EdgeConfig | None = None,
+        server_error: ServerErrorHandler | None = None,
+    ) -> RequestEnvelope:
         """``app`` (e.g. from ``Starlette.build_middleware_stack``) inside the request envelope,
         with its policies in order: trusted-proxy addresses (from ``edge``), the request id,
         the server span, metrics and the access log as configured, and security headers (from
-        ``edge``). See ``policies/envelope.py``.
+        ``edge``); ``server_error`` answers what ``app`` raises. See ``policies/envelope.py``.
         """
         edge = edge or EdgeConfig(security_headers=False)
         policies: list[EnvelopePolicy] = []
@@ -325,7 +336,7 @@ class Observability:
             policies.append(AccessLines(AccessLog()))
         if edge.security_headers:
             policies.append(SecurityHeaders(edge.hsts))
-        return RequestEnvelope(app, policies)
+        return RequestEnvelope(app, policies, server_error)
 
     def routes(self, protect: Callable[[ASGIApp], ASGIApp] | None = None) -> list[BaseRoute]:
         """``GET /metrics`` on the gateway's port, unless disabled or on a port of its own."""

@@ -21,19 +21,24 @@ security headers                       the missing ones
 Headers a policy inside the envelope adds without a ``send`` wrapper of its own (the rate
 limit's) go into ``scope[RESPONSE_HEADERS_KEY]`` and out with the response's start.
 
-It sits outside Starlette's whole stack (``Gateway.build_middleware_stack``): a crash's 500,
-which Starlette's ``ServerErrorMiddleware`` answers, still gets the request id, trace id and
-security headers, and is traced, counted and logged with its final status; the exception then
-reaches the server, as Starlette re-raises it. Policies that can refuse (body limit,
+It is also the server-error layer, in place of Starlette's ``ServerErrorMiddleware`` (one
+layer, one coroutine frame and one ``send`` wrapper less on every request): when the app
+raises, the app's 500 handler (``exception_handlers[Exception]``) is called, as Starlette
+does, and its answer sent if no response has started; the exception then reaches the server,
+re-raised. So a crash's 500 gets the request id, trace id and security headers, and is traced,
+counted and logged with its final status. Policies that can refuse (body limit,
 authentication, rate limit) are middleware of their own inside, each with its own
-problem+json answer.
+problem+json answer; Starlette's ``ExceptionMiddleware`` inside them applies the other
+handlers.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.policies.access_log import AccessLog
@@ -41,6 +46,9 @@ from gateway.policies.metrics import GatewayMetrics, count_request
 from gateway.policies.phases import REQUEST_ID_HEADER, EnvelopePolicy, Exchange, takes_part
 from gateway.policies.scope_keys import REQUEST_ID_KEY
 from gateway.request_id import request_id
+
+ServerErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
+"""The app's 500 handler (Starlette's ``exception_handlers[Exception]``), a coroutine function."""
 
 
 class RequestIds(EnvelopePolicy):
@@ -50,7 +58,7 @@ class RequestIds(EnvelopePolicy):
     def request_start(self, exchange: Exchange) -> None:
         rid = request_id(exchange.head.request_id)
         exchange.request_id = exchange.scope[REQUEST_ID_KEY] = rid.decode()
-        exchange.add_header(REQUEST_ID_HEADER, rid)
+        exchange.added.append((REQUEST_ID_HEADER, rid))
 
 
 class RequestMetrics(EnvelopePolicy):
@@ -90,10 +98,17 @@ class AccessLines(EnvelopePolicy):
 
 
 class RequestEnvelope:
-    """Pure ASGI; outermost. ``policies`` run in their order in each phase they take part in."""
+    """Pure ASGI; outermost. ``policies`` run in their order in each phase they take part in;
+    ``server_error`` answers what the app raised (a plain 500 without one)."""
 
-    def __init__(self, app: ASGIApp, policies: Sequence[EnvelopePolicy]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        policies: Sequence[EnvelopePolicy],
+        server_error: ServerErrorHandler | None = None,
+    ) -> None:
         self.app = app
+        self.server_error = server_error
         self.policies = tuple(policies)
         self._request_start: tuple[Callable[[Exchange], None], ...] = tuple(
             p.request_start for p in self.policies if takes_part(p, "request_start")
@@ -113,12 +128,30 @@ class RequestEnvelope:
         for request_start in self._request_start:
             request_start(exchange)
         started = time.perf_counter()
+        error: BaseException | None = None
         try:
             await self.app(scope, receive, exchange.send)
-        except BaseException as exc:
-            exchange.error = exc
+        except Exception as exc:
+            error = exc
+            await self.answer_crash(exchange, receive, exc)
+            raise
+        except BaseException as exc:  # cancelled: no answer to give
+            error = exc
             raise
         finally:
-            exchange.elapsed_s = time.perf_counter() - started
+            exchange.completed(time.perf_counter() - started, error)
             for complete in self._complete:
                 complete(exchange)
+
+    async def answer_crash(self, exchange: Exchange, receive: Receive, exc: Exception) -> None:
+        """As Starlette's ``ServerErrorMiddleware``: the 500 handler always runs (it logs); its
+        answer goes out only if no response has started."""
+        scope = exchange.scope
+        handler = self.server_error
+        response = (
+            PlainTextResponse("Internal Server Error", status_code=500)
+            if handler is None
+            else await handler(Request(scope), exc)
+        )
+        if not exchange.status:
+            await response(scope, receive, exchange.send)

@@ -6,13 +6,15 @@ takes part in any of:
 - **request start** (``request_start(exchange)``): before the app runs. The request head is
   already read (``exchange.head``, one scan of the headers for every policy). A policy may
   rewrite the scope (trusted proxies), set a declared scope key (request id, trace id) and
-  add response headers (``exchange.add_header``).
+  add response headers (``exchange.added.append``).
 - **response start** (``response_start(exchange, headers)``): when the app sends
   ``http.response.start``; ``headers`` are the app's own. The policy returns the headers to
   add (security headers), or ``()``.
-- **completion** (``complete(exchange)``): once the app returned or raised, with
-  ``exchange.status`` (0: no response started), ``exchange.error``, ``exchange.elapsed_s``,
-  ``exchange.sent`` (body bytes) and ``exchange.route`` (the route template, read once).
+- **completion** (``complete(exchange)``): once the app returned or raised (and, if it raised
+  before a response started, the envelope sent the server-error answer), with
+  ``exchange.status`` (0: no response started), ``exchange.reported_status``,
+  ``exchange.error``, ``exchange.elapsed_s``, ``exchange.sent`` (body bytes) and
+  ``exchange.route`` (the route template, read once).
 
 Policies run in the order the envelope is given them, and only in the phases they override.
 :class:`Exchange` is made once per request; its ``send`` is the request's only ``send``
@@ -26,7 +28,7 @@ from typing import Any
 
 from starlette.types import Message, Scope, Send
 
-from gateway.policies.routing import route_template
+from gateway.policies.routing import UNMATCHED, route_template
 from gateway.policies.scope_keys import RESPONSE_HEADERS_KEY
 from gateway.request_id import HEADER
 
@@ -48,6 +50,8 @@ class RequestHead:
     def __init__(self, headers: Sequence[Header]) -> None:
         request_id = traceparent = tracestate = host = user_agent = None
         for name, value in headers:
+            if name not in _READ:
+                continue
             if name == REQUEST_ID_HEADER:
                 if request_id is None:
                     request_id = value
@@ -70,26 +74,32 @@ class RequestHead:
         self.user_agent: bytes | None = user_agent
 
 
+_READ = frozenset({REQUEST_ID_HEADER, b"traceparent", b"tracestate", b"host", b"user-agent"})
+
+
 class Exchange:
     """One request and its response, as the envelope's phases see them.
 
-    ``head``: the request head; ``added``: headers the response will carry besides its own
-    (the list in ``scope[RESPONSE_HEADERS_KEY]``); ``status``: the response status once it
-    started, else 0; ``sent``: body bytes sent; ``error``: what the app raised;
-    ``elapsed_s``: the app's wall time (set before completion); ``request_id``: set by the
-    request-id policy; ``span`` and ``context_token``: kept by the tracing policy.
+    Request start: ``head``, the request head; ``added``, headers the response will carry
+    besides its own (the list in ``scope[RESPONSE_HEADERS_KEY]``: append to it);
+    ``request_id``, set by the request-id policy; ``span`` and ``context_token``, kept by the
+    tracing policy. Response start: ``status``. Completion: ``status`` (0: no response
+    started), ``reported_status`` (the status, or 500 when none started), ``route`` (the
+    route template), ``error`` (what the app raised), ``elapsed_s`` (the app's wall time),
+    ``sent`` (body bytes sent).
     """
 
     __slots__ = (
         "_on_start",
-        "_route",
         "_send",
         "added",
         "context_token",
         "elapsed_s",
         "error",
         "head",
+        "reported_status",
         "request_id",
+        "route",
         "scope",
         "sent",
         "span",
@@ -111,27 +121,18 @@ class Exchange:
         self.request_id = ""
         self.span: Any = None
         self.context_token: object = None
-        self._route: str | None = None
+        self.route = UNMATCHED
+        self.reported_status = 500
         self._send = send
         self._on_start = on_response_start
 
-    def add_header(self, name: bytes, value: bytes) -> None:
-        """A header the response will carry (call it before the response starts)."""
-        self.added.append((name, value))
-
-    @property
-    def reported_status(self) -> int:
-        """The status to report: the response's, or 500 when none started (the app failed)."""
-        return self.status or 500
-
-    @property
-    def route(self) -> str:
-        """The route template (``gateway.policies.routing.route_template``), read once, after
-        the app ran (routing fills the scope as it goes)."""
-        route = self._route
-        if route is None:
-            route = self._route = route_template(self.scope)
-        return route
+    def completed(self, elapsed_s: float, error: BaseException | None) -> None:
+        """What the completion phase reads, set once the app returned or raised (routing
+        fills the scope as it goes, so the route template is read after)."""
+        self.elapsed_s = elapsed_s
+        self.error = error
+        self.reported_status = self.status or 500
+        self.route = route_template(self.scope)
 
     async def send(self, message: Message) -> None:
         """The app's ``send``: the response-start phase, then the server's ``send``."""

@@ -266,7 +266,7 @@ class ServerSpans(EnvelopePolicy):
         if span_context.is_valid:
             trace_id = b"%032x" % span_context.trace_id
             exchange.scope[TRACE_ID_KEY] = trace_id.decode()
-            exchange.add_header(TRACE_ID_HEADER, trace_id)
+            exchange.added.append((TRACE_ID_HEADER, trace_id))
         else:
             exchange.scope[TRACE_ID_KEY] = exchange.request_id
         exchange.span = span
