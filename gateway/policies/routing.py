@@ -30,7 +30,10 @@ def route_template(scope: Scope) -> str:
     if not isinstance(path_format, str):
         return UNMATCHED
     if root:
-        root = _mount_template(root.rstrip("/"), path_format, scope)
+        root = root.rstrip("/")
+        params = scope.get("path_params")
+        if params and len(params) > path_format.count("{"):  # a mount's parameters
+            root = _mount_template(root, path_format, scope)
     return root + path_format or "/"
 
 
