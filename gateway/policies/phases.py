@@ -28,7 +28,7 @@ from typing import Any
 
 from starlette.types import Message, Scope, Send
 
-from gateway.policies.routing import UNMATCHED, route_template
+from gateway.policies.routing import route_template
 from gateway.policies.scope_keys import RESPONSE_HEADERS_KEY
 from gateway.request_id import HEADER
 
@@ -116,13 +116,14 @@ class Exchange:
         self.added = added
         self.status = 0
         self.sent = 0
-        self.error: BaseException | None = None
-        self.elapsed_s = 0.0
         self.request_id = ""
-        self.span: Any = None
-        self.context_token: object = None
-        self.route = UNMATCHED
-        self.reported_status = 500
+        # set by their phases: span and context_token (tracing), the rest by completed()
+        self.span: Any
+        self.context_token: object
+        self.error: BaseException | None
+        self.elapsed_s: float
+        self.route: str
+        self.reported_status: int
         self._send = send
         self._on_start = on_response_start
 
