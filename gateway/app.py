@@ -1,8 +1,9 @@
 """Assemble the gateway: edge policies around the routes of every layer, one lifespan.
 
-Request path: envelope (request id, span, metrics, access log, security headers) -> body limit
--> authentication -> rate limit -> route (each mount declares its scopes) ->
-experience / process / system views. Everything not explicitly public requires a scope.
+Request path: envelope (request id, span, metrics, access log, security headers) -> Starlette's
+server-error layer -> body limit -> authentication -> rate limit -> Starlette's exception
+handlers -> route (each mount declares its scopes) -> experience / process / system views.
+Everything not explicitly public requires a scope.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute, Mount, Router
 from starlette.types import ASGIApp
 
@@ -24,7 +26,7 @@ from gateway.oauth.scopes import RequireScopes
 from system_apis.registry import SystemApis
 
 from .docs import docs_routes
-from .errors import HANDLERS, ErrorHandlers, split_handlers
+from .errors import HANDLERS
 from .events.component import EventBus
 from .gc_tuning import restore, tune_after_startup
 from .health import health_routes
@@ -33,7 +35,6 @@ from .observability import Observability
 from .policies.body_limit import BodyLimitMiddleware
 from .policies.edge import cors_middleware
 from .policies.ratelimit import RateLimitMiddleware, RateLimitPolicy
-from .policies.routing import PrefixRouter, lean_endpoints
 from .policies.worker_metrics import WorkerMetricsShare
 from .settings import Settings, load_settings
 
@@ -65,21 +66,23 @@ class Gateway(Starlette):
     ratelimit: RateLimitPolicy
     observability: Observability
 
-    def __init__(self, *, routes: list[BaseRoute], lifespan: Any, **kwargs: Any) -> None:
-        super().__init__(routes=routes, lifespan=lifespan, **kwargs)
-        # the same routes and lifespan, with mounts found by prefix (policies/routing.py)
-        self.router = PrefixRouter(routes, lifespan=lifespan)
-
     def build_middleware_stack(self) -> ASGIApp:
-        """Starlette's stack, leaner: the request envelope is also the server-error layer (a
-        crash's 500 is still traced, counted and logged with its final status), and
-        ``ErrorHandlers`` (gateway/errors.py) replaces ``ExceptionMiddleware`` around the
-        router, where the user middleware (CORS) still acts on its answers."""
-        server_error, handlers = split_handlers(self.exception_handlers)
-        app: ASGIApp = ErrorHandlers(self.router, handlers)
+        """Starlette's stack, its server-error layer being the request envelope: the envelope
+        answers a crash with the app's 500 handler (so the 500 still carries the request id,
+        trace id and security headers, and is traced, counted and logged with its final
+        status), then the user middleware, Starlette's ``ExceptionMiddleware`` with the other
+        handlers, and the router."""
+        server_error = None
+        handlers: dict[Any, Any] = {}
+        for key, handler in self.exception_handlers.items():
+            if key in (500, Exception):
+                server_error = handler
+            else:
+                handlers[key] = handler
+        app: ASGIApp = ExceptionMiddleware(self.router, handlers=handlers, debug=self.debug)
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
-        return self.observability.wrap(app, self.settings.gateway.edge, server_error=server_error)
+        return self.observability.wrap(app, self.settings.gateway.edge, server_error)
 
 
 def system_mounts(systems: SystemApis) -> list[BaseRoute]:
@@ -93,8 +96,19 @@ def system_mounts(systems: SystemApis) -> list[BaseRoute]:
             f"/system/v1/{name}",
             app=RequireScopes(Router(routes=routes), read=["system:read"], write=["system:write"]),
         )
-        for name, routes in systems.routes().items()
+        for name, routes in sorted(systems.routes().items(), key=_busiest_first)
     ]
+
+
+BUSIEST_FIRST: tuple[str, ...] = ("inventory", "crm", "erp", "billing", "support", "marketing")
+"""The system mounts in the order Starlette's router tries them: stock look-ups first (every
+product page and cart asks), then customers and orders; each mount a request passes costs a
+pattern match (docs/performance.md)."""
+
+
+def _busiest_first(item: tuple[str, object]) -> int:
+    name = item[0]
+    return BUSIEST_FIRST.index(name) if name in BUSIEST_FIRST else len(BUSIEST_FIRST)
 
 
 def edge_middleware(
@@ -152,7 +166,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
             stack.callback(restore, tune_after_startup(settings.gateway.gc))
             yield
 
-    routes: list[BaseRoute] = [  # the busiest first: the router tries them in order
+    routes: list[BaseRoute] = [  # the busiest first: Starlette's router tries them in order
         *system_mounts(systems),
         *layers.routes,
         *health_routes(settings, systems),
@@ -161,7 +175,6 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         *obs.routes(protect=metrics_guard(settings)),
         *docs_routes(),
     ]
-    lean_endpoints(routes)
     app = Gateway(
         routes=routes,
         lifespan=lifespan,

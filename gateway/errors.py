@@ -2,26 +2,26 @@
 
 Backend failures keep their meaning (502 bad data, 503 unavailable/circuit open, 504 timeout);
 an unexpected exception is a 500 with no detail, logged server-side with its trace id.
+
+``HANDLERS`` is given to Starlette as the app's ``exception_handlers``, its public API:
+Starlette's ``ExceptionMiddleware`` and each route apply the handlers (so a wrapper inside a
+mount, such as an experience version's headers, sees the error answers as any response), and
+its ``ServerErrorMiddleware`` answers with the ``Exception`` handler what nothing else
+handled, then re-raises for the server to log.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
 
-from starlette._utils import is_async_callable  # Starlette's own test (partials, __call__)
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from system_apis.errors import BackendError, BackendUnavailable, BadBackendData
 from system_apis.http.common import InvalidInput
 
-from .policies.scope_keys import RESPONSE_STATUS_KEY
 from .problems import TYPE_BASE, problem_response
 
 log = logging.getLogger("trellis.errors")
@@ -93,84 +93,3 @@ HANDLERS: Mapping[int | type[Exception], Handler] = {
     ClientDisconnect: client_gone,
     Exception: unexpected,
 }
-
-
-class ErrorHandlers:
-    """Pure ASGI, innermost, around the router: the handlers above (all but the 500 one, which
-    the request envelope applies) turn a route's exception into its response.
-
-    Starlette's ``ExceptionMiddleware`` with the same handlers and the same rules (a status
-    handler for an ``HTTPException`` first, then the nearest class in the exception's MRO,
-    Starlette's default ``HTTPException`` and ``WebSocketException`` handlers included; a
-    handled exception after the response started becomes a ``RuntimeError``), without its
-    per-request ``Request``, closures and ``send`` wrapper: whether the response started is
-    read from the envelope's ``scope[RESPONSE_STATUS_KEY]``. Innermost, so the user middleware
-    (CORS) acts on the answers as on any response. Without the envelope, and for websockets,
-    Starlette's own middleware does the work.
-    """
-
-    def __init__(self, app: ASGIApp, handlers: Mapping[Any, Any]) -> None:
-        self.app = app
-        middleware = ExceptionMiddleware(app, handlers=handlers)
-        self.starlette: ASGIApp = middleware
-        self._classes = middleware._exception_handlers
-        self._statuses = middleware._status_handlers
-        self._for_routes = (self._classes, self._statuses)
-        # what route-level handling (Starlette's request_response, kept by routes with
-        # middleware of their own) reads from the scope
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        status = scope.get(RESPONSE_STATUS_KEY)
-        if status is None or scope["type"] != "http":
-            await self.starlette(scope, receive, send)
-            return
-        scope["starlette.exception_handlers"] = self._for_routes
-        try:
-            await self.app(scope, receive, send)
-        except Exception as exc:
-            if not await self.answer(exc, scope, receive, send, status[0] != 0):
-                raise
-
-    async def answer(
-        self, exc: Exception, scope: Scope, receive: Receive, send: Send, started: bool
-    ) -> bool:
-        """Send the handler's response for ``exc``; False when no handler takes it."""
-        handler = self._handler_for(exc)
-        if handler is None:
-            return False
-        if started:
-            raise RuntimeError("Caught handled exception, but response already started.") from exc
-        request = Request(scope, receive, send)
-        if is_async_callable(handler):
-            response = await handler(request, exc)
-        else:
-            response = await run_in_threadpool(handler, request, exc)
-        if response is not None:
-            await response(scope, receive, send)
-        exc.__traceback__ = None  # a reused exception instance would grow its traceback
-        return True
-
-    def _handler_for(self, exc: Exception) -> Any:
-        if isinstance(exc, HTTPException):
-            found = self._statuses.get(exc.status_code)
-            if found is not None:
-                return found
-        classes = self._classes
-        for cls in type(exc).__mro__:
-            if cls in classes:
-                return classes[cls]
-        return None
-
-
-def split_handlers(
-    handlers: Mapping[Any, Any],
-) -> tuple[Any, dict[Any, Any]]:
-    """(the 500 handler, the others), as Starlette splits an app's exception handlers."""
-    server_error = None
-    others: dict[Any, Any] = {}
-    for key, value in handlers.items():
-        if key in (500, Exception):
-            server_error = value
-        else:
-            others[key] = value
-    return server_error, others

@@ -30,8 +30,15 @@ from starlette.types import ASGIApp
 from gateway.policies import access_log
 from gateway.policies.access_log import ACCESS_LOGGER, AccessLog, LogsConfig
 from gateway.policies.edge import EdgeConfig, SecurityHeaders, TrustedProxies
-from gateway.policies.envelope import RequestEnvelope, ServerErrorHandler
+from gateway.policies.envelope import (
+    AccessLines,
+    RequestEnvelope,
+    RequestIds,
+    RequestMetrics,
+    ServerErrorHandler,
+)
 from gateway.policies.metrics import GatewayMetrics, MetricsConfig
+from gateway.policies.phases import EnvelopePolicy
 from gateway.policies.redaction import redact, redact_text
 from gateway.policies.tracing import (
     ServerSpans,
@@ -312,20 +319,24 @@ class Observability:
         edge: EdgeConfig | None = None,
         server_error: ServerErrorHandler | None = None,
     ) -> RequestEnvelope:
-        """``app`` (e.g. from ``Starlette.build_middleware_stack``) inside the request envelope:
-        the server span, metrics and access log as configured, plus the request id and, from
-        ``edge``, trusted-proxy addresses and security headers (see ``policies/envelope.py``).
+        """``app`` (e.g. from ``Starlette.build_middleware_stack``) inside the request envelope,
+        with its policies in order: trusted-proxy addresses (from ``edge``), the request id,
+        the server span, metrics and the access log as configured, and security headers (from
+        ``edge``); ``server_error`` answers what ``app`` raises. See ``policies/envelope.py``.
         """
         edge = edge or EdgeConfig(security_headers=False)
-        return RequestEnvelope(
-            app,
-            ServerSpans(self.tracer_provider),
-            metrics=self.metrics if self.config.metrics.enabled else None,
-            access_log=AccessLog() if self.config.logs.access_log else None,
-            security_headers=SecurityHeaders(edge.hsts) if edge.security_headers else None,
-            trusted_proxies=TrustedProxies(edge.trusted_proxies),
-            server_error=server_error,
-        )
+        policies: list[EnvelopePolicy] = []
+        proxies = TrustedProxies(edge.trusted_proxies)
+        if proxies.networks:
+            policies.append(proxies)
+        policies += [RequestIds(), ServerSpans(self.tracer_provider)]
+        if self.config.metrics.enabled:
+            policies.append(RequestMetrics(self.metrics))
+        if self.config.logs.access_log:
+            policies.append(AccessLines(AccessLog()))
+        if edge.security_headers:
+            policies.append(SecurityHeaders(edge.hsts))
+        return RequestEnvelope(app, policies, server_error)
 
     def routes(self, protect: Callable[[ASGIApp], ASGIApp] | None = None) -> list[BaseRoute]:
         """``GET /metrics`` on the gateway's port, unless disabled or on a port of its own."""

@@ -11,11 +11,9 @@ from dataclasses import dataclass
 
 from starlette.types import Scope
 
-PRINCIPAL_KEY = "trellis.principal"
-"""The ASGI scope key holding the verified :class:`Principal`."""
+from gateway.policies.scope_keys import AUTH_ERROR_KEY, PRINCIPAL_KEY
 
-AUTH_ERROR_KEY = "trellis.auth_error"
-"""The ASGI scope key holding why a presented bearer token was refused (for logs, not clients)."""
+__all__ = ["AUTH_ERROR_KEY", "PRINCIPAL_KEY", "Principal", "principal_of"]
 
 
 @dataclass(frozen=True, slots=True)

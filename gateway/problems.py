@@ -14,6 +14,8 @@ import orjson
 from starlette.responses import Response
 from starlette.types import Scope
 
+from gateway.policies.scope_keys import TRACE_ID_KEY
+
 PROBLEM_JSON = "application/problem+json"
 TYPE_BASE = "https://trellis.dev/problems/"
 
@@ -22,7 +24,7 @@ def trace_id_of(scope: Scope | None) -> str | None:
     """The trace id the request carries (set by the tracing / request-id policy)."""
     if scope is None:
         return None
-    value = scope.get("trellis.trace_id")
+    value = scope.get(TRACE_ID_KEY)
     return value if isinstance(value, str) else None
 
 

@@ -10,7 +10,6 @@ import random
 import re
 
 HEADER = b"x-request-id"
-SCOPE_KEY = "trellis.request_id"
 _WELL_FORMED = re.compile(rb"^[A-Za-z0-9._:-]{8,128}$")
 
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Scope
 
 from gateway.policies.redaction import redact_text
-from gateway.policies.scope_keys import CLAIMED_CLIENT_KEY
+from gateway.policies.scope_keys import CLAIMED_CLIENT_KEY, REQUEST_ID_KEY, TRACE_ID_KEY
 from gateway.principal import Principal, principal_of
 
 ACCESS_LOGGER = "trellis.access"
@@ -97,8 +97,8 @@ class AccessLog:
                         "level": "info",
                         "logger": ACCESS_LOGGER,
                         "message": f"{method} {route} {status}",
-                        "request_id": scope.get("trellis.request_id"),
-                        "trace_id": scope.get("trellis.trace_id"),
+                        "request_id": scope.get(REQUEST_ID_KEY),
+                        "trace_id": scope.get(TRACE_ID_KEY),
                         "client_id": _safe_client_id(principal, scope),
                         "client": _address(scope),
                         "method": method,
@@ -129,8 +129,8 @@ class AccessLog:
             route,
             status,
             extra={
-                "request_id": scope.get("trellis.request_id"),
-                "trace_id": scope.get("trellis.trace_id"),
+                "request_id": scope.get(REQUEST_ID_KEY),
+                "trace_id": scope.get(TRACE_ID_KEY),
                 "client_id": _safe_client_id(principal, scope),
                 "client": _address(scope),
                 "method": method,

@@ -1,17 +1,19 @@
 """Edge hardening: trusted-proxy client addresses, security headers, CORS for browser channels.
 
-The first two are applied by the request envelope (``gateway.policies.envelope``); CORS is
+The first two are policies of the request envelope (``gateway.policies.envelope``); CORS is
 Starlette's own middleware, which is pure ASGI.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Scope
+
+from gateway.policies.phases import EnvelopePolicy, Exchange, Header
 
 
 class Strict(BaseModel):
@@ -69,9 +71,9 @@ _DOCS_CSP = b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe
 _API_CSP = b"default-src 'none'; frame-ancestors 'none'"
 
 
-class SecurityHeaders:
-    """Defensive response headers the app did not set itself (an ETag'd response keeps its
-    caching); the request envelope adds them to every response."""
+class SecurityHeaders(EnvelopePolicy):
+    """Response start: defensive headers the app did not set itself (an ETag'd response keeps
+    its caching), on every response; the API documentation gets a CSP that lets it render."""
 
     def __init__(self, hsts: bool = False) -> None:
         extra = [(b"strict-transport-security", b"max-age=31536000")] if hsts else []
@@ -80,6 +82,9 @@ class SecurityHeaders:
         # the usual case, none of them set by the app: the whole list, made once
         self._api = [*self.headers, (b"content-security-policy", _API_CSP)]
         self._docs = [*self.headers, (b"content-security-policy", _DOCS_CSP)]
+
+    def response_start(self, exchange: Exchange, headers: Sequence[Header]) -> list[Header]:
+        return self.missing(headers, exchange.scope["path"].startswith("/docs"))
 
     def missing(
         self, headers: Iterable[tuple[bytes, bytes]], docs: bool
@@ -96,15 +101,20 @@ class SecurityHeaders:
         return added
 
 
-class TrustedProxies:
-    """Believe ``X-Forwarded-For``/``Forwarded`` only when the peer is a configured proxy.
+class TrustedProxies(EnvelopePolicy):
+    """Request start: believe ``X-Forwarded-For``/``Forwarded`` only when the peer is a
+    configured proxy.
 
     The client address becomes the right-most address not itself a trusted proxy, so a
-    caller cannot spoof its address by sending the header itself.
+    caller cannot spoof its address by sending the header itself. It runs first, so every
+    other policy sees the rewritten ``scope["client"]``.
     """
 
     def __init__(self, trusted: Iterable[str]) -> None:
         self.networks = [ipaddress.ip_network(n, strict=False) for n in trusted]
+
+    def request_start(self, exchange: Exchange) -> None:
+        self.apply(exchange.scope)
 
     def _trusted(self, host: str) -> bool:
         try:

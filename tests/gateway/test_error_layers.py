@@ -1,29 +1,31 @@
-"""The gateway's lean error layers (the envelope as the 500 layer, ``ErrorHandlers`` around the
-router) answer every error as Starlette's ServerErrorMiddleware + ExceptionMiddleware do, with
-the endpoints leaned as ``create_app`` leans them and CORS (user middleware) on every answer."""
+"""Error answers of the gateway's stack: Starlette's exception handlers (its public
+``exception_handlers`` API) inside the request envelope. Every error is problem+json (or the
+registered handler's answer) with the envelope's headers; CORS (user middleware) on every
+answer but a crash's; a wrapper inside a mount (an experience version's headers) sees the
+error answers of its routes."""
 
 from __future__ import annotations
 
-import json
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, Router
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from experience_apis.config import VersionPolicy
+from experience_apis.versioning import Versioned
 from gateway.app import Gateway
-from gateway.errors import HANDLERS, ErrorHandlers
+from gateway.errors import HANDLERS
 from gateway.observability import Observability, ObservabilityConfig
 from gateway.policies.edge import EdgeConfig
-from gateway.policies.routing import lean_endpoints
+from gateway.problems import TYPE_BASE
 from system_apis.errors import BackendNotFound
 from system_apis.http.common import InvalidInput
 
@@ -88,6 +90,17 @@ def routes() -> list[Any]:
         Route("/crash", crash),
         Route("/fine", fine, methods=["GET"]),
         Mount("/raw/late", app=late),  # a raw ASGI app: starts, then raises
+        Mount(
+            "/experience/web/v1",
+            app=Versioned(
+                Router(routes=[Route("/backend", backend), Route("/fine", fine)]),
+                "web",
+                "v1",
+                VersionPolicy.model_validate(
+                    {"status": "deprecated", "deprecated_at": "2026-06-01T00:00:00Z"}
+                ),
+            ),
+        ),
     ]
 
 
@@ -102,120 +115,82 @@ class Counted:
         return await HANDLERS[Exception](request, exc)
 
 
-def handlers(server_error: Counted) -> dict[Any, Any]:
-    return {**HANDLERS, Exception: server_error, Sync: sync_handler, 410: gone_handler}
-
-
-class Reference(Starlette):
-    """Starlette's own stack inside the envelope: how the gateway was wired before."""
-
-    obs: Observability
-
-    def build_middleware_stack(self) -> ASGIApp:
-        return self.obs.wrap(super().build_middleware_stack(), EdgeConfig())
-
-
-class Lean(Starlette):
-    """Starlette with the gateway's own stack builder (the method under test)."""
-
-    build_middleware_stack = Gateway.build_middleware_stack  # type: ignore[assignment]
-
-
 CORS = Middleware(CORSMiddleware, allow_origins=["https://app.example.com"])
 ORIGIN = {"Origin": "https://app.example.com"}
+PROBLEM = "application/problem+json"
 
 
-def apps() -> tuple[Starlette, Starlette, Counted, Counted]:
-    obs = Observability(ObservabilityConfig(), configure_logs=False)
-    ref_500, lean_500 = Counted(), Counted()
-    reference = Reference(routes=routes(), exception_handlers=handlers(ref_500), middleware=[CORS])
-    reference.obs = obs
-    lean_routes = routes()
-    assert lean_endpoints(lean_routes) == 7  # as create_app does: route-level handling gone
-    lean = Lean(routes=lean_routes, exception_handlers=handlers(lean_500), middleware=[CORS])
-    lean.observability = obs  # type: ignore[attr-defined]
-    lean.settings = SimpleNamespace(gateway=SimpleNamespace(edge=EdgeConfig()))  # type: ignore[attr-defined]
-    return reference, lean, ref_500, lean_500
-
-
-def comparable(response: httpx.Response) -> tuple[int, str, Any]:
-    kind = response.headers.get("content-type", "")
-    body: Any = response.text
-    if "json" in kind:
-        body = json.loads(body)
-        body.pop("trace_id", None)  # differs per request
-    return response.status_code, kind, body
+def gateway() -> tuple[Gateway, Counted]:
+    """The gateway's own stack builder over these routes, with CORS as user middleware."""
+    server_error = Counted()
+    handlers = {**HANDLERS, Exception: server_error, Sync: sync_handler, 410: gone_handler}
+    app = Gateway(routes=routes(), exception_handlers=handlers, middleware=[CORS])
+    app.observability = Observability(ObservabilityConfig(), configure_logs=False)
+    app.settings = SimpleNamespace(gateway=SimpleNamespace(edge=EdgeConfig()))  # type: ignore[assignment]
+    return app, server_error
 
 
 CASES = [
-    ("GET", "/teapot"),
-    ("GET", "/gone"),
-    ("GET", "/backend"),
-    ("GET", "/invalid"),
-    ("GET", "/sync"),
-    ("GET", "/crash"),
-    ("GET", "/fine"),
-    ("POST", "/fine"),  # 405
-    ("GET", "/nowhere"),  # 404
-    ("GET", "/raw/late/"),  # a handled exception after the start: the response is cut short
+    # method, path, status, content type
+    ("GET", "/teapot", 418, PROBLEM),
+    ("GET", "/gone", 410, "text/plain; charset=utf-8"),  # the status handler
+    ("GET", "/backend", 404, PROBLEM),
+    ("GET", "/invalid", 422, PROBLEM),
+    ("GET", "/sync", 409, "text/plain; charset=utf-8"),  # a plain (threadpool) handler
+    ("GET", "/crash", 500, PROBLEM),
+    ("GET", "/fine", 200, "application/json"),
+    ("POST", "/fine", 405, PROBLEM),
+    ("GET", "/nowhere", 404, PROBLEM),
+    ("GET", "/experience/web/v1/backend", 404, PROBLEM),
 ]
 
 
-@pytest.mark.parametrize(("method", "path"), CASES)
-async def test_each_error_is_answered_as_by_starlettes_own_layers(method: str, path: str) -> None:
-    reference, lean, ref_500, lean_500 = apps()
-    got = []
-    for app in (reference, lean):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            got.append(await client.request(method, path, headers=ORIGIN))
-    ref, new = got
-    assert comparable(new) == comparable(ref), path
+@pytest.mark.parametrize(("method", "path", "status", "kind"), CASES)
+async def test_each_error_is_answered_with_the_envelope_and_cors_headers(
+    method: str, path: str, status: int, kind: str
+) -> None:
+    app, server_error = gateway()
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.request(method, path, headers=ORIGIN)
+    assert response.status_code == status
+    assert response.headers["content-type"] == kind
+    if kind == PROBLEM:
+        body = response.json()
+        assert body["type"].startswith(TYPE_BASE) and body["status"] == status
+        assert body["trace_id"] == response.headers["x-trace-id"]
     # the envelope's headers on every answer, the crash's 500 included
     for name in ("x-request-id", "x-trace-id", "x-content-type-options"):
-        assert name in new.headers, (path, name)
-    # CORS (user middleware) acts on the handled errors as Starlette's order has it
-    cors = ref.headers.get("access-control-allow-origin")
-    assert new.headers.get("access-control-allow-origin") == cors, path
-    if path not in ("/crash", "/raw/late/"):  # answered inside the user middleware
-        assert cors == "https://app.example.com", path
-    assert lean_500.calls == ref_500.calls, path  # the 500 handler ran as often
+        assert name in response.headers, (path, name)
+    # CORS (user middleware) on every answer but a crash's, which Starlette's server-error
+    # layer gives outside the user middleware
+    cors = response.headers.get("access-control-allow-origin")
+    assert cors == (None if path == "/crash" else "https://app.example.com"), path
+    assert server_error.calls == (1 if path == "/crash" else 0)
 
 
-async def test_a_crash_is_a_problem_500_carrying_the_trace_id() -> None:
-    _, lean, _, lean_500 = apps()
-    transport = httpx.ASGITransport(app=lean, raise_app_exceptions=False)
+async def test_a_deprecated_versions_error_answers_carry_its_headers() -> None:
+    app, _ = gateway()
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        crash = await client.get("/crash")
-    assert crash.status_code == 500
-    assert crash.headers["content-type"] == "application/problem+json"
-    assert crash.json()["trace_id"] == crash.headers["x-trace-id"]
-    assert lean_500.calls == 1
+        error = await client.get("/experience/web/v1/backend")
+        fine = await client.get("/experience/web/v1/fine")
+    assert error.status_code == 404 and fine.status_code == 200
+    assert error.headers["deprecation"] == fine.headers["deprecation"] == "@1780272000"
 
 
 async def test_a_crash_is_re_raised_for_the_server_to_log() -> None:
-    _, lean, _, _ = apps()
-    transport = httpx.ASGITransport(app=lean, raise_app_exceptions=True)
+    app, _ = gateway()
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         with pytest.raises(Odd):
             await client.get("/crash")
 
 
 async def test_a_handled_exception_after_the_start_is_cut_short_and_logged_once() -> None:
-    _, lean, _, lean_500 = apps()
-    transport = httpx.ASGITransport(app=lean, raise_app_exceptions=False)
+    app, server_error = gateway()
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         late = await client.get("/raw/late/")
     assert late.status_code == 200 and late.content == b""  # started, then cut short
-    assert lean_500.calls == 1  # the RuntimeError reached the 500 handler (it logs)
-
-
-async def test_without_the_envelope_starlettes_exception_middleware_does_the_work() -> None:
-    lean_routes = routes()
-    lean_endpoints(lean_routes)
-    app = ErrorHandlers(Router(routes=lean_routes), handlers(Counted()))
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        assert (await client.get("/teapot")).status_code == 418
-        assert (await client.get("/sync")).text == "sync handled: sync"
-        assert (await client.get("/gone")).text == "gone, by status"
+    assert server_error.calls == 1  # the RuntimeError reached the 500 handler (it logs)
