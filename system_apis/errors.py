@@ -6,6 +6,22 @@ vendor gave for our request keeps a 4xx meaning (not found, conflict, rejected).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+
+class InvalidInput(Exception):
+    """The caller's input is wrong: 400 unreadable, 415 not JSON, else 422 with field paths.
+
+    Raised before any backend call, so it never counts against a backend's circuit breaker.
+    """
+
+    def __init__(self, detail: str, errors: Sequence[dict[str, Any]] = (), status: int = 422):
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors)
+        self.status = status
+
 
 class BackendError(Exception):
     """Base of every failure a system API raises."""

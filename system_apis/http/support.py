@@ -8,8 +8,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..models import Page, SupportUser, Ticket, TicketComment, TicketPriority, TicketStatus
-from ..support import MAX_PAGE, SupportClient
-from .common import InvalidInput, json_response, query_int, read_model
+from ..support import CURSOR, MAX_PAGE, USER_ID, SupportClient
+from .common import InvalidInput, json_response, query_cursor, query_int, read_model
 from .operation import BACKEND_ERRORS, HeaderParam, QueryParam, operation, page_query
 
 IDEMPOTENCY_KEY = HeaderParam("Idempotency-Key", "A retry with the same key creates nothing new.")
@@ -26,7 +26,7 @@ class UserIn(BaseModel):
 class TicketIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    requester_id: str = Field(pattern=r"^\d{1,18}$")
+    requester_id: str = Field(pattern=f"^{USER_ID.pattern}$")
     subject: str = Field(min_length=1, max_length=255)
     body: str = Field(min_length=1, max_length=65_000)
     priority: TicketPriority | None = None
@@ -40,7 +40,7 @@ class TicketStatusIn(BaseModel):
 
 
 def _page_args(request: Request) -> tuple[str | None, int]:
-    return request.query_params.get("cursor") or None, query_int(request, "limit", 25, 1, MAX_PAGE)
+    return query_cursor(request, CURSOR), query_int(request, "limit", 25, 1, MAX_PAGE)
 
 
 def routes(client: SupportClient) -> list[BaseRoute]:
