@@ -41,6 +41,8 @@ from system_apis.models import (
     TicketStatus,
 )
 
+from .identity import normal_email, normal_name
+
 __all__ = [
     "Account",
     "Activity",
@@ -89,7 +91,9 @@ __all__ = [
 
 
 def _email(value: str) -> str:
-    """RFC-valid syntax (no DNS lookup: onboarding must not depend on the caller's resolver)."""
+    """RFC-valid syntax (no DNS lookup: onboarding must not depend on the caller's resolver),
+    normalised and free of look-alike spoofing (``identity``)."""
+    value = normal_email(value)
     try:
         info = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
@@ -98,7 +102,11 @@ def _email(value: str) -> str:
 
 
 Email = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_email)]
-Name = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[^\x00-\x1f<>]+$")]
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=80, pattern=r"^[^\x00-\x1f<>]+$"),
+    AfterValidator(normal_name),
+]
 Phone = Annotated[str, Field(pattern=r"^\+?[0-9][0-9 ()./-]{4,28}$")]
 CHANNEL_PATTERN = r"^(web|sales|partner-[a-z0-9-]{1,40})$"
 
