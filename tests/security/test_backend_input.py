@@ -242,3 +242,36 @@ async def test_inventory_cursor_superscript_two(gateway: Gateway, tmp_path: Path
             problem(status, headers, raw)
     finally:
         await conn.close()
+
+
+FREE_TEXT = ("%C2%B2", "a%27b%22c%5C", "x" * 300, "%00", "%2A", "a%20OR%20b", "%E2%80%AEx@y.z")
+
+
+async def test_free_text_query_values_never_fail_a_backend(
+    gateway: Gateway, clean_sandbox: SandboxThread
+) -> None:
+    """Filters a caller writes (an email to look up) answer 200 or 400, never a backend 5xx,
+    and leave every breaker closed (readiness stays ready)."""
+    sites = [
+        (s, q.name)
+        for s in gateway.sites
+        if s.method == "get" and s.spec is not None and not s.path_params
+        for q in s.spec.query
+        if q.type == "string" and not q.enum and q.name != "cursor"
+    ]
+    assert sites
+    conn = await KeepAliveConnection.open(gateway.url)
+    try:
+        for site, name in sites:
+            for value in FREE_TEXT:
+                target = f"{site.path}?{name}={value}"
+                status, headers, raw = await conn.request(
+                    "GET", target, {"Authorization": f"Bearer {gateway.admin}"}
+                )
+                assert status in {200, 400, 410}, (target, status, raw)
+                if status == 400:
+                    problem(status, headers, raw)
+        status, _, raw = await conn.request("GET", "/readyz")
+        assert status == 200, raw
+    finally:
+        await conn.close()
