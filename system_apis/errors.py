@@ -67,6 +67,16 @@ class BackendUnavailable(BackendError):
         self.retry_after = retry_after
 
 
+class Saturated(BackendUnavailable):
+    """Our own limit on calls to this backend (bulkhead, outbound pacer) refused the call.
+
+    Not the backend's failure: a burst from one caller fills these, so it never counts
+    against the circuit breaker every caller shares.
+    """
+
+    title = "Backend busy"
+
+
 class CircuitOpen(BackendUnavailable):
     """The breaker is open: we do not even try."""
 
