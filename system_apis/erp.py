@@ -61,7 +61,6 @@ STATUS_TO_VENDOR = {v: k for k, v in STATUS_FROM_VENDOR.items()}
 NUMBER_PATTERN = r"(?=[0-9]{1,10}\Z)0*[1-9][0-9]*"
 _NUMBER = re.compile(NUMBER_PATTERN, re.ASCII)
 CUSTOMER_NUMBER = IdSyntax(BACKEND, "customer", NUMBER_PATTERN)
-ORDER_NUMBER = IdSyntax(BACKEND, "sales order", NUMBER_PATTERN)
 _COUNT = re.compile(r"[0-9]{1,12}", re.ASCII)
 CURSOR = CursorSyntax(r"0|[1-9][0-9]{0,8}")
 """The ``$skip`` of the next page."""
@@ -279,10 +278,12 @@ class ErpClient(BackendClient):
         return err
 
     def _number(self, number: str, kind: str) -> str:
+        """A caller's customer or document number in the ERP's form; outside the syntax it
+        names nothing that can exist: ``BackendNotFound`` without a call."""
         try:
             return alpha(number)
         except ValueError as exc:
-            raise BackendNotFound(self.name, f"{kind} {number!r} does not exist") from exc
+            raise BackendNotFound(self.name, f"{kind} {number[:40]!r} does not exist") from exc
 
     async def _page(
         self, path: str, item_tag: str, skip: int, top: int, params: dict[str, str]
