@@ -8,6 +8,7 @@ client base's outbound pacer plus Retry-After-aware retries.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime
@@ -46,6 +47,8 @@ USER_ID = IdSyntax(BACKEND, "user", r"[1-9][0-9]{0,17}")
 TICKET_ID = IdSyntax(BACKEND, "ticket", r"[1-9][0-9]{0,17}")
 CURSOR = OPAQUE_CURSOR
 """``meta.after_cursor`` is an opaque URL-safe token."""
+_SEARCHABLE_EMAIL = re.compile(r"[^\s\"\\:()@]{1,128}@[^\s\"\\:()@]{1,253}")
+"""An address as search text: no whitespace, quotes, backslashes, colons or parentheses."""
 
 
 # --- mapping: pure functions -----------------------------------------------------------------
@@ -232,6 +235,10 @@ class SupportClient(BackendClient):
         return user_from_vendor(_one(await self._get(f"/api/v2/users/{ident}.json"), "user"))
 
     async def find_user_by_email(self, email: str) -> SupportUser | None:
+        """The user with this email; a value no address can be (spaces, quotes, no ``@``)
+        finds nobody without a call, so it never becomes search syntax at the vendor."""
+        if not _SEARCHABLE_EMAIL.fullmatch(email):
+            return None
         body = _object(
             await self._get("/api/v2/users/search.json", {"query": f"email:{email}"}), "search"
         )

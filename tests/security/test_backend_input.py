@@ -275,3 +275,22 @@ async def test_free_text_query_values_never_fail_a_backend(
         assert status == 200, raw
     finally:
         await conn.close()
+
+
+async def test_an_email_lookup_is_never_vendor_search_syntax(
+    gateway: Gateway, clean_sandbox: SandboxThread
+) -> None:
+    """The helpdesk looks users up with its search language (``email:<value>``): a value no
+    address can be finds nobody, without a search that could read it as more terms."""
+    conn = await KeepAliveConnection.open(gateway.url)
+    try:
+        for value in ("a%40b.c%20type%3Aticket", "%22%22", "a%40b.c%20OR%20x", "*"):
+            status, _, raw = await conn.request(
+                "GET",
+                f"/system/v1/support/users?email={value}",
+                {"Authorization": f"Bearer {gateway.admin}"},
+            )
+            assert status == 200 and orjson.loads(raw)["items"] == [], raw
+    finally:
+        await conn.close()
+    assert (await backend_hits(clean_sandbox))["support"] == {}
