@@ -12,6 +12,8 @@ from typing import Annotated, Any
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from system_apis.crm import RECORD_ID
+from system_apis.identity import normal_email, normal_name
 from system_apis.models import (
     Account,
     Activity,
@@ -40,8 +42,6 @@ from system_apis.models import (
     TicketPriority,
     TicketStatus,
 )
-
-from .identity import normal_email, normal_name
 
 __all__ = [
     "Account",
@@ -108,6 +108,8 @@ Name = Annotated[
     AfterValidator(normal_name),
 ]
 Phone = Annotated[str, Field(pattern=r"^\+?[0-9][0-9 ()./-]{4,28}$")]
+CRM_ID_PATTERN = f"^{RECORD_ID.pattern}$"
+"""A CRM record id: 15 characters, or 18 with the case-safe suffix."""
 CHANNEL_PATTERN = r"^(web|sales|partner-[a-z0-9-]{1,40})$"
 
 
@@ -140,7 +142,7 @@ class OrderLineRequest(Input):
 
 
 class PlaceOrderRequest(Input):
-    customer_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{15,18}$")]
+    customer_id: Annotated[str, Field(pattern=CRM_ID_PATTERN)]
     lines: Annotated[list[OrderLineRequest], Field(min_length=1, max_length=50)]
     channel: Annotated[str, Field(pattern=CHANNEL_PATTERN)] = "sales"
 
@@ -155,7 +157,7 @@ class PlaceOrderRequest(Input):
         return lines
 
 
-CustomerId = Annotated[str, Field(pattern=r"^[A-Za-z0-9]{15,18}$")]
+CustomerId = Annotated[str, Field(pattern=CRM_ID_PATTERN)]
 """A canonical customer id: the CRM contact id (15 or 18 characters)."""
 
 

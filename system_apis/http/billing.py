@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..billing import CURSOR, CUSTOMER_ID, MAX_LIMIT, BillingClient, decimal_to_cents
+from ..identity import EmailAddress, PersonName
 from ..models import BillingCustomer, Invoice, InvoiceStatus, OrderLine, Page, Payment
 from .common import InvalidInput, json_response, query_cursor, query_enum, query_int, read_model
 from .operation import BACKEND_ERRORS, HeaderParam, QueryParam, operation, page_query
@@ -22,8 +23,8 @@ IDEMPOTENCY_KEY = HeaderParam(
 class CustomerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: EmailStr
-    name: str = Field(min_length=1, max_length=256)
+    email: EmailAddress
+    name: PersonName = Field(min_length=1, max_length=256)
     crm_contact_id: str | None = Field(None, max_length=500)
     erp_customer_number: str | None = Field(None, max_length=500)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import BackendNotFound
+from ..identity import EmailAddress, PersonName
 from ..marketing import CURSOR, MAX_LIMIT, ListMembershipChange, MarketingClient, template_id
 from ..models import EmailSend, Engagement, MarketingContact, MarketingList, Page
 from .common import InvalidInput, json_response, query_cursor, query_int, read_model
@@ -19,9 +20,9 @@ class _Body(BaseModel):
 
 
 class ContactCreate(_Body):
-    email: EmailStr
-    first_name: str = Field(min_length=1, max_length=100)
-    last_name: str = Field(min_length=1, max_length=100)
+    email: EmailAddress
+    first_name: PersonName = Field(min_length=1, max_length=100)
+    last_name: PersonName = Field(min_length=1, max_length=100)
     crm_contact_id: str | None = Field(None, max_length=64)
     lifecycle_stage: str | None = Field(None, max_length=64)
 

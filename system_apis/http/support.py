@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..identity import EmailAddress, PersonName
 from ..models import Page, SupportUser, Ticket, TicketComment, TicketPriority, TicketStatus
 from ..support import CURSOR, MAX_PAGE, USER_ID, SupportClient
 from .common import InvalidInput, json_response, query_cursor, query_int, read_model
@@ -18,8 +19,8 @@ IDEMPOTENCY_KEY = HeaderParam("Idempotency-Key", "A retry with the same key crea
 class UserIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: EmailStr
-    name: str = Field(min_length=1, max_length=255)
+    email: EmailAddress
+    name: PersonName = Field(min_length=1, max_length=255)
     crm_contact_id: str | None = Field(None, max_length=255)
 
 

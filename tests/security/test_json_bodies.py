@@ -172,3 +172,25 @@ async def test_json_natural_values_still_validate(
     )
     status, body = await call(gateway, "post", "/process/v1/orders", raw, "application/json")
     assert status == 201, body
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/system/v1/support/users", {"email": "\u0430lice@example.com", "name": "Alice"}, "email"),
+        ("/system/v1/support/users", {"email": "a@example.com", "name": "Al\u202eice"}, "name"),
+        ("/system/v1/billing/customers", {"email": "a@ex\u0430mple.com", "name": "A"}, "email"),
+        (
+            "/system/v1/marketing/contacts",
+            {"email": "a@example.com", "first_name": "\u0391lice", "last_name": "M"},
+            "first_name",
+        ),
+    ],
+)
+async def test_system_writes_refuse_lookalike_names_and_emails(
+    gateway: Gateway, clean_sandbox: SandboxThread, path: str, body: dict[str, str], field: str
+) -> None:
+    status, answer = await call(gateway, "post", path, orjson.dumps(body), "application/json")
+    assert status == 422, answer
+    assert [e["path"] for e in answer["errors"]] == [field], answer
+    assert await writes_seen(clean_sandbox) == dict.fromkeys(BACKEND_NAMES, 0)

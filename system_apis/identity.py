@@ -19,10 +19,12 @@ combining marks inherit the word's script.
 from __future__ import annotations
 
 import unicodedata
+from typing import Annotated
 
 from confusable_homoglyphs import categories
+from pydantic import AfterValidator, BeforeValidator, EmailStr
 
-__all__ = ["identifier_problem", "normal_email", "normal_name"]
+__all__ = ["EmailAddress", "PersonName", "identifier_problem", "normal_email", "normal_name"]
 
 BIDI_CONTROLS = frozenset(
     "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
@@ -93,3 +95,14 @@ def normal_email(value: str) -> str:
     if problem is not None:
         raise ValueError(problem)
     return value
+
+
+def _before_email(value: object) -> object:
+    """``normal_email`` for a string; anything else is left to the type check (a 422)."""
+    return normal_email(value) if isinstance(value, str) else value
+
+
+PersonName = Annotated[str, AfterValidator(normal_name)]
+"""A request model's name field: NFKC, no bidi controls, no mixed scripts in a word."""
+EmailAddress = Annotated[EmailStr, BeforeValidator(_before_email)]
+"""A request model's email field: normalised and free of look-alikes, then RFC syntax."""
