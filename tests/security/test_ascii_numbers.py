@@ -1,5 +1,6 @@
 """Numbers read from headers another party writes are ASCII digits only: ``"²".isdigit()`` is
-True and ``int("²")`` raises, so an ``isdigit()`` guard let a crafted value through to a crash."""
+True and ``int("²")`` raises, so an ``isdigit()`` guard lets a crafted value through to a crash
+(and ``"٣"`` through as 3)."""
 
 from __future__ import annotations
 

@@ -229,7 +229,8 @@ async def test_every_bad_query_parameter_is_a_400_problem_on_a_kept_connection(
 
 
 async def test_inventory_cursor_superscript_two(gateway: Gateway, tmp_path: Path) -> None:
-    """The reported case: a 400 problem and the connection kept, never a 500 and a hang-up."""
+    """A superscript cursor on the stock list: a 400 problem and the connection kept, never a
+    500 and a hang-up."""
     conn = await KeepAliveConnection.open(gateway.url)
     try:
         for _ in range(3):
