@@ -75,12 +75,13 @@ def selected_fields(request: Request) -> list[str] | None:
             [
                 {
                     "path": "query/fields",
-                    "message": f"unknown field {f!r}; known: " + ",".join(FIELDS),
+                    "message": f"unknown field {f[:40]!r}; known: " + ",".join(FIELDS),
                     "type": "enum",
                 }
                 for f in unknown
             ]
             or [{"path": "query/fields", "message": "empty", "type": "missing"}],
+            status=400,
         )
     return wanted
 

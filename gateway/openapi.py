@@ -343,6 +343,8 @@ def _operation(
                 _problem_response(status, text) if status >= 400 else {"description": text}
             )
         errors = set(spec.errors) | (set(BODY_ERRORS) if spec.request is not None else set())
+        if spec.query:
+            errors.add(400)  # every query parameter is parsed; a malformed one is a 400 problem
         for status in sorted(errors):
             responses.setdefault(str(status), _problem_response(status))
     if site.scopes is not None:

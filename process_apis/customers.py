@@ -24,7 +24,6 @@ from .ports import DomainEvent, Outcome
 from .saga import Saga
 from .service import ProcessApis
 from .tracing import step
-from .web import InvalidInput
 from .xrefs import ONBOARDING
 
 NURTURE_LIST = "Nurture"
@@ -48,14 +47,8 @@ async def list_customers(
             found = await crm.find_contact_by_email(email.strip())
         contacts = [found] if found else []
         return Page[Customer](items=[to_customer(c, None, _ids(c)) for c in contacts])
-    with step("crm.contacts_page"):
-        try:
-            page = await crm.contacts_page(cursor, limit)
-        except ValueError:
-            raise InvalidInput(
-                "invalid cursor",
-                [{"path": "query/cursor", "message": "not a cursor", "type": "cursor"}],
-            ) from None
+    with step("crm.contacts_page"):  # a malformed cursor is a 400 before any call
+        page = await crm.contacts_page(cursor, limit)
     return Page[Customer](
         items=[to_customer(c, None, _ids(c)) for c in page.items], next_cursor=page.next_cursor
     )

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from system_apis.crm import RECORD_ID
+from system_apis.identity import normal_email, normal_name
 from system_apis.models import (
     Account,
     Activity,
@@ -89,7 +91,9 @@ __all__ = [
 
 
 def _email(value: str) -> str:
-    """RFC-valid syntax (no DNS lookup: onboarding must not depend on the caller's resolver)."""
+    """RFC-valid syntax (no DNS lookup: onboarding must not depend on the caller's resolver),
+    normalised and free of look-alike spoofing (``identity``)."""
+    value = normal_email(value)
     try:
         info = validate_email(value, check_deliverability=False)
     except EmailNotValidError as exc:
@@ -98,8 +102,14 @@ def _email(value: str) -> str:
 
 
 Email = Annotated[str, Field(min_length=3, max_length=254), AfterValidator(_email)]
-Name = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[^\x00-\x1f<>]+$")]
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=80, pattern=r"^[^\x00-\x1f<>]+$"),
+    AfterValidator(normal_name),
+]
 Phone = Annotated[str, Field(pattern=r"^\+?[0-9][0-9 ()./-]{4,28}$")]
+CRM_ID_PATTERN = f"^{RECORD_ID.pattern}$"
+"""A CRM record id: 15 characters, or 18 with the case-safe suffix."""
 CHANNEL_PATTERN = r"^(web|sales|partner-[a-z0-9-]{1,40})$"
 
 
@@ -132,7 +142,7 @@ class OrderLineRequest(Input):
 
 
 class PlaceOrderRequest(Input):
-    customer_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9]{15,18}$")]
+    customer_id: Annotated[str, Field(pattern=CRM_ID_PATTERN)]
     lines: Annotated[list[OrderLineRequest], Field(min_length=1, max_length=50)]
     channel: Annotated[str, Field(pattern=CHANNEL_PATTERN)] = "sales"
 
@@ -147,7 +157,7 @@ class PlaceOrderRequest(Input):
         return lines
 
 
-CustomerId = Annotated[str, Field(pattern=r"^[A-Za-z0-9]{15,18}$")]
+CustomerId = Annotated[str, Field(pattern=CRM_ID_PATTERN)]
 """A canonical customer id: the CRM contact id (15 or 18 characters)."""
 
 

@@ -259,11 +259,8 @@ async def list_orders(
     apis: ProcessApis, cursor: str | None, limit: int, channel: str | None = None
 ) -> Page[Order]:
     """ERP orders, newest numbering last; ``channel`` keeps only one sales channel's."""
-    with step("erp.orders_page"):
-        try:
-            return await apis.systems.erp.orders_page(cursor, limit, channel=channel)
-        except ValueError:
-            raise _invalid("query/cursor", "invalid cursor") from None
+    with step("erp.orders_page"):  # a malformed cursor is a 400 before any call
+        return await apis.systems.erp.orders_page(cursor, limit, channel=channel)
 
 
 async def buyer(apis: ProcessApis, order: Order) -> ErpCustomer | None:

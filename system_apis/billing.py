@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from .client import BackendClient
 from .errors import BadBackendData
+from .ids import CursorSyntax, IdSyntax
 from .mapping import build_model
 from .models import (
     BillingCustomer,
@@ -33,6 +34,12 @@ from .models import (
 from .pagination import walk_pages
 
 BACKEND = "billing"
+
+# --- the vendor's id syntax: ``<prefix>_<alphanumerics>`` ------------------------------------
+CUSTOMER_ID = IdSyntax(BACKEND, "customer", r"cus_[A-Za-z0-9]{1,64}")
+INVOICE_ID = IdSyntax(BACKEND, "invoice", r"in_[A-Za-z0-9]{1,64}")
+CURSOR = CursorSyntax(r"[a-z]{2,8}_[A-Za-z0-9]{1,64}")
+"""``starting_after``: the id of the last object of the previous page."""
 MAX_LIMIT = 100
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
@@ -342,7 +349,7 @@ class BillingClient(BackendClient):
             raise ValueError(f"limit must be between 1 and {MAX_LIMIT}")
         params: dict[str, str | int] = {k: v for k, v in filters.items() if v is not None}
         params["limit"] = limit
-        if cursor:
+        if cursor := CURSOR(cursor):
             params["starting_after"] = cursor
         items, next_cursor = list_from_vendor(await self._get(path, params), item)
         return Page[Any](items=items, next_cursor=next_cursor)
@@ -350,7 +357,7 @@ class BillingClient(BackendClient):
     # --- customers --------------------------------------------------------------------------
 
     async def get_customer(self, customer_id: str) -> BillingCustomer:
-        return customer_from_vendor(await self._get(f"/v1/customers/{self.segment(customer_id)}"))
+        return customer_from_vendor(await self._get(f"/v1/customers/{CUSTOMER_ID(customer_id)}"))
 
     async def find_customer_by_email(self, email: str) -> BillingCustomer | None:
         """Stripe's email filter is exact and case-sensitive, as the vendor's is."""
@@ -390,7 +397,7 @@ class BillingClient(BackendClient):
     # --- invoices ---------------------------------------------------------------------------
 
     async def get_invoice(self, invoice_id: str) -> Invoice:
-        return invoice_from_vendor(await self._get(f"/v1/invoices/{self.segment(invoice_id)}"))
+        return invoice_from_vendor(await self._get(f"/v1/invoices/{INVOICE_ID(invoice_id)}"))
 
     async def invoices_page(
         self,
@@ -446,7 +453,7 @@ class BillingClient(BackendClient):
         return invoice_from_vendor(raw)
 
     async def _transition(self, invoice_id: str, action: str, key: str | None) -> Invoice:
-        path = f"/v1/invoices/{self.segment(invoice_id)}/{action}"
+        path = f"/v1/invoices/{INVOICE_ID(invoice_id)}/{action}"
         return invoice_from_vendor(await self._post(path, [], _derive_key(key, action)))
 
     async def void_invoice(self, invoice_id: str, idempotency_key: str | None = None) -> Invoice:
@@ -460,6 +467,8 @@ class BillingClient(BackendClient):
     async def payments_page(
         self, customer_id: str | None = None, cursor: str | None = None, limit: int = 10
     ) -> Page[Payment]:
+        if customer_id is not None:
+            CUSTOMER_ID(customer_id)
         return await self._page(
             "/v1/payment_intents", payment_from_vendor, cursor, limit, {"customer": customer_id}
         )

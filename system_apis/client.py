@@ -7,6 +7,11 @@ Retry-After, a circuit breaker, a bulkhead and an outbound pacer at the vendor's
 
 Transport failures map to typed errors: a timeout is ``BackendTimeout``, a body cut short or
 any other connection failure ``BackendUnavailable``.
+
+The breaker is shared by every caller, so it counts only the backend's own failures: timeouts,
+connection failures and 5xx answers. A 4xx answer to our request is a healthy vendor saying no
+(it closes the count), a 429 is neither, and a call refused by our own bulkhead or pacer
+(``Saturated``) or by input checks before it (``ids``) never reaches the count.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from .errors import (
     BackendUnavailable,
     BadBackendData,
     CircuitOpen,
+    Saturated,
 )
 from .resilience import (
     BreakerState,
@@ -240,7 +246,10 @@ class BackendClient:
                 with observe.attempt(self.name, method, attempt + 1, state) as seen:
                     resp = await self._attempt(method, url, params, body, hdrs, authenticated, seen)
                     seen.status = resp.status
-            except BackendError as exc:
+            except Saturated as exc:  # our own limit, not the backend's failure: never counted
+                self.breaker.release_trial()
+                last_error = exc
+            except BackendError as exc:  # timeout, connection failure, oversized answer
                 self.breaker.record_failure()
                 last_error = exc
             except asyncio.CancelledError:
@@ -305,16 +314,14 @@ class BackendClient:
     ) -> BackendResponse:
         timeouts = self.config.timeouts
         if self.pacer is not None and not await self.pacer.acquire(timeout_s=timeouts.total_s):
-            raise BackendUnavailable(self.name, "outbound rate limit queue is full")
+            raise Saturated(self.name, "outbound rate limit queue is full")
         bulkhead = self._bulkhead
         if not bulkhead.try_take():  # full: wait for a slot, but not for ever
             deadline = asyncio.get_running_loop().time() + timeouts.connect_s
             try:
                 await bulkhead.take(deadline)
             except TimeoutError as exc:
-                raise BackendUnavailable(
-                    self.name, "too many calls in flight (bulkhead full)"
-                ) from exc
+                raise Saturated(self.name, "too many calls in flight (bulkhead full)") from exc
         try:
             self.stats.attempts += 1
             transport, target = self._route(url)

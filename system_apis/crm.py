@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from .client import BackendClient, BackendResponse
-from .errors import BackendConflict, BackendError, BackendNotFound, BadBackendData
+from .errors import BackendConflict, BackendError, BadBackendData
+from .ids import CursorSyntax, IdSyntax
 from .mapping import build_model
 from .models import (
     Account,
@@ -114,8 +115,11 @@ TASK_STATUS_FROM_VENDOR: dict[str, str] = {
 }
 TASK_STATUS_TO_VENDOR = {v: k for k, v in TASK_STATUS_FROM_VENDOR.items()}
 
-_ID = re.compile(r"[A-Za-z0-9]{15,18}", re.ASCII)
-_LOCATOR = re.compile(r"[A-Za-z0-9]+-[0-9]+", re.ASCII)
+# --- the vendor's id syntax -------------------------------------------------------------------
+RECORD_ID = IdSyntax(BACKEND, "record", r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?")
+"""Salesforce record ids: 15 case-sensitive characters, or 18 with the case-safe suffix."""
+CURSOR = CursorSyntax(r"[A-Za-z0-9]{1,40}-[0-9]{1,9}")
+"""A query locator, as the tail of ``nextRecordsUrl``: ``<query id>-<offset>``."""
 _SOQL_ESCAPES = {
     "\\": "\\\\",
     "'": "\\'",
@@ -329,8 +333,7 @@ class CrmClient(BackendClient):
     # --- generic plumbing ---------------------------------------------------------------
 
     async def _get_record(self, sobject: str, record_id: str) -> dict[str, Any]:
-        if not _ID.fullmatch(record_id):
-            raise BackendNotFound(self.name, f"{sobject} {record_id!r} is not a record id")
+        RECORD_ID(record_id)
         return (await self.request("GET", f"{API}/sobjects/{sobject}/{record_id}")).json_object()
 
     async def _create(self, sobject: str, body: dict[str, Any]) -> str:
@@ -341,8 +344,7 @@ class CrmClient(BackendClient):
         return new_id
 
     async def _patch(self, sobject: str, record_id: str, body: dict[str, Any]) -> None:
-        if not _ID.fullmatch(record_id):
-            raise BackendNotFound(self.name, f"{sobject} {record_id!r} is not a record id")
+        RECORD_ID(record_id)
         await self.request("PATCH", f"{API}/sobjects/{sobject}/{record_id}", json=body)
 
     async def _query_page(
@@ -355,8 +357,7 @@ class CrmClient(BackendClient):
                 "GET", f"{API}/query", params={"q": query or ""}, headers=headers
             )
         else:
-            if not _LOCATOR.fullmatch(locator):
-                raise ValueError("invalid cursor")
+            CURSOR(locator)
             resp = await self.request("GET", f"{API}/query/{locator}", headers=headers)
         data = resp.json_object()
         records = data.get("records")
@@ -398,7 +399,7 @@ class CrmClient(BackendClient):
             yield contact_from_vendor(raw)
 
     async def contacts_page(self, cursor: str | None, limit: int) -> Page[Contact]:
-        """A page of contacts; the cursor is Salesforce's query locator (``ValueError`` if bad)."""
+        """A page of contacts; the cursor is Salesforce's query locator (400 if malformed)."""
         query = None if cursor else soql("Contact", CONTACT_FIELDS)
         records, locator = await self._query_page(query, cursor, limit)
         return Page[Contact](items=[contact_from_vendor(r) for r in records], next_cursor=locator)

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError
 
 from .client import BackendClient, BackendResponse
 from .errors import BackendError, BackendNotFound, BadBackendData
+from .ids import CursorSyntax, IdSyntax
 from .models import (
     Canonical,
     ErpCustomer,
@@ -56,7 +57,13 @@ STATUS_FROM_VENDOR: dict[tuple[str, str], OrderStatus] = {
 }
 STATUS_TO_VENDOR = {v: k for k, v in STATUS_FROM_VENDOR.items()}
 
-_NUMBER = re.compile(r"[0-9]{1,10}", re.ASCII)
+# --- the vendor's id syntax: SAP numbers are up to 10 ASCII digits, never all zeros ----------
+NUMBER_PATTERN = r"(?=[0-9]{1,10}\Z)0*[1-9][0-9]*"
+_NUMBER = re.compile(NUMBER_PATTERN, re.ASCII)
+CUSTOMER_NUMBER = IdSyntax(BACKEND, "customer", NUMBER_PATTERN)
+_COUNT = re.compile(r"[0-9]{1,12}", re.ASCII)
+CURSOR = CursorSyntax(r"0|[1-9][0-9]{0,8}")
+"""The ``$skip`` of the next page."""
 
 
 class ErpCustomerCreate(Canonical):
@@ -271,10 +278,12 @@ class ErpClient(BackendClient):
         return err
 
     def _number(self, number: str, kind: str) -> str:
+        """A caller's customer or document number in the ERP's form; outside the syntax it
+        names nothing that can exist: ``BackendNotFound`` without a call."""
         try:
             return alpha(number)
         except ValueError as exc:
-            raise BackendNotFound(self.name, f"{kind} {number!r} does not exist") from exc
+            raise BackendNotFound(self.name, f"{kind} {number[:40]!r} does not exist") from exc
 
     async def _page(
         self, path: str, item_tag: str, skip: int, top: int, params: dict[str, str]
@@ -285,7 +294,7 @@ class ErpClient(BackendClient):
             await self.request("GET", f"{BASE}/{path}", params=query, headers=XML_HEADERS)
         ).xml()
         raw_count = root.findtext("TotalCount")
-        if raw_count is None or not raw_count.strip().isdigit():
+        if raw_count is None or not _COUNT.fullmatch(raw_count.strip()):
             raise BadBackendData(self.name, "list answer without a TotalCount", field="TotalCount")
         return root.findall(item_tag), int(raw_count)
 
@@ -305,9 +314,7 @@ class ErpClient(BackendClient):
         self, path: str, item_tag: str, cursor: str | None, limit: int, params: dict[str, str]
     ) -> tuple[list[Element], str | None]:
         """A page for the HTTP views; the opaque cursor is the ``$skip`` of the next page."""
-        if cursor is not None and not cursor.isdigit():
-            raise ValueError("invalid cursor")
-        skip = int(cursor or 0)
+        skip = int(CURSOR(cursor) or 0)
         rows, total = await self._page(path, item_tag, skip, limit, params)
         end = skip + len(rows)
         return rows, (str(end) if rows and end < total else None)

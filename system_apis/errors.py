@@ -6,6 +6,22 @@ vendor gave for our request keeps a 4xx meaning (not found, conflict, rejected).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+
+class InvalidInput(Exception):
+    """The caller's input is wrong: 400 unreadable, 415 not JSON, else 422 with field paths.
+
+    Raised before any backend call, so it never counts against a backend's circuit breaker.
+    """
+
+    def __init__(self, detail: str, errors: Sequence[dict[str, Any]] = (), status: int = 422):
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors)
+        self.status = status
+
 
 class BackendError(Exception):
     """Base of every failure a system API raises."""
@@ -49,6 +65,16 @@ class BackendUnavailable(BackendError):
     def __init__(self, backend: str, detail: str, *, retry_after: float | None = None) -> None:
         super().__init__(backend, detail)
         self.retry_after = retry_after
+
+
+class Saturated(BackendUnavailable):
+    """Our own limit on calls to this backend (bulkhead, outbound pacer) refused the call.
+
+    Not the backend's failure: a burst from one caller fills these, so it never counts
+    against the circuit breaker every caller shares.
+    """
+
+    title = "Backend busy"
 
 
 class CircuitOpen(BackendUnavailable):

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .client import BackendClient, BackendResponse
 from .errors import BadBackendData
+from .ids import CursorSyntax, IdSyntax
 from .models import OrderLine, Page, Reservation, ReservationStatus, StockLevel
 
 BACKEND = "inventory"
@@ -28,6 +29,13 @@ STOCK_INT_FIELDS: dict[str, str] = {
 """Vendor -> canonical renames of the integer stock counters (here names happen to agree)."""
 STOCK_TEXT_FIELDS: dict[str, str] = {"name": "name", "warehouse": "warehouse"}
 """Optional text fields. ``unit_cost`` is internal to the warehouse and never mapped."""
+
+# --- the vendor's id syntax -------------------------------------------------------------------
+SKU = IdSyntax(BACKEND, "sku", r"SKU-[0-9]{4,10}")
+RESERVATION_ID = IdSyntax(BACKEND, "reservation", r"res_[A-Za-z0-9]{1,40}")
+CURSOR = CursorSyntax(r"[1-9][0-9]{0,8}")
+"""The next page's number."""
+_PAGE = re.compile(r"[1-9][0-9]{0,8}", re.ASCII)
 
 _LINK = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]+)*)")
 
@@ -166,7 +174,7 @@ def next_link(header: str | None) -> str | None:
 
 def _page_of(url: str) -> int:
     values = parse_qs(urlsplit(url).query).get("page")
-    if not values or not values[0].isdigit():
+    if not values or not _PAGE.fullmatch(values[0]):
         raise _bad("next link has no page number", None, "Link")
     return int(values[0])
 
@@ -180,7 +188,7 @@ class InventoryClient(BackendClient):
     name = BACKEND
 
     async def get_stock(self, sku: str) -> StockLevel:
-        resp = await self.request("GET", f"/v1/stock/{self.segment(sku)}")
+        resp = await self.request("GET", f"/v1/stock/{SKU(sku)}")
         return stock_from_vendor(resp.json_object())
 
     async def _skus(self, page: int, per_page: int) -> tuple[list[StockLevel], str | None]:
@@ -193,9 +201,7 @@ class InventoryClient(BackendClient):
 
     async def stock_page(self, cursor: str | None = None, limit: int = 50) -> Page[StockLevel]:
         """One page; the cursor is the vendor's next page number for the same ``limit``."""
-        if cursor is not None and not cursor.isdigit():
-            raise ValueError("an inventory cursor is a page number")
-        page = int(cursor) if cursor else 1
+        page = int(CURSOR(cursor) or 1)
         items, nxt = await self._skus(page, min(max(limit, 1), MAX_PER_PAGE))
         return Page[StockLevel](
             items=items, next_cursor=str(_page_of(nxt)) if nxt is not None else None
@@ -230,14 +236,14 @@ class InventoryClient(BackendClient):
         return reservation_from_vendor(resp.json_object())
 
     async def get_reservation(self, reservation_id: str) -> Reservation:
-        resp = await self.request("GET", f"/v1/reservations/{self.segment(reservation_id)}")
+        resp = await self.request("GET", f"/v1/reservations/{RESERVATION_ID(reservation_id)}")
         return reservation_from_vendor(resp.json_object())
 
     async def _transition(self, reservation_id: str, action: str) -> Reservation:
         # Release and commit are idempotent at the vendor, so a stable key makes retries safe.
         resp: BackendResponse = await self.request(
             "POST",
-            f"/v1/reservations/{self.segment(reservation_id)}/{action}",
+            f"/v1/reservations/{RESERVATION_ID(reservation_id)}/{action}",
             idempotency_key=f"{action}-{reservation_id}",
         )
         return reservation_from_vendor(resp.json_object())

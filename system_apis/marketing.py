@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .client import BackendClient
 from .errors import BackendNotFound, BadBackendData
+from .ids import OPAQUE_CURSOR, IdSyntax
 from .models import EmailSend, Engagement, MarketingContact, MarketingList, Page
 from .pagination import walk_pages
 
@@ -52,7 +53,14 @@ TEMPLATE_IDS: dict[str, int] = {
 }
 """Our template names -> the portal's transactional emailIds (a numeric id passes through)."""
 
-_EXISTING_ID = re.compile(r"Existing ID: (\d+)")
+_EXISTING_ID = re.compile(r"Existing ID: ([0-9]+)", re.ASCII)
+_INTEGER = re.compile(r"-?[0-9]{1,18}", re.ASCII)
+
+# --- the vendor's id syntax: HubSpot ids are positive integers -------------------------------
+CONTACT_ID = IdSyntax(BACKEND, "contact", r"[1-9][0-9]{0,17}")
+LIST_ID = IdSyntax(BACKEND, "list", r"[1-9][0-9]{0,17}")
+CURSOR = OPAQUE_CURSOR
+"""``paging.next.after``: an opaque token."""
 
 
 class ListMembershipChange(BaseModel):
@@ -82,7 +90,7 @@ def _object(raw: Any, what: str, record: str | None = None) -> dict[str, Any]:
 def _score(value: Any, record: str) -> int | None:
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not value.strip().lstrip("-").isdigit():
+    if not isinstance(value, str) or not _INTEGER.fullmatch(value.strip()):
         raise _bad(f"not an integer string: {value!r}", record, f"properties.{SCORE_PROPERTY}")
     return int(value)
 
@@ -194,7 +202,7 @@ def engagement_from_events(contact_id: str, events: Iterable[Any]) -> Engagement
 
 def template_id(template: str) -> int:
     """The portal's emailId for a template name (or a numeric id); ValueError if unknown."""
-    if template.isdigit():
+    if re.fullmatch(r"[1-9][0-9]{0,17}", template, re.ASCII):
         return int(template)
     if template not in TEMPLATE_IDS:
         raise ValueError(f"unknown email template {template!r}")
@@ -237,7 +245,7 @@ class MarketingClient(BackendClient):
 
     async def get_contact(self, contact_id: str) -> MarketingContact:
         resp = await self.request(
-            "GET", f"{CONTACTS}/{self.segment(contact_id)}", params={"properties": PROPERTIES}
+            "GET", f"{CONTACTS}/{CONTACT_ID(contact_id)}", params={"properties": PROPERTIES}
         )
         return contact_from_vendor(resp.json_object())
 
@@ -297,7 +305,7 @@ class MarketingClient(BackendClient):
             "trellis_crm_id": crm_contact_id,
         }
         props = {k: v for k, v in changes.items() if v is not None}
-        path = f"{CONTACTS}/{self.segment(contact_id)}"
+        path = f"{CONTACTS}/{CONTACT_ID(contact_id)}"
         await self.request("PATCH", path, json={"properties": props})
         return await self.get_contact(contact_id)
 
@@ -309,7 +317,7 @@ class MarketingClient(BackendClient):
             "limit": min(max(limit, 1), MAX_LIMIT),
             "properties": PROPERTIES,
         }
-        if cursor:
+        if cursor := CURSOR(cursor):
             params["after"] = cursor
         resp = await self.request("GET", CONTACTS, params=params)
         body = resp.json_object()
@@ -324,7 +332,7 @@ class MarketingClient(BackendClient):
     async def lead_score(self, contact_id: str) -> int | None:
         resp = await self.request(
             "GET",
-            f"{CONTACTS}/{self.segment(contact_id)}",
+            f"{CONTACTS}/{CONTACT_ID(contact_id)}",
             params={"properties": SCORE_PROPERTY},
         )
         body = resp.json_object()
@@ -356,12 +364,17 @@ class MarketingClient(BackendClient):
     async def _membership(
         self, list_id: str, contact_ids: list[str], action: str
     ) -> ListMembershipChange:
-        vids = [int(cid) for cid in contact_ids if cid.isdigit()]
-        malformed = [cid for cid in contact_ids if not cid.isdigit()]
+        LIST_ID(list_id)
+        vids = [int(cid) for cid in contact_ids if CONTACT_ID.matches(cid)]
+        malformed = [cid for cid in contact_ids if not CONTACT_ID.matches(cid)]
+        if not vids:  # nothing the vendor could act on: no call
+            return ListMembershipChange(
+                list_id=list_id, updated=[], discarded=[], invalid=malformed
+            )
         digest = hashlib.sha256(",".join(map(str, vids)).encode()).hexdigest()[:32]
         resp = await self.request(
             "POST",
-            f"/contacts/v1/lists/{self.segment(list_id)}/{action}",
+            f"/contacts/v1/lists/{list_id}/{action}",
             json={"vids": vids},
             # Adding or removing the same vids twice changes nothing: safe to retry.
             idempotency_key=f"{action}:{list_id}:{digest}",
@@ -390,7 +403,7 @@ class MarketingClient(BackendClient):
     ) -> AsyncIterator[MarketingContact]:
         """Every member, following v1's ``vid-offset`` while ``has-more`` is true."""
         offset = 0
-        path = f"/contacts/v1/lists/{self.segment(list_id)}/contacts/all"
+        path = f"/contacts/v1/lists/{LIST_ID(list_id)}/contacts/all"
         while True:
             resp = await self.request("GET", path, params={"count": page_size, "vidOffset": offset})
             body = resp.json_object()

@@ -8,13 +8,15 @@ client base's outbound pacer plus Retry-After-aware retries.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
 from .client import BackendClient
-from .errors import BackendNotFound, BadBackendData
+from .errors import BadBackendData
+from .ids import OPAQUE_CURSOR, IdSyntax
 from .mapping import build_model
 from .models import Page, SupportUser, Ticket, TicketComment, TicketPriority, TicketStatus
 from .pagination import walk_pages
@@ -39,6 +41,14 @@ TICKET_STATUS: dict[str, TicketStatus] = {
 TICKET_PRIORITY: dict[str, TicketPriority] = {p.value: p for p in TicketPriority}
 
 M = TypeVar("M")
+
+# --- the vendor's id syntax: positive integers (Zendesk ids are 64-bit) ---------------------
+USER_ID = IdSyntax(BACKEND, "user", r"[1-9][0-9]{0,17}")
+TICKET_ID = IdSyntax(BACKEND, "ticket", r"[1-9][0-9]{0,17}")
+CURSOR = OPAQUE_CURSOR
+"""``meta.after_cursor`` is an opaque URL-safe token."""
+_SEARCHABLE_EMAIL = re.compile(r"[^\s\"\\:()@]{1,128}@[^\s\"\\:()@]{1,253}")
+"""An address as search text: no whitespace, quotes, backslashes, colons or parentheses."""
 
 
 # --- mapping: pure functions -----------------------------------------------------------------
@@ -138,7 +148,7 @@ def ticket_to_vendor(
     priority: TicketPriority | None = None,
     tags: Iterable[str] = (),
 ) -> dict[str, Any]:
-    if not requester_id.isdigit():
+    if not USER_ID.matches(requester_id):
         raise ValueError(f"support requester ids are integers, got {requester_id!r}")
     return {
         "ticket": {
@@ -204,13 +214,6 @@ def _one(body: Any, root: str) -> Any:
 class SupportClient(BackendClient):
     name = BACKEND
 
-    @staticmethod
-    def _int_path(ident: str, kind: str) -> str:
-        """Vendor ids are integers; anything else cannot exist there (and must not hit a path)."""
-        if not ident.isdigit() or len(ident) > 18:
-            raise BackendNotFound(BACKEND, f"no {kind} {ident[:40]!r}")
-        return ident
-
     async def _get(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
         return (await self.request("GET", path, params=params)).json()
 
@@ -220,7 +223,7 @@ class SupportClient(BackendClient):
         if not 1 <= limit <= MAX_PAGE:
             raise ValueError(f"limit must be between 1 and {MAX_PAGE}")
         params: dict[str, str | int] = {"page[size]": limit}
-        if cursor:
+        if cursor := CURSOR(cursor):
             params["page[after]"] = cursor
         items, after = cursor_page_from_vendor(await self._get(path, params), root, item)
         return Page[Any](items=items, next_cursor=after)
@@ -228,10 +231,14 @@ class SupportClient(BackendClient):
     # --- users ------------------------------------------------------------------------------
 
     async def get_user(self, user_id: str) -> SupportUser:
-        ident = self._int_path(user_id, "user")
+        ident = USER_ID(user_id)
         return user_from_vendor(_one(await self._get(f"/api/v2/users/{ident}.json"), "user"))
 
     async def find_user_by_email(self, email: str) -> SupportUser | None:
+        """The user with this email; a value no address can be (spaces, quotes, no ``@``)
+        finds nobody without a call, so it never becomes search syntax at the vendor."""
+        if not _SEARCHABLE_EMAIL.fullmatch(email):
+            return None
         body = _object(
             await self._get("/api/v2/users/search.json", {"query": f"email:{email}"}), "search"
         )
@@ -258,7 +265,7 @@ class SupportClient(BackendClient):
     # --- tickets ----------------------------------------------------------------------------
 
     async def get_ticket(self, ticket_id: str) -> Ticket:
-        ident = self._int_path(ticket_id, "ticket")
+        ident = TICKET_ID(ticket_id)
         return ticket_from_vendor(_one(await self._get(f"/api/v2/tickets/{ident}.json"), "ticket"))
 
     async def tickets_page(self, cursor: str | None = None, limit: int = MAX_PAGE) -> Page[Ticket]:
@@ -272,7 +279,7 @@ class SupportClient(BackendClient):
     async def user_tickets_page(
         self, user_id: str, cursor: str | None = None, limit: int = MAX_PAGE
     ) -> Page[Ticket]:
-        path = f"/api/v2/users/{self._int_path(user_id, 'user')}/tickets/requested.json"
+        path = f"/api/v2/users/{USER_ID(user_id)}/tickets/requested.json"
         return await self._page(path, "tickets", ticket_from_vendor, cursor, limit)
 
     def iter_user_tickets(self, user_id: str, page_size: int = MAX_PAGE) -> AsyncIterator[Ticket]:
@@ -288,7 +295,7 @@ class SupportClient(BackendClient):
         idempotency_key: str | None = None,
     ) -> Ticket:
         """Zendesk honours Idempotency-Key on ticket creation, so a retry never duplicates."""
-        self._int_path(requester_id, "user")
+        USER_ID(requester_id)
         resp = await self.request(
             "POST",
             "/api/v2/tickets.json",
@@ -298,7 +305,7 @@ class SupportClient(BackendClient):
         return ticket_from_vendor(_one(resp.json(), "ticket"))
 
     async def set_ticket_status(self, ticket_id: str, status: TicketStatus) -> Ticket:
-        ident = self._int_path(ticket_id, "ticket")
+        ident = TICKET_ID(ticket_id)
         resp = await self.request(
             "PUT", f"/api/v2/tickets/{ident}.json", json=status_to_vendor(status)
         )
@@ -309,7 +316,7 @@ class SupportClient(BackendClient):
     async def comments_page(
         self, ticket_id: str, cursor: str | None = None, limit: int = MAX_PAGE
     ) -> Page[TicketComment]:
-        ident = self._int_path(ticket_id, "ticket")
+        ident = TICKET_ID(ticket_id)
         return await self._page(
             f"/api/v2/tickets/{ident}/comments.json",
             "comments",

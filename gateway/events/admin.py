@@ -65,11 +65,13 @@ def _time_param(request: Request, name: str) -> datetime | None:
         raise InvalidInput(
             f"query parameter {name} must be an RFC 3339 date-time",
             [{"path": f"query/{name}", "message": "not a date-time", "type": "datetime"}],
+            status=400,
         ) from exc
     if value.tzinfo is None:
         raise InvalidInput(
             f"query parameter {name} needs a time zone",
             [{"path": f"query/{name}", "message": "no time zone", "type": "datetime"}],
+            status=400,
         )
     return value
 
@@ -85,6 +87,7 @@ def _status_param(request: Request) -> DeadLetterStatus | None:
         raise InvalidInput(
             f"query parameter status must be one of {allowed}",
             [{"path": "query/status", "message": "unknown status", "type": "enum"}],
+            status=400,
         ) from exc
 
 

@@ -10,6 +10,7 @@ but never enqueued twice.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -28,6 +29,8 @@ from system_apis.http.common import json_response
 from system_apis.http.operation import HeaderParam, operation
 
 from .config import InboundSourceConfig
+
+_LENGTH = re.compile(r"[0-9]{1,15}", re.ASCII)
 
 log = logging.getLogger("trellis.events")
 
@@ -56,7 +59,7 @@ class TooLarge(Exception):
 async def read_limited(request: Request, limit: int) -> bytes:
     """The body, refusing (``TooLarge``) as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and _LENGTH.fullmatch(declared) and int(declared) > limit:
         raise TooLarge
     chunks, size = [], 0
     async for chunk in request.stream():

@@ -8,6 +8,7 @@ bus's ``start()`` and every call has its own timeout.
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,6 +21,8 @@ from process_apis.ports import DomainEvent
 from .config import EventsConfig, OutboundWebhookConfig
 from .signing import EVENT_ID_HEADER, EVENT_TYPE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from .subscriptions import Subscription
+
+_DELTA_SECONDS = re.compile(r"[0-9]{1,10}", re.ASCII)
 
 CONTENT_TYPE = "application/cloudevents+json"
 PARTNER_HEADER = "Trellis-Partner"
@@ -41,7 +44,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DELTA_SECONDS.fullmatch(value):  # ASCII digits only: "²".isdigit() is True
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 
 SIGNATURE_HEADER = "Trellis-Signature"
 EVENT_ID_HEADER = "Trellis-Event-Id"
 EVENT_TYPE_HEADER = "Trellis-Event-Type"
 TIMESTAMP_HEADER = "Trellis-Timestamp"
+_UNIX_TIME = re.compile(r"[0-9]{1,12}", re.ASCII)
 
 
 class SignatureError(ValueError):
@@ -37,7 +39,7 @@ def verify(
         if sep:
             fields.setdefault(key, []).append(value)
     stamps, macs = fields.get("t", []), fields.get("v1", [])
-    if len(stamps) != 1 or not stamps[0].isdigit() or not macs:
+    if len(stamps) != 1 or not _UNIX_TIME.fullmatch(stamps[0]) or not macs:
         raise SignatureError("malformed signature header")
     t = int(stamps[0])
     expected = hmac.new(secret.encode(), f"{t}.".encode() + payload, hashlib.sha256).hexdigest()

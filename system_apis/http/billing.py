@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..billing import MAX_LIMIT, BillingClient, decimal_to_cents
+from ..billing import CURSOR, CUSTOMER_ID, MAX_LIMIT, BillingClient, decimal_to_cents
+from ..identity import EmailAddress, PersonName
 from ..models import BillingCustomer, Invoice, InvoiceStatus, OrderLine, Page, Payment
-from .common import InvalidInput, json_response, query_int, read_model
+from .common import InvalidInput, json_response, query_cursor, query_enum, query_int, read_model
 from .operation import BACKEND_ERRORS, HeaderParam, QueryParam, operation, page_query
 
 IDEMPOTENCY_KEY = HeaderParam(
@@ -22,8 +23,8 @@ IDEMPOTENCY_KEY = HeaderParam(
 class CustomerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: EmailStr
-    name: str = Field(min_length=1, max_length=256)
+    email: EmailAddress
+    name: PersonName = Field(min_length=1, max_length=256)
     crm_contact_id: str | None = Field(None, max_length=500)
     erp_customer_number: str | None = Field(None, max_length=500)
 
@@ -46,7 +47,7 @@ def _idempotency_key(request: Request) -> str | None:
 
 
 def _page_args(request: Request) -> tuple[str | None, int]:
-    return request.query_params.get("cursor") or None, query_int(request, "limit", 10, 1, MAX_LIMIT)
+    return query_cursor(request, CURSOR), query_int(request, "limit", 10, 1, MAX_LIMIT)
 
 
 def routes(client: BillingClient) -> list[BaseRoute]:
@@ -96,17 +97,15 @@ def routes(client: BillingClient) -> list[BaseRoute]:
     )
     async def list_invoices(request: Request) -> Response:
         cursor, limit = _page_args(request)
-        raw_status = request.query_params.get("status")
-        try:
-            status = InvoiceStatus(raw_status) if raw_status else None
-        except ValueError as exc:
+        status = query_enum(request, "status", InvoiceStatus)
+        customer = request.query_params.get("customer") or None
+        if customer is not None and not CUSTOMER_ID.matches(customer):
             raise InvalidInput(
-                "unknown invoice status",
-                [{"path": "query/status", "message": "unknown status", "type": "enum"}],
-            ) from exc
-        page = await client.invoices_page(
-            cursor, limit, customer_id=request.query_params.get("customer") or None, status=status
-        )
+                "query parameter customer is not a billing customer id",
+                [{"path": "query/customer", "message": "not a customer id", "type": "id"}],
+                status=400,
+            )
+        page = await client.invoices_page(cursor, limit, customer_id=customer, status=status)
         return json_response(page)
 
     @operation("An invoice", response=Invoice, errors=[404, *BACKEND_ERRORS])

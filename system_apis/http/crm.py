@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..crm import ContactCreate, CrmClient
+from ..crm import CURSOR, ContactCreate, CrmClient
 from ..models import (
     Account,
     Activity,
@@ -17,7 +17,7 @@ from ..models import (
     OpportunityStage,
     Page,
 )
-from .common import InvalidInput, json_response, query_int, read_model
+from .common import InvalidInput, json_response, query_cursor, query_int, read_model
 from .operation import BACKEND_ERRORS, PAGE_QUERY, QueryParam, operation
 
 DEFAULT_LIMIT = 50
@@ -25,13 +25,6 @@ DEFAULT_LIMIT = 50
 
 class StageChange(Canonical):
     stage: OpportunityStage
-
-
-def _bad_cursor() -> InvalidInput:
-    return InvalidInput(
-        "the cursor is not valid",
-        [{"path": "query/cursor", "message": "invalid cursor", "type": "cursor"}],
-    )
 
 
 def routes(client: CrmClient) -> list[BaseRoute]:
@@ -47,10 +40,7 @@ def routes(client: CrmClient) -> list[BaseRoute]:
             found = await client.find_contact_by_email(email)
             return json_response({"items": [found] if found else [], "next_cursor": None})
         limit = query_int(request, "limit", DEFAULT_LIMIT)
-        try:
-            page = await client.contacts_page(request.query_params.get("cursor") or None, limit)
-        except ValueError as exc:
-            raise _bad_cursor() from exc
+        page = await client.contacts_page(query_cursor(request, CURSOR), limit)
         return json_response(page)
 
     @operation("A contact", response=Contact, errors=[404, *BACKEND_ERRORS])

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..erp import ErpClient, ErpCustomerCreate
+from ..erp import CURSOR, CUSTOMER_NUMBER, ErpClient, ErpCustomerCreate
 from ..models import Canonical, ErpCustomer, Invoice, Order, OrderLine, Page
-from .common import InvalidInput, json_response, query_int, read_model
+from .common import InvalidInput, json_response, query_cursor, query_int, read_model
 from .operation import BACKEND_ERRORS, PAGE_QUERY, QueryParam, operation
 
 DEFAULT_LIMIT = 50
+_CHANNEL = re.compile(r"[A-Za-z0-9_.:-]{1,48}", re.ASCII)
+"""A sales channel as orders carry it (``web``, ``partner-acme``): a filter value, ASCII."""
 
 
 class OrderCreate(Canonical):
-    customer_number: str = Field(pattern=r"^\d{1,10}$")
+    customer_number: str = Field(pattern=r"^[0-9]{1,10}$")
     lines: list[OrderLine] = Field(min_length=1)
     channel: str = Field(min_length=1, max_length=48)
     reference: str | None = Field(None, max_length=35)
@@ -30,6 +34,7 @@ def _invalid(name: str, message: str) -> InvalidInput:
     return InvalidInput(
         f"query parameter {name} is invalid",
         [{"path": f"query/{name}", "message": message, "type": "value_error"}],
+        status=400,
     )
 
 
@@ -46,10 +51,7 @@ def routes(client: ErpClient) -> list[BaseRoute]:
             found = await client.find_customer_by_email(email)
             return json_response({"items": [found] if found else [], "next_cursor": None})
         limit = query_int(request, "limit", DEFAULT_LIMIT)
-        try:
-            page = await client.customers_page(request.query_params.get("cursor") or None, limit)
-        except ValueError as exc:
-            raise _invalid("cursor", "invalid cursor") from exc
+        page = await client.customers_page(query_cursor(request, CURSOR), limit)
         return json_response(page)
 
     @operation("A customer by number", response=ErpCustomer, errors=[404, *BACKEND_ERRORS])
@@ -80,17 +82,14 @@ def routes(client: ErpClient) -> list[BaseRoute]:
     async def list_orders(request: Request) -> Response:
         limit = query_int(request, "limit", DEFAULT_LIMIT)
         customer = request.query_params.get("customer") or None
-        if customer is not None and not (customer.isdigit() and len(customer) <= 10):
+        if customer is not None and not CUSTOMER_NUMBER.matches(customer):
             raise _invalid("customer", "a customer number has up to 10 digits")
-        try:
-            page = await client.orders_page(
-                request.query_params.get("cursor") or None,
-                limit,
-                customer_number=customer,
-                channel=request.query_params.get("channel") or None,
-            )
-        except ValueError as exc:
-            raise _invalid("cursor", "invalid cursor") from exc
+        channel = request.query_params.get("channel") or None
+        if channel is not None and not _CHANNEL.fullmatch(channel):
+            raise _invalid("channel", "not a sales channel")
+        page = await client.orders_page(
+            query_cursor(request, CURSOR), limit, customer_number=customer, channel=channel
+        )
         return json_response(page)
 
     @operation("A sales order by number", response=Order, errors=[404, *BACKEND_ERRORS])

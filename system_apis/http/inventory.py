@@ -7,9 +7,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..inventory import MAX_PER_PAGE, InventoryClient
+from ..inventory import CURSOR, MAX_PER_PAGE, InventoryClient
 from ..models import OrderLine, Page, Reservation, StockLevel
-from .common import InvalidInput, json_response, query_int, read_model
+from .common import json_response, query_cursor, query_int, read_model
 from .operation import BACKEND_ERRORS, HeaderParam, operation, page_query
 
 
@@ -31,12 +31,7 @@ def routes(client: InventoryClient) -> list[BaseRoute]:
         errors=[422, *BACKEND_ERRORS],
     )
     async def list_stock(request: Request) -> Response:
-        cursor = request.query_params.get("cursor")
-        if cursor is not None and not cursor.isdigit():
-            raise InvalidInput(
-                "invalid cursor",
-                [{"path": "query/cursor", "message": "not a cursor", "type": "cursor"}],
-            )
+        cursor = query_cursor(request, CURSOR)
         limit = query_int(request, "limit", 50, hi=MAX_PER_PAGE)
         page = await client.stock_page(cursor, limit)
         return json_response({"items": page.items, "next_cursor": page.next_cursor})

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from ..errors import BackendNotFound
-from ..marketing import MAX_LIMIT, ListMembershipChange, MarketingClient, template_id
+from ..identity import EmailAddress, PersonName
+from ..marketing import CURSOR, MAX_LIMIT, ListMembershipChange, MarketingClient, template_id
 from ..models import EmailSend, Engagement, MarketingContact, MarketingList, Page
-from .common import InvalidInput, json_response, query_int, read_model
+from .common import InvalidInput, json_response, query_cursor, query_int, read_model
 from .operation import BACKEND_ERRORS, QueryParam, operation, page_query
 
 
@@ -19,9 +20,9 @@ class _Body(BaseModel):
 
 
 class ContactCreate(_Body):
-    email: EmailStr
-    first_name: str = Field(min_length=1, max_length=100)
-    last_name: str = Field(min_length=1, max_length=100)
+    email: EmailAddress
+    first_name: PersonName = Field(min_length=1, max_length=100)
+    last_name: PersonName = Field(min_length=1, max_length=100)
     crm_contact_id: str | None = Field(None, max_length=64)
     lifecycle_stage: str | None = Field(None, max_length=64)
 
@@ -51,7 +52,7 @@ def routes(client: MarketingClient) -> list[BaseRoute]:
             found = await client.find_contact_by_email(email)
             return json_response({"items": [found] if found else [], "next_cursor": None})
         limit = query_int(request, "limit", 50, hi=MAX_LIMIT)
-        page = await client.contacts_page(request.query_params.get("cursor"), limit)
+        page = await client.contacts_page(query_cursor(request, CURSOR), limit)
         return json_response({"items": page.items, "next_cursor": page.next_cursor})
 
     @operation("A contact", response=MarketingContact, errors=[404, *BACKEND_ERRORS])

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from ..identity import EmailAddress, PersonName
 from ..models import Page, SupportUser, Ticket, TicketComment, TicketPriority, TicketStatus
-from ..support import MAX_PAGE, SupportClient
-from .common import InvalidInput, json_response, query_int, read_model
+from ..support import CURSOR, MAX_PAGE, USER_ID, SupportClient
+from .common import InvalidInput, json_response, query_cursor, query_int, read_model
 from .operation import BACKEND_ERRORS, HeaderParam, QueryParam, operation, page_query
 
 IDEMPOTENCY_KEY = HeaderParam("Idempotency-Key", "A retry with the same key creates nothing new.")
@@ -18,15 +19,15 @@ IDEMPOTENCY_KEY = HeaderParam("Idempotency-Key", "A retry with the same key crea
 class UserIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: EmailStr
-    name: str = Field(min_length=1, max_length=255)
+    email: EmailAddress
+    name: PersonName = Field(min_length=1, max_length=255)
     crm_contact_id: str | None = Field(None, max_length=255)
 
 
 class TicketIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    requester_id: str = Field(pattern=r"^\d{1,18}$")
+    requester_id: str = Field(pattern=f"^{USER_ID.pattern}$")
     subject: str = Field(min_length=1, max_length=255)
     body: str = Field(min_length=1, max_length=65_000)
     priority: TicketPriority | None = None
@@ -40,7 +41,7 @@ class TicketStatusIn(BaseModel):
 
 
 def _page_args(request: Request) -> tuple[str | None, int]:
-    return request.query_params.get("cursor") or None, query_int(request, "limit", 25, 1, MAX_PAGE)
+    return query_cursor(request, CURSOR), query_int(request, "limit", 25, 1, MAX_PAGE)
 
 
 def routes(client: SupportClient) -> list[BaseRoute]:

@@ -107,13 +107,13 @@ async def test_mobile_card_fields_and_etag(clean: Gw) -> None:
 
 
 @pytest.mark.parametrize("fields", ["id,password", "", ",,"])
-async def test_mobile_unknown_field_is_422(clean: Gw, fields: str) -> None:
+async def test_mobile_unknown_field_is_400(clean: Gw, fields: str) -> None:
     status, headers, body = await clean.call(
         "GET",
         f"/experience/mobile/v1/customers/{PEOPLE[41].crm_contact_id}?fields={fields}",
         client="mobile-app",
     )
-    assert_problem(status, headers, body, 422)
+    assert_problem(status, headers, body, 400)
     assert body["errors"][0]["path"] == "query/fields"
 
 

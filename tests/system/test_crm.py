@@ -293,7 +293,7 @@ async def test_contacts_page_walks_query_locators(client: CrmClient) -> None:
     assert pages >= 7
     assert {p.crm_contact_id for p in seed.people()} <= set(seen)
     assert len(seen) == len(set(seen))
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         await client.contacts_page("../../__faults", 10)
     with pytest.raises(BackendRejected):
         await client.contacts_page("DEADBEEF-10", 10)  # well-formed but unknown locator

@@ -247,7 +247,7 @@ async def test_customers_walk_to_the_end(client: ErpClient) -> None:
         if cursor is None:
             break
     assert seed_numbers <= set(paged) and len(paged) == len(set(paged))
-    with pytest.raises(ValueError):
+    with pytest.raises(InvalidInput):
         await client.customers_page("abc", 10)
 
 
