@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..billing import MAX_LIMIT, BillingClient, decimal_to_cents
 from ..models import BillingCustomer, Invoice, InvoiceStatus, OrderLine, Page, Payment
-from .common import InvalidInput, json_response, query_int, read_model
+from .common import InvalidInput, json_response, location, query_int, read_model
 from .operation import BACKEND_ERRORS, HeaderParam, QueryParam, operation, page_query
 
 IDEMPOTENCY_KEY = HeaderParam(
@@ -82,7 +82,7 @@ def routes(client: BillingClient) -> list[BaseRoute]:
             erp_customer_number=body.erp_customer_number,
             idempotency_key=_idempotency_key(request),
         )
-        return json_response(customer, status=201)
+        return json_response(customer, 201, location(request, customer.id))
 
     @operation(
         "List invoices",
@@ -140,7 +140,7 @@ def routes(client: BillingClient) -> list[BaseRoute]:
         invoice = await client.create_invoice(
             body.customer_id, lines, body.currency.upper(), body.order_ref, key
         )
-        return json_response(invoice, status=201)
+        return json_response(invoice, 201, location(request, invoice.id))
 
     @operation(
         "Void an open invoice",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -63,6 +64,12 @@ def json_response(
     else:
         body = orjson.dumps(content, default=_default, option=orjson.OPT_NON_STR_KEYS)
     return JsonBody(body, status, headers)
+
+
+def location(request: Request, ident: object) -> dict[str, str]:
+    """The ``Location`` header of a ``201 Created``: the collection the request was posted to,
+    then the new resource's id (percent-encoded)."""
+    return {"Location": f"{request.scope['path'].rstrip('/')}/{quote(str(ident), safe='')}"}
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
