@@ -51,9 +51,7 @@ def caller(request: Request) -> str:
     return principal.client_id if principal else "anonymous"
 
 
-def stored(
-    response: StoredResponse, replayed: bool, request: Request | None = None
-) -> Response:
+def stored(response: StoredResponse, replayed: bool, request: Request | None = None) -> Response:
     """A kept answer; a ``201`` posted to ``request``'s collection carries its ``Location``."""
     headers = {REPLAYED: "true"} if replayed else {}
     if request is not None and response.status == 201:

@@ -17,7 +17,7 @@ from system_apis.http.common import (
     read_model,
     validation_errors,
 )
-from system_apis.http.operation import PAGE_QUERY, HeaderParam, QueryParam, operation
+from system_apis.http.operation import PAGE_QUERY, HeaderParam, QueryParam, operation, page_query
 
 __all__ = [
     "MAX_PAGE_SIZE",
@@ -28,6 +28,7 @@ __all__ = [
     "json_response",
     "location",
     "operation",
+    "page_query",
     "parse_as",
     "query_int",
     "read_json",
