@@ -29,7 +29,7 @@ from starlette.endpoints import HTTPEndpoint
 from starlette.routing import BaseRoute, Host, Mount, Route
 
 from gateway.oauth.scopes import SAFE_METHODS, RequireScopes
-from gateway.problems import PROBLEM_JSON
+from gateway.problems import PROBLEM_JSON, TYPE_BASE
 from system_apis.http.operation import OperationSpec, spec_of
 
 OPENAPI_VERSION = "3.1.0"
@@ -215,8 +215,13 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "description": "RFC 9457 problem details, the shape of every error this gateway returns.",
     "required": ["type", "title", "status"],
     "properties": {
-        "type": {"type": "string", "format": "uri"},
-        "title": {"type": "string"},
+        "type": {
+            "type": "string",
+            "format": "uri-reference",
+            "description": f"The kind of error: {TYPE_BASE}<slug>, a slug docs/problems.md "
+            "documents. Branch on this, not on the title.",
+        },
+        "title": {"type": "string", "description": "The kind's title; fixed per type."},
         "status": {"type": "integer", "minimum": 100, "maximum": 599},
         "detail": {"type": "string"},
         "instance": {"type": "string"},
