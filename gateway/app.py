@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Mount, Router
 from starlette.types import ASGIApp
 
 from gateway.oauth import OAuth
-from gateway.oauth.config import issued_at, public_base_url
+from gateway.oauth.config import public_base_url, with_issuer
 from gateway.oauth.scopes import RequireScopes
 from system_apis.registry import SystemApis
 
@@ -126,7 +126,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     systems = SystemApis.from_config(settings.backends, settings.backend_url)
     gw = settings.gateway
     oauth = OAuth(
-        issued_at(settings.oauth, public_base_url(gw.public_url, gw.host, gw.port)),
+        with_issuer(settings.oauth, public_base_url(gw.public_url, gw.host, gw.port)),
         settings.clients,
         redis_url=settings.gateway.redis_url,
         data_dir=Path(settings.gateway.data_dir),

@@ -22,7 +22,7 @@ from system_apis.errors import BackendError, BackendUnavailable, BadBackendData
 from system_apis.http.common import InvalidInput
 
 from .policies.scope_keys import RESPONSE_STATUS_KEY
-from .problems import problem_response, problem_type
+from .problems import problem_kind, problem_response
 
 log = logging.getLogger("trellis.errors")
 
@@ -43,7 +43,7 @@ async def backend_error(request: Request, exc: Exception) -> Response:
     return problem_response(
         exc.status,
         scope=request.scope,
-        problem=problem_type(exc.problem_type, exc.status),
+        problem=problem_kind(exc.problem_type, exc.status),
         detail=exc.detail,
         headers=headers,
         extra=extra,

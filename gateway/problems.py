@@ -123,7 +123,7 @@ BY_STATUS: Mapping[int, ProblemType] = {
 registered with the status (``bad-request`` for 400, ``not-found`` for 404...)."""
 
 
-def problem_type(slug: str | None, status: int) -> ProblemType:
+def problem_kind(slug: str | None, status: int) -> ProblemType:
     """The registered kind ``slug`` names, else the status's own, else client/server error."""
     if slug is not None:
         kind = PROBLEM_TYPES.get(slug)
@@ -154,7 +154,7 @@ def problem_body(
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The body; ``problem`` is a registered kind (the status's own kind when None)."""
-    kind = problem if isinstance(problem, ProblemType) else problem_type(problem, status)
+    kind = problem if isinstance(problem, ProblemType) else problem_kind(problem, status)
     body: dict[str, Any] = {"type": kind.uri, "title": kind.title, "status": status}
     if detail:
         body["detail"] = detail

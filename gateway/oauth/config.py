@@ -69,7 +69,7 @@ class OAuthConfig(Strict):
     issuer: str = Field(
         "",
         description="This gateway's ``iss``; empty: the gateway's own public URL "
-        "(``gateway.public_url``, else ``http://host:port``), see ``issued_at``.",
+        "(``gateway.public_url``, else ``http://host:port``), see ``with_issuer``.",
     )
     audience: str = Field("trellis", description="``aud`` of issued tokens; local ones need it.")
     access_token_lifetime_s: int = Field(900, ge=60, le=86_400)
@@ -125,7 +125,7 @@ def public_base_url(public_url: str | None, host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def issued_at(config: OAuthConfig, base_url: str) -> OAuthConfig:
+def with_issuer(config: OAuthConfig, base_url: str) -> OAuthConfig:
     """``config`` with its issuer set: the configured one, or the gateway's ``base_url``.
 
     The issuer is the base of the discovery document's endpoints, so it must be where the

@@ -10,7 +10,7 @@ import pytest
 
 import process_apis.errors
 import system_apis.errors
-from gateway.problems import PROBLEM_TYPES, TYPE_BASE, Slug, problem_body, problem_type
+from gateway.problems import PROBLEM_TYPES, TYPE_BASE, Slug, problem_body, problem_kind
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "problems.md"
@@ -57,7 +57,7 @@ def test_every_backend_error_names_a_registered_kind() -> None:
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 405, 409, 410, 413, 415, 418, 422, 429])
 def test_every_status_answers_a_registered_kind(status: int) -> None:
     body = problem_body(status)
-    kind = problem_type(None, status)
+    kind = problem_kind(None, status)
     assert body["type"] == kind.uri and body["title"] == kind.title
     assert kind.status in (status, None)
 
