@@ -36,7 +36,6 @@ ADMIN_SCOPE = "admin"
 _PROBLEMS: dict[str, Slug] = {
     "invalid_request": "oauth-invalid-request",
     "invalid_client": "oauth-invalid-client",
-    "invalid_grant": "oauth-invalid-grant",
     "unauthorized_client": "oauth-unauthorized-client",
     "unsupported_grant_type": "oauth-unsupported-grant-type",
     "invalid_scope": "oauth-invalid-scope",
