@@ -1,16 +1,17 @@
 """Configuration of the experience layer (``config/experience.yaml``): versions and masking.
 
 Per channel: which path versions exist and their lifecycle (active, deprecated with a sunset
-date, retired), and the masking policy (field name -> rule) applied to everything that channel
+date, retired), and the masking policy (field path -> rule) applied to everything that channel
 receives: responses, log records and event payloads.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CHANNELS: tuple[str, ...] = ("web", "mobile", "support", "partner")
 IMPLEMENTED_VERSIONS: frozenset[str] = frozenset({"v1"})
@@ -52,12 +53,25 @@ class MaskRule(StrEnum):
     DROP = "drop"  # the field is removed
 
 
+MASK_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\[\])?(\.[A-Za-z_][A-Za-z0-9_]*(\[\])?)*")
+"""A masking path: field names joined by dots, ``[]`` after a list's name."""
+
+
 class ChannelConfig(Strict):
     versions: dict[str, VersionPolicy] = Field(default_factory=lambda: {"v1": VersionPolicy()})
     masking: dict[str, MaskRule] = Field(
         default_factory=dict,
-        description="Field name -> rule, applied to that field at any depth of a payload.",
+        description="Field path -> rule: the path of a field in the payloads the channel "
+        "sends, from their root (``buyer.email``; ``orders[].email`` for each item of a list).",
     )
+
+    @field_validator("masking")
+    @classmethod
+    def _paths(cls, value: dict[str, MaskRule]) -> dict[str, MaskRule]:
+        for path in value:
+            if not MASK_PATH.fullmatch(path):
+                raise ValueError(f"masking path {path!r} is not like buyer.email or items[].email")
+        return value
 
     @model_validator(mode="after")
     def _versions(self) -> ChannelConfig:

@@ -15,7 +15,7 @@ from process_apis.idempotency import HEADER
 from process_apis.models import CreateTicketRequest, Invoice, Order, Ticket, TicketContext
 from process_apis.service import ProcessApis
 from process_apis.views import REPLAYED, open_ticket
-from process_apis.web import HeaderParam, operation
+from process_apis.web import HeaderParam, location, operation
 
 from .config import ExperienceConfig
 from .responses import masked_json
@@ -133,8 +133,10 @@ def routes(apis: ProcessApis, config: ExperienceConfig) -> list[BaseRoute]:
     )
     async def open_one(request: Request) -> Response:
         response, replayed = await open_ticket(apis, request)
-        headers = {REPLAYED: "true"} if replayed else None
-        return masked_json(response.body, policy, status=response.status, headers=headers)
+        headers = {REPLAYED: "true"} if replayed else {}
+        if response.status == 201:
+            headers.update(location(request, response.body["id"]))
+        return masked_json(response.body, policy, status=response.status, headers=headers or None)
 
     return [
         Route("/tickets", open_one, methods=["POST"]),

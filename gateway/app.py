@@ -22,6 +22,7 @@ from starlette.routing import BaseRoute, Mount, Router
 from starlette.types import ASGIApp
 
 from gateway.oauth import OAuth
+from gateway.oauth.config import public_base_url, with_issuer
 from gateway.oauth.scopes import RequireScopes
 from system_apis.registry import SystemApis
 
@@ -138,8 +139,9 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         log_level=settings.gateway.log_level,
     )
     systems = SystemApis.from_config(settings.backends, settings.backend_url)
+    gw = settings.gateway
     oauth = OAuth(
-        settings.oauth,
+        with_issuer(settings.oauth, public_base_url(gw.public_url, gw.host, gw.port)),
         settings.clients,
         redis_url=settings.gateway.redis_url,
         data_dir=Path(settings.gateway.data_dir),

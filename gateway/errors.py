@@ -22,7 +22,7 @@ from starlette.responses import Response
 from system_apis.errors import BackendError, BackendUnavailable, BadBackendData
 from system_apis.http.common import InvalidInput
 
-from .problems import TYPE_BASE, problem_response
+from .problems import problem_kind, problem_response
 
 log = logging.getLogger("trellis.errors")
 
@@ -43,9 +43,8 @@ async def backend_error(request: Request, exc: Exception) -> Response:
     return problem_response(
         exc.status,
         scope=request.scope,
-        title=exc.title,
+        problem=problem_kind(exc.problem_type, exc.status),
         detail=exc.detail,
-        type_=TYPE_BASE + type(exc).__name__.lower(),
         headers=headers,
         extra=extra,
     )
@@ -53,11 +52,9 @@ async def backend_error(request: Request, exc: Exception) -> Response:
 
 async def invalid_input(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, InvalidInput)
-    titles = {400: "Malformed request", 415: "Unsupported media type", 422: "Validation failed"}
     return problem_response(
         exc.status,
         scope=request.scope,
-        title=titles.get(exc.status),
         detail=exc.detail,
         errors=exc.errors,
     )

@@ -29,11 +29,12 @@ from starlette.endpoints import HTTPEndpoint
 from starlette.routing import BaseRoute, Host, Mount, Route
 
 from gateway.oauth.scopes import SAFE_METHODS, RequireScopes
-from gateway.problems import PROBLEM_JSON
+from gateway.problems import PROBLEM_JSON, TYPE_BASE
 from system_apis.http.operation import OperationSpec, spec_of
 
 OPENAPI_VERSION = "3.1.0"
 REF = "#/components/schemas/{model}"
+REF_PREFIX = "#/components/schemas/"
 SECURITY_SCHEME = "oauth2"
 CLIENT_AUTH_SCHEME = "clientBasic"
 UNDOCUMENTED = "x-trellis-undocumented"
@@ -214,8 +215,13 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "description": "RFC 9457 problem details, the shape of every error this gateway returns.",
     "required": ["type", "title", "status"],
     "properties": {
-        "type": {"type": "string", "format": "uri"},
-        "title": {"type": "string"},
+        "type": {
+            "type": "string",
+            "format": "uri-reference",
+            "description": f"The kind of error: {TYPE_BASE}<slug>, a slug docs/problems.md "
+            "documents. Branch on this, not on the title.",
+        },
+        "title": {"type": "string", "description": "The kind's title; fixed per type."},
         "status": {"type": "integer", "minimum": 100, "maximum": 599},
         "detail": {"type": "string"},
         "instance": {"type": "string"},
@@ -241,6 +247,11 @@ FIELD_ERROR_SCHEMA: dict[str, Any] = {
         "message": {"type": "string"},
         "type": {"type": "string"},
     },
+}
+
+LOCATION_HEADER: dict[str, Any] = {
+    "description": "The created resource: the collection's path and the new resource's id.",
+    "schema": {"type": "string", "format": "uri-reference"},
 }
 
 BODY_ERRORS: tuple[int, ...] = (400, 413, 415, 422)
@@ -333,6 +344,8 @@ def _operation(
             op["requestBody"] = {"required": True, "content": {"application/json": media}}
             pending.append((media, schemas.want(spec.request, "validation")))
         ok: dict[str, Any] = {"description": _phrase(spec.status)}
+        if spec.status == 201:
+            ok["headers"] = {"Location": LOCATION_HEADER}
         if spec.response is not None:
             media = {}
             ok["content"] = {spec.media_type: media}
@@ -357,6 +370,60 @@ def _operation(
     op["tags"] = list(spec.tags) if spec is not None and spec.tags else list(site.tags)
     op["responses"] = dict(sorted(responses.items(), key=lambda kv: (kv[0] == "default", kv[0])))
     return op
+
+
+def _component_name(name: str) -> str:
+    """A class-like component name for one of pydantic's definition names.
+
+    ``OrderLine-Output`` -> ``OrderLine`` (the shape clients read), ``OrderLine-Input`` ->
+    ``OrderLineInput``, ``Page_Order_`` -> ``PageOrder``, and a module-qualified name pydantic
+    gives two classes of one name (``system_apis__crm__ContactCreate``) -> ``CrmContactCreate``.
+    """
+    suffix = ""
+    if name.endswith("-Output"):
+        name = name.removesuffix("-Output")
+    elif name.endswith("-Input"):
+        name, suffix = name.removesuffix("-Input"), "Input"
+    if "__" in name:
+        *modules, cls = name.split("__")
+        name = f"{modules[-1]}_{cls}"
+    words = re.split(r"[^A-Za-z0-9]+", name)
+    return "".join(w[:1].upper() + w[1:] for w in words if w) + suffix
+
+
+def component_names(defs: Mapping[str, Any]) -> dict[str, str]:
+    """pydantic's definition names -> unique class-like component names.
+
+    Client generators name a class (and its module) after each schema's name or title: a name
+    they must mangle, or two schemas titled alike, lose a schema and every schema using it.
+    """
+    names = {name: _component_name(name) for name in defs}
+    taken = set(MANUAL_SCHEMAS) | {"Problem", "FieldError"}
+    seen: dict[str, str] = {}
+    for old, new in names.items():
+        if new in taken or new in seen:
+            raise ValueError(f"schemas {old!r} and {seen.get(new, new)!r} both map to {new!r}")
+        seen[new] = old
+    return names
+
+
+def _renamed(node: Any, names: Mapping[str, str]) -> Any:
+    """``node`` with every ``$ref`` to a component pointing at its new name."""
+    if isinstance(node, dict):
+        out = {k: _renamed(v, names) for k, v in node.items()}
+        ref = out.get("$ref")
+        if isinstance(ref, str) and ref.startswith(REF_PREFIX):
+            old = ref.removeprefix(REF_PREFIX)
+            out["$ref"] = REF.format(model=names.get(old, old))
+        return out
+    if isinstance(node, list):
+        return [_renamed(v, names) for v in node]
+    return node
+
+
+def titled(schemas: Mapping[str, Any]) -> dict[str, Any]:
+    """Each component schema with its name as its ``title``, so titles are unique too."""
+    return {name: {**schema, "title": name} for name, schema in schemas.items()}
 
 
 def build_openapi(
@@ -388,15 +455,18 @@ def build_openapi(
         item[site.method] = _operation(site, schemas, pending)
         scopes |= site.scopes or set()
     rendered, defs = schemas.render()
+    names = component_names(defs)
     for media, key in pending:
-        media["schema"] = rendered[key]
+        media["schema"] = _renamed(rendered[key], names)
     components: dict[str, Any] = {
-        "schemas": {
-            **dict(sorted(defs.items())),
-            **MANUAL_SCHEMAS,
-            "Problem": PROBLEM_SCHEMA,
-            "FieldError": FIELD_ERROR_SCHEMA,
-        },
+        "schemas": titled(
+            {
+                **dict(sorted((names[k], _renamed(v, names)) for k, v in defs.items())),
+                **MANUAL_SCHEMAS,
+                "Problem": PROBLEM_SCHEMA,
+                "FieldError": FIELD_ERROR_SCHEMA,
+            }
+        ),
         "securitySchemes": {
             SECURITY_SCHEME: {
                 "type": "oauth2",

@@ -2,13 +2,17 @@
 
 Every error body carries ``trace_id``; validation failures carry ``errors`` with field paths.
 Nothing here ever echoes a stack trace, a secret or an internal host name.
+
+Every problem ``type`` and ``title`` comes from ``PROBLEM_TYPES``, the one registry of the
+kinds of error the gateway answers: a ``type`` is ``/problems/<slug>``, a URI reference
+relative to the gateway, and ``docs/problems.md`` documents each slug in a section of its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from http import HTTPStatus
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import orjson
 from starlette.responses import Response
@@ -17,7 +21,118 @@ from starlette.types import Scope
 from gateway.policies.scope_keys import TRACE_ID_KEY
 
 PROBLEM_JSON = "application/problem+json"
-TYPE_BASE = "https://trellis.dev/problems/"
+TYPE_BASE = "/problems/"
+
+Slug = Literal[
+    "bad-request",
+    "validation-failed",
+    "unsupported-media-type",
+    "payload-too-large",
+    "authentication-required",
+    "invalid-token",
+    "insufficient-scope",
+    "not-found",
+    "method-not-allowed",
+    "conflict",
+    "gone",
+    "rate-limited",
+    "too-many-attempts",
+    "invalid-webhook-signature",
+    "oauth-invalid-request",
+    "oauth-invalid-client",
+    "oauth-unauthorized-client",
+    "oauth-unsupported-grant-type",
+    "oauth-invalid-scope",
+    "duplicate-customer",
+    "request-in-progress",
+    "order-not-cancellable",
+    "step-failed",
+    "backend-rejected",
+    "bad-gateway",
+    "bad-upstream-data",
+    "backend-auth-failed",
+    "backend-unavailable",
+    "circuit-open",
+    "upstream-timeout",
+    "authentication-unavailable",
+    "rate-limit-unavailable",
+    "client-error",
+    "server-error",
+]
+"""Every problem slug; mypy holds each ``problem=`` argument to one of them."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemType:
+    """One kind of error: its slug, its title, and its status (None: the cause's status)."""
+
+    slug: Slug
+    title: str
+    status: int | None
+
+    @property
+    def uri(self) -> str:
+        return TYPE_BASE + self.slug
+
+
+PROBLEM_TYPES: Mapping[str, ProblemType] = {
+    kind.slug: kind
+    for kind in (
+        ProblemType("bad-request", "Malformed request", 400),
+        ProblemType("validation-failed", "Validation failed", 422),
+        ProblemType("unsupported-media-type", "Unsupported media type", 415),
+        ProblemType("payload-too-large", "Request body too large", 413),
+        ProblemType("authentication-required", "Authentication required", 401),
+        ProblemType("invalid-token", "Invalid access token", 401),
+        ProblemType("insufficient-scope", "Insufficient scope", 403),
+        ProblemType("not-found", "Not found", 404),
+        ProblemType("method-not-allowed", "Method not allowed", 405),
+        ProblemType("conflict", "Conflict", 409),
+        ProblemType("gone", "Gone", 410),
+        ProblemType("rate-limited", "Too many requests", 429),
+        ProblemType("too-many-attempts", "Too many authentication attempts", 429),
+        ProblemType("invalid-webhook-signature", "Invalid webhook signature", 401),
+        ProblemType("oauth-invalid-request", "Invalid token request", 400),
+        ProblemType("oauth-invalid-client", "Client authentication failed", 401),
+        ProblemType("oauth-unauthorized-client", "Client not allowed to do this", 400),
+        ProblemType("oauth-unsupported-grant-type", "Unsupported grant type", 400),
+        ProblemType("oauth-invalid-scope", "Invalid scope", 400),
+        ProblemType("duplicate-customer", "Duplicate customer", 409),
+        ProblemType("request-in-progress", "Request in progress", 409),
+        ProblemType("order-not-cancellable", "Order cannot be cancelled", 409),
+        ProblemType("step-failed", "Operation step failed", None),
+        ProblemType("backend-rejected", "Rejected by backend", 422),
+        ProblemType("bad-gateway", "Bad gateway", 502),
+        ProblemType("bad-upstream-data", "Bad upstream data", 502),
+        ProblemType("backend-auth-failed", "Backend refused our credentials", 502),
+        ProblemType("backend-unavailable", "Backend unavailable", 503),
+        ProblemType("circuit-open", "Circuit open", 503),
+        ProblemType("upstream-timeout", "Upstream timeout", 504),
+        ProblemType("authentication-unavailable", "Authentication unavailable", 503),
+        ProblemType("rate-limit-unavailable", "Rate limiting unavailable", 503),
+        ProblemType("client-error", "Client error", None),
+        ProblemType("server-error", "Server error", None),
+    )
+}
+"""slug -> its kind; ``docs/problems.md`` has a section for each."""
+
+BY_STATUS: Mapping[int, ProblemType] = {
+    kind.status: kind for kind in reversed(list(PROBLEM_TYPES.values())) if kind.status is not None
+}
+"""The kind an answer of that status is when nothing more specific is said: the first kind
+registered with the status (``bad-request`` for 400, ``not-found`` for 404...)."""
+
+
+def problem_kind(slug: str | None, status: int) -> ProblemType:
+    """The registered kind ``slug`` names, else the status's own, else client/server error."""
+    if slug is not None:
+        kind = PROBLEM_TYPES.get(slug)
+        if kind is not None:
+            return kind
+    kind = BY_STATUS.get(status)
+    if kind is not None:
+        return kind
+    return PROBLEM_TYPES["client-error" if status < 500 else "server-error"]
 
 
 def trace_id_of(scope: Scope | None) -> str | None:
@@ -31,23 +146,16 @@ def trace_id_of(scope: Scope | None) -> str | None:
 def problem_body(
     status: int,
     *,
-    title: str | None = None,
+    problem: Slug | ProblemType | None = None,
     detail: str | None = None,
-    type_: str | None = None,
     instance: str | None = None,
     trace_id: str | None = None,
     errors: Sequence[Mapping[str, Any]] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    try:
-        phrase = HTTPStatus(status).phrase
-    except ValueError:
-        phrase = "Error"
-    body: dict[str, Any] = {
-        "type": type_ or TYPE_BASE + phrase.lower().replace(" ", "-"),
-        "title": title or phrase,
-        "status": status,
-    }
+    """The body; ``problem`` is a registered kind (the status's own kind when None)."""
+    kind = problem if isinstance(problem, ProblemType) else problem_kind(problem, status)
+    body: dict[str, Any] = {"type": kind.uri, "title": kind.title, "status": status}
     if detail:
         body["detail"] = detail
     if instance:
@@ -64,19 +172,20 @@ def problem_response(
     status: int,
     *,
     scope: Scope | None = None,
-    title: str | None = None,
+    problem: Slug | ProblemType | None = None,
     detail: str | None = None,
-    type_: str | None = None,
     errors: Sequence[Mapping[str, Any]] | None = None,
     headers: Mapping[str, str] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Response:
-    """A problem+json response; pass the ASGI ``scope`` so ``instance``/``trace_id`` are filled."""
+    """A problem+json response; pass the ASGI ``scope`` so ``instance``/``trace_id`` are filled.
+
+    ``problem`` names the kind (its ``type`` and ``title``); without it, the status's own kind.
+    """
     body = problem_body(
         status,
-        title=title,
+        problem=problem,
         detail=detail,
-        type_=type_,
         instance=scope.get("path") if scope else None,
         trace_id=trace_id_of(scope),
         errors=errors,

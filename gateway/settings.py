@@ -90,6 +90,12 @@ class ReadinessSettings(Strict):
 class GatewaySettings(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    public_url: str | None = Field(
+        None,
+        pattern=r"^https?://[^/?#]+(/[^?#]*)?$",
+        description="The gateway's base URL as clients reach it (behind a proxy, or bound to "
+        "a wildcard address); default http://host:port. The OAuth issuer defaults to it.",
+    )
     workers: int = Field(1, ge=1, le=64)
     redis_url: str | None = Field(None, description="Set it to share every store via Redis.")
     data_dir: Path = Field(Path("var"), description="Embedded stores (SQLite) live here.")

@@ -36,7 +36,7 @@ class StepFailed(BackendError):
     could not be (and why), so the caller knows exactly what state the business is in.
     """
 
-    title = "Operation step failed"
+    problem_type = "step-failed"
 
     def __init__(
         self,
@@ -83,7 +83,7 @@ class NotFound(BackendNotFound):
 class DuplicateCustomer(BackendConflict):
     """Onboarding or lead capture for an email the CRM already holds."""
 
-    title = "Duplicate"
+    problem_type = "duplicate-customer"
 
     def __init__(self, kind: str, email: str) -> None:
         super().__init__("crm", f"a {kind} with this email already exists")
@@ -93,7 +93,7 @@ class DuplicateCustomer(BackendConflict):
 class KeyInProgress(BackendConflict):
     """A request with the same Idempotency-Key is still running: retry after it finished."""
 
-    title = "Request in progress"
+    problem_type = "request-in-progress"
 
     def __init__(self) -> None:
         super().__init__(
@@ -104,7 +104,7 @@ class KeyInProgress(BackendConflict):
 class OrderNotCancellable(BackendConflict):
     """The order has left the warehouse or been billed: cancelling is no longer possible."""
 
-    title = "Order cannot be cancelled"
+    problem_type = "order-not-cancellable"
 
     def __init__(self, order_id: str, status: str) -> None:
         why = "it has shipped" if status == "shipped" else "it has been invoiced by the ERP"

@@ -34,6 +34,7 @@ from .web import (
     HeaderParam,
     QueryParam,
     json_response,
+    location,
     operation,
     query_int,
     read_model,
@@ -50,9 +51,12 @@ def caller(request: Request) -> str:
     return principal.client_id if principal else "anonymous"
 
 
-def stored(response: StoredResponse, replayed: bool) -> Response:
-    headers = {REPLAYED: "true"} if replayed else None
-    return json_response(response.body, status=response.status, headers=headers)
+def stored(response: StoredResponse, replayed: bool, request: Request | None = None) -> Response:
+    """A kept answer; a ``201`` posted to ``request``'s collection carries its ``Location``."""
+    headers = {REPLAYED: "true"} if replayed else {}
+    if request is not None and response.status == 201:
+        headers.update(location(request, response.body["id"]))
+    return json_response(response.body, status=response.status, headers=headers or None)
 
 
 async def open_ticket(apis: ProcessApis, request: Request) -> tuple[StoredResponse, bool]:
@@ -108,7 +112,9 @@ def routes(apis: ProcessApis) -> list[BaseRoute]:
     async def onboard(request: Request) -> Response:
         body = await read_model(request, OnboardRequest)
         customer, created = await customers.onboard(apis, body)
-        return json_response(customer, status=201 if created else 200)
+        if not created:
+            return json_response(customer)
+        return json_response(customer, 201, location(request, customer.id))
 
     @operation(
         "Place an order: reserve stock, ERP sales order, invoice, CRM activity, order.placed",
@@ -130,7 +136,7 @@ def routes(apis: ProcessApis) -> list[BaseRoute]:
             lambda: orders.place_order(apis, body, key),
             apis.idempotency_ttl_s,
         )
-        return stored(response, replayed)
+        return stored(response, replayed, request)
 
     @operation(
         "Cancel an order: ERP order, open invoice voided, stock released, CRM activity",
@@ -187,7 +193,8 @@ def routes(apis: ProcessApis) -> list[BaseRoute]:
     )
     async def capture_lead(request: Request) -> Response:
         body = await read_model(request, LeadRequest)
-        return json_response(await leads.capture_lead(apis, body), status=201)
+        captured = await leads.capture_lead(apis, body)
+        return json_response(captured, 201, location(request, captured.lead.id))
 
     @operation(
         "A support ticket with the customer's orders, invoices and payment status",
@@ -210,7 +217,7 @@ def routes(apis: ProcessApis) -> list[BaseRoute]:
     )
     async def create_ticket(request: Request) -> Response:
         response, replayed = await open_ticket(apis, request)
-        return stored(response, replayed)
+        return stored(response, replayed, request)
 
     return [
         Route("/customers", list_customers, methods=["GET"]),

@@ -10,13 +10,14 @@ from system_apis.http.common import (
     MAX_PAGE_SIZE,
     InvalidInput,
     json_response,
+    location,
     parse_as,
     query_int,
     read_json,
     read_model,
     validation_errors,
 )
-from system_apis.http.operation import PAGE_QUERY, HeaderParam, QueryParam, operation
+from system_apis.http.operation import PAGE_QUERY, HeaderParam, QueryParam, operation, page_query
 
 __all__ = [
     "MAX_PAGE_SIZE",
@@ -25,7 +26,9 @@ __all__ = [
     "InvalidInput",
     "QueryParam",
     "json_response",
+    "location",
     "operation",
+    "page_query",
     "parse_as",
     "query_int",
     "read_json",

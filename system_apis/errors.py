@@ -2,6 +2,8 @@
 
 502 bad upstream data, 503 backend unavailable or circuit open, 504 upstream timeout; a 4xx the
 vendor gave for our request keeps a 4xx meaning (not found, conflict, rejected).
+``problem_type`` is the slug of the problem kind the gateway answers with (its registry of
+kinds, ``gateway.problems``, gives the type URI and title; a test keeps the two in step).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ class BackendError(Exception):
     """Base of every failure a system API raises."""
 
     status: int = 502
-    title: str = "Bad gateway"
+    problem_type: str = "bad-gateway"
 
     def __init__(self, backend: str, detail: str) -> None:
         super().__init__(f"{backend}: {detail}")
@@ -41,7 +43,7 @@ class BadBackendData(BackendError):
     """The backend answered, but with something we cannot map (garbage, missing field...)."""
 
     status = 502
-    title = "Bad upstream data"
+    problem_type = "bad-upstream-data"
 
     def __init__(
         self, backend: str, detail: str, *, record: str | None = None, field: str | None = None
@@ -60,7 +62,7 @@ class BackendUnavailable(BackendError):
     """Connection refused or reset, 5xx after retries, or bulkhead full."""
 
     status = 503
-    title = "Backend unavailable"
+    problem_type = "backend-unavailable"
 
     def __init__(self, backend: str, detail: str, *, retry_after: float | None = None) -> None:
         super().__init__(backend, detail)
@@ -80,36 +82,36 @@ class Saturated(BackendUnavailable):
 class CircuitOpen(BackendUnavailable):
     """The breaker is open: we do not even try."""
 
-    title = "Circuit open"
+    problem_type = "circuit-open"
 
 
 class BackendTimeout(BackendError):
     status = 504
-    title = "Upstream timeout"
+    problem_type = "upstream-timeout"
 
 
 class BackendNotFound(BackendError):
     status = 404
-    title = "Not found"
+    problem_type = "not-found"
 
 
 class BackendConflict(BackendError):
     status = 409
-    title = "Conflict"
+    problem_type = "conflict"
 
 
 class BackendAuthFailed(BackendError):
     """The backend refused our own credentials: our misconfiguration, never the caller's fault."""
 
     status = 502
-    title = "Backend refused our credentials"
+    problem_type = "backend-auth-failed"
 
 
 class BackendRejected(BackendError):
     """The backend refused our request as invalid (a 4xx other than 404/409/429)."""
 
     status = 422
-    title = "Rejected by backend"
+    problem_type = "backend-rejected"
 
     def __init__(self, backend: str, detail: str, *, upstream_status: int) -> None:
         super().__init__(backend, detail)

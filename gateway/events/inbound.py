@@ -143,7 +143,7 @@ def inbound_view(
             return problem_response(
                 401,
                 scope=request.scope,
-                title="Invalid webhook signature",
+                problem="invalid-webhook-signature",
                 detail="The signature is missing, malformed, wrong or too old.",
             )
         try:

@@ -67,7 +67,9 @@ class OAuthConfig(Strict):
     """The whole of ``config/oauth.yaml``."""
 
     issuer: str = Field(
-        "http://127.0.0.1:8080", description="This gateway's ``iss``; its public base URL."
+        "",
+        description="This gateway's ``iss``; empty: the gateway's own public URL "
+        "(``gateway.public_url``, else ``http://host:port``), see ``with_issuer``.",
     )
     audience: str = Field("trellis", description="``aud`` of issued tokens; local ones need it.")
     access_token_lifetime_s: int = Field(900, ge=60, le=86_400)
@@ -103,6 +105,35 @@ class OAuthConfig(Strict):
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+
+WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104  (names them, binds nothing)
+
+
+def public_base_url(public_url: str | None, host: str, port: int) -> str:
+    """The gateway's URL as clients reach it: ``public_url`` when set, else its host and port.
+
+    A wildcard bind address (``0.0.0.0``, ``::``) is no address a client can call, so the
+    loopback address stands in for it; behind a proxy or on a wildcard, set ``public_url``.
+    """
+    if public_url:
+        return public_url.rstrip("/")
+    if host in WILDCARD_HOSTS:
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def with_issuer(config: OAuthConfig, base_url: str) -> OAuthConfig:
+    """``config`` with its issuer set: the configured one, or the gateway's ``base_url``.
+
+    The issuer is the base of the discovery document's endpoints, so it must be where the
+    gateway answers: a fixed default would send discovery-based clients to another port.
+    """
+    if config.issuer:
+        return config
+    return config.model_copy(update={"issuer": base_url.rstrip("/")})
 
 
 class ClientConfig(Strict):

@@ -27,21 +27,21 @@ from gateway.oauth.keys import LocalKeys
 from gateway.oauth.tokens import issue_access_token
 from gateway.oauth.verify import TokenRefused, TokenVerifier
 from gateway.policies.scope_keys import CLAIMED_CLIENT_KEY
-from gateway.problems import problem_response
+from gateway.problems import Slug, problem_response
 from gateway.stores.revocations import RevocationStore
 
 MAX_FORM_BYTES = 16 * 1024
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 ADMIN_SCOPE = "admin"
 
-_TITLES = {
-    "invalid_request": "Invalid token request",
-    "invalid_client": "Client authentication failed",
-    "invalid_grant": "Invalid grant",
-    "unauthorized_client": "Client not allowed to do this",
-    "unsupported_grant_type": "Unsupported grant type",
-    "invalid_scope": "Invalid scope",
+_PROBLEMS: dict[str, Slug] = {
+    "invalid_request": "oauth-invalid-request",
+    "invalid_client": "oauth-invalid-client",
+    "unauthorized_client": "oauth-unauthorized-client",
+    "unsupported_grant_type": "oauth-unsupported-grant-type",
+    "invalid_scope": "oauth-invalid-scope",
 }
+"""RFC 6749 §5.2 error codes -> problem slugs."""
 
 
 class OAuthError(Exception):
@@ -60,9 +60,8 @@ def oauth_error_response(request: Request, exc: OAuthError) -> Response:
     return problem_response(
         exc.status,
         scope=request.scope,
-        title=_TITLES.get(exc.error, "OAuth error"),
+        problem=_PROBLEMS.get(exc.error, "oauth-invalid-request"),
         detail=exc.description,
-        type_=f"https://trellis.dev/problems/oauth/{exc.error.replace('_', '-')}",
         headers=headers,
         extra={"error": exc.error, "error_description": exc.description},
     )
@@ -135,7 +134,7 @@ class AuthorizationEndpoints:
             return problem_response(
                 429,
                 scope=request.scope,
-                title="Too many authentication attempts",
+                problem="too-many-attempts",
                 detail="Wait before trying again.",
                 headers={"Retry-After": str(int(retry_after)), **NO_STORE},
             )

@@ -110,7 +110,7 @@ class BearerMiddleware:
         response = problem_response(
             503,
             scope=scope,
-            title="Authentication unavailable",
+            problem="authentication-unavailable",
             detail="the token could not be checked; retry shortly",
             headers={"Retry-After": "1"},
         )

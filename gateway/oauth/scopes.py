@@ -32,14 +32,14 @@ def authorization_failure(scope: Scope, needed: frozenset[str]) -> Response | No
             return problem_response(
                 401,
                 scope=scope,
-                title="Authentication required",
+                problem="authentication-required",
                 detail="Send an OAuth 2.0 bearer token in the Authorization header.",
                 headers={"WWW-Authenticate": f'Bearer realm="{REALM}"'},
             )
         return problem_response(
             401,
             scope=scope,
-            title="Invalid access token",
+            problem="invalid-token",
             detail="The access token is invalid, expired or revoked.",
             headers={"WWW-Authenticate": f'Bearer realm="{REALM}", error="invalid_token"'},
         )
@@ -48,7 +48,7 @@ def authorization_failure(scope: Scope, needed: frozenset[str]) -> Response | No
         return problem_response(
             403,
             scope=scope,
-            title="Insufficient scope",
+            problem="insufficient-scope",
             detail=f"This operation requires the scope(s): {wanted}.",
             headers={
                 "WWW-Authenticate": (

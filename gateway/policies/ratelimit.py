@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gateway.policies.scope_keys import RESPONSE_HEADERS_KEY
 from gateway.policies.sliding_window import SlidingWindowCounters
 from gateway.principal import principal_of
-from gateway.problems import TYPE_BASE, problem_response
+from gateway.problems import problem_response
 from gateway.stores.limits_storage import LimitsStorage, open_limits_storage
 
 log = logging.getLogger("trellis.ratelimit")
@@ -663,9 +663,8 @@ class RateLimitMiddleware:
             response = problem_response(
                 503,
                 scope=scope,
-                title="Rate limiting unavailable",
+                problem="rate-limit-unavailable",
                 detail="The rate-limit store cannot be reached; try again shortly.",
-                type_=TYPE_BASE + "rate-limit-unavailable",
             )
             return response(scope, receive, send)
         return self._admitted(headers, scope, receive, send)
@@ -704,12 +703,11 @@ class RateLimitMiddleware:
         response = problem_response(
             429,
             scope=scope,
-            title="Too Many Requests",
+            problem="rate-limited",
             detail=(
                 f"Rate limit {limit.name!r} ({limit.quota} per {limit.window_s} s) exceeded "
                 f"for this {who}; retry after {violated.reset_s} s."
             ),
-            type_=TYPE_BASE + "rate-limited",
             headers={"Retry-After": str(violated.reset_s)},
             extra={
                 "policy": limit.name,

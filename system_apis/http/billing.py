@@ -12,7 +12,15 @@ from starlette.routing import BaseRoute, Route
 from ..billing import CURSOR, CUSTOMER_ID, MAX_LIMIT, BillingClient, decimal_to_cents
 from ..identity import EmailAddress, PersonName
 from ..models import BillingCustomer, Invoice, InvoiceStatus, OrderLine, Page, Payment
-from .common import InvalidInput, json_response, query_cursor, query_enum, query_int, read_model
+from .common import (
+    InvalidInput,
+    json_response,
+    location,
+    query_cursor,
+    query_enum,
+    query_int,
+    read_model,
+)
 from .operation import BACKEND_ERRORS, HeaderParam, QueryParam, operation, page_query
 
 IDEMPOTENCY_KEY = HeaderParam(
@@ -83,7 +91,7 @@ def routes(client: BillingClient) -> list[BaseRoute]:
             erp_customer_number=body.erp_customer_number,
             idempotency_key=_idempotency_key(request),
         )
-        return json_response(customer, status=201)
+        return json_response(customer, 201, location(request, customer.id))
 
     @operation(
         "List invoices",
@@ -139,7 +147,7 @@ def routes(client: BillingClient) -> list[BaseRoute]:
         invoice = await client.create_invoice(
             body.customer_id, lines, body.currency.upper(), body.order_ref, key
         )
-        return json_response(invoice, status=201)
+        return json_response(invoice, 201, location(request, invoice.id))
 
     @operation(
         "Void an open invoice",

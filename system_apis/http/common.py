@@ -10,6 +10,7 @@ import json
 import re
 from enum import StrEnum
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import orjson
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -73,6 +74,12 @@ def json_response(
     else:
         body = orjson.dumps(content, default=_default, option=orjson.OPT_NON_STR_KEYS)
     return JsonBody(body, status, headers)
+
+
+def location(request: Request, ident: object) -> dict[str, str]:
+    """The ``Location`` header of a ``201 Created``: the collection the request was posted to,
+    then the new resource's id (percent-encoded)."""
+    return {"Location": f"{request.scope['path'].rstrip('/')}/{quote(str(ident), safe='')}"}
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:

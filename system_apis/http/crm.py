@@ -17,7 +17,7 @@ from ..models import (
     OpportunityStage,
     Page,
 )
-from .common import InvalidInput, json_response, query_cursor, query_int, read_model
+from .common import InvalidInput, json_response, location, query_cursor, query_int, read_model
 from .operation import BACKEND_ERRORS, PAGE_QUERY, QueryParam, operation
 
 DEFAULT_LIMIT = 50
@@ -56,7 +56,8 @@ def routes(client: CrmClient) -> list[BaseRoute]:
     )
     async def create_contact(request: Request) -> Response:
         new = await read_model(request, ContactCreate)
-        return json_response(await client.create_contact(new), status=201)
+        contact = await client.create_contact(new)
+        return json_response(contact, 201, location(request, contact.id))
 
     @operation("An account", response=Account, errors=[404, *BACKEND_ERRORS])
     async def get_account(request: Request) -> Response:
@@ -87,7 +88,8 @@ def routes(client: CrmClient) -> list[BaseRoute]:
     )
     async def create_task(request: Request) -> Response:
         activity = await read_model(request, Activity)
-        return json_response(await client.create_task(activity), status=201)
+        task = await client.create_task(activity)
+        return json_response(task, 201, location(request, task.id))
 
     @operation(
         "Look a lead up by email",
@@ -114,7 +116,8 @@ def routes(client: CrmClient) -> list[BaseRoute]:
     )
     async def create_lead(request: Request) -> Response:
         lead = await read_model(request, Lead)
-        return json_response(await client.create_lead(lead), status=201)
+        created = await client.create_lead(lead)
+        return json_response(created, 201, location(request, created.id))
 
     return [
         Route("/contacts", list_contacts, methods=["GET"]),

@@ -11,7 +11,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..erp import CURSOR, CUSTOMER_NUMBER, ErpClient, ErpCustomerCreate
 from ..models import Canonical, ErpCustomer, Invoice, Order, OrderLine, Page
-from .common import InvalidInput, json_response, query_cursor, query_int, read_model
+from .common import InvalidInput, json_response, location, query_cursor, query_int, read_model
 from .operation import BACKEND_ERRORS, PAGE_QUERY, QueryParam, operation
 
 DEFAULT_LIMIT = 50
@@ -67,7 +67,8 @@ def routes(client: ErpClient) -> list[BaseRoute]:
     )
     async def create_customer(request: Request) -> Response:
         new = await read_model(request, ErpCustomerCreate)
-        return json_response(await client.create_customer(new), status=201)
+        customer = await client.create_customer(new)
+        return json_response(customer, 201, location(request, customer.customer_number))
 
     @operation(
         "List sales orders",
@@ -108,7 +109,7 @@ def routes(client: ErpClient) -> list[BaseRoute]:
         order = await client.create_order(
             new.customer_number, new.lines, new.channel, new.reference
         )
-        return json_response(order, status=201)
+        return json_response(order, 201, location(request, order.id))
 
     @operation(
         "Cancel a sales order",

@@ -9,7 +9,7 @@ from starlette.routing import BaseRoute, Route
 
 from ..inventory import CURSOR, MAX_PER_PAGE, InventoryClient
 from ..models import OrderLine, Page, Reservation, StockLevel
-from .common import json_response, query_cursor, query_int, read_model
+from .common import json_response, location, query_cursor, query_int, read_model
 from .operation import BACKEND_ERRORS, HeaderParam, operation, page_query
 
 
@@ -56,7 +56,7 @@ def routes(client: InventoryClient) -> list[BaseRoute]:
             body.ttl_s,
             idempotency_key=request.headers.get("Idempotency-Key"),
         )
-        return json_response(reservation, status=201)
+        return json_response(reservation, 201, location(request, reservation.id))
 
     @operation("A reservation", response=Reservation, errors=[404, *BACKEND_ERRORS])
     async def get_reservation(request: Request) -> Response:

@@ -11,7 +11,7 @@ from ..errors import BackendNotFound
 from ..identity import EmailAddress, PersonName
 from ..marketing import CURSOR, MAX_LIMIT, ListMembershipChange, MarketingClient, template_id
 from ..models import EmailSend, Engagement, MarketingContact, MarketingList, Page
-from .common import InvalidInput, json_response, query_cursor, query_int, read_model
+from .common import InvalidInput, json_response, location, query_cursor, query_int, read_model
 from .operation import BACKEND_ERRORS, QueryParam, operation, page_query
 
 
@@ -75,7 +75,7 @@ def routes(client: MarketingClient) -> list[BaseRoute]:
             crm_contact_id=body.crm_contact_id,
             lifecycle_stage=body.lifecycle_stage,
         )
-        return json_response(contact, status=201)
+        return json_response(contact, 201, location(request, contact.id))
 
     @operation("A contact's email engagement", response=Engagement, errors=[404, *BACKEND_ERRORS])
     async def engagement(request: Request) -> Response:

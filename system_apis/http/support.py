@@ -10,7 +10,7 @@ from starlette.routing import BaseRoute, Route
 from ..identity import EmailAddress, PersonName
 from ..models import Page, SupportUser, Ticket, TicketComment, TicketPriority, TicketStatus
 from ..support import CURSOR, MAX_PAGE, USER_ID, SupportClient
-from .common import InvalidInput, json_response, query_cursor, query_int, read_model
+from .common import InvalidInput, json_response, location, query_cursor, query_int, read_model
 from .operation import BACKEND_ERRORS, HeaderParam, QueryParam, operation, page_query
 
 IDEMPOTENCY_KEY = HeaderParam("Idempotency-Key", "A retry with the same key creates nothing new.")
@@ -81,7 +81,7 @@ def routes(client: SupportClient) -> list[BaseRoute]:
             body.crm_contact_id,
             idempotency_key=request.headers.get("idempotency-key"),
         )
-        return json_response(user, status=201)
+        return json_response(user, 201, location(request, user.id))
 
     @operation(
         "The tickets a user requested",
@@ -126,7 +126,7 @@ def routes(client: SupportClient) -> list[BaseRoute]:
             body.tags,
             idempotency_key=request.headers.get("idempotency-key"),
         )
-        return json_response(ticket, status=201)
+        return json_response(ticket, 201, location(request, ticket.id))
 
     @operation(
         "Change a ticket's status",

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import requests
 from openapi_spec_validator import validate
@@ -200,3 +201,27 @@ def test_served_document_is_the_built_one(live_gateway: GatewayThread, tmp_path:
     served = r.json()
     validate(served)
     assert served == build_openapi(live_gateway.app.routes)
+
+
+def test_component_names_and_titles_are_unique(doc: dict[str, Any]) -> None:
+    """Generators name classes and modules after a schema's title, or its name without one.
+
+    Two schemas titled alike (a model's input and output shapes, two ``ContactCreate``) make a
+    generated client drop one of them, and every schema that refers to it.
+    """
+    schemas = doc["components"]["schemas"]
+    for name, schema in schemas.items():
+        assert re.fullmatch(r"[A-Z][A-Za-z0-9]*", name), name
+        assert schema.get("title") == name, (name, schema.get("title"))
+    titles = [schema["title"] for schema in schemas.values()]
+    assert len(titles) == len(set(titles))
+    refs = set(re.findall(r'"#/components/schemas/([^"]+)"', orjson.dumps(doc).decode()))
+    assert refs <= set(schemas), refs - set(schemas)
+
+
+def test_created_answers_declare_location(doc: dict[str, Any]) -> None:
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            created = op["responses"].get("201")
+            if created is not None:
+                assert "Location" in created.get("headers", {}), (method, path)

@@ -193,6 +193,16 @@ async def test_partner_order_masks_buyer_pii(clean: Gw) -> None:
     assert [ln["sku"] for ln in body["lines"]] == [ln.sku for ln in order.lines]
 
 
+async def test_partner_catalog_keeps_product_names(clean: Gw) -> None:
+    """Masking is for people's data: a product named like a person stays as it is."""
+    for sku in seed.skus()[:5]:
+        status, _, body = await clean.call(
+            "GET", f"/experience/partner/v1/catalog/{sku.sku}", client="partner-acme"
+        )
+        assert status == 200, body
+        assert body["name"] == sku.name and body["sku"] == sku.sku
+
+
 async def test_partner_catalog_never_shows_cost(clean: Gw) -> None:
     sku = seed.skus()[3]
     status, _, body = await clean.call(

@@ -214,6 +214,7 @@ async def test_shipped_sandbox_clients_authenticate_with_their_documented_secret
         "partner-globex",
         "orders-service",
         "ops-admin",
+        "systems-integration",
     }
     assert shipped["ops-admin"].scopes == ["admin", "system:read"]
     assert shipped["partner-acme"].tier == "partner-standard"
