@@ -1,6 +1,7 @@
 """Assemble the gateway: edge policies around the routes of every layer, one lifespan.
 
-Request path: envelope (request id, span, metrics, access log, security headers) -> body limit
+Request path: admission (503 past the worker's limit of requests in progress) -> envelope
+(request id, span, metrics, access log, security headers) -> body limit
 -> authentication -> rate limit -> route (each mount declares its scopes) ->
 experience / process / system views. Everything not explicitly public requires a scope.
 """
@@ -30,6 +31,7 @@ from .gc_tuning import restore, tune_after_startup
 from .health import health_routes
 from .layers import Layers, build_layers
 from .observability import Observability
+from .policies.admission import AdmissionLimit
 from .policies.body_limit import BodyLimitMiddleware
 from .policies.edge import cors_middleware
 from .policies.ratelimit import RateLimitMiddleware, RateLimitPolicy
@@ -63,6 +65,7 @@ class Gateway(Starlette):
     events: EventBus
     ratelimit: RateLimitPolicy
     observability: Observability
+    admission: AdmissionLimit
 
     def __init__(self, *, routes: list[BaseRoute], lifespan: Any, **kwargs: Any) -> None:
         super().__init__(routes=routes, lifespan=lifespan, **kwargs)
@@ -78,7 +81,8 @@ class Gateway(Starlette):
         app: ASGIApp = ErrorHandlers(self.router, handlers)
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
-        return self.observability.wrap(app, self.settings.gateway.edge, server_error=server_error)
+        envelope = self.observability.wrap(app, self.settings.gateway.edge, server_error)
+        return self.admission.wrap(envelope)  # outermost: a refusal costs next to nothing
 
 
 def system_mounts(systems: SystemApis) -> list[BaseRoute]:
@@ -131,6 +135,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     )
 
     ratelimit = RateLimitPolicy(settings.ratelimit, redis_url=settings.gateway.redis_url)
+    admission = AdmissionLimit(settings.gateway.admission)
     layers = build_layers(settings, systems)
     events = EventBus(settings, systems, tracer_provider=obs.tracer_provider)
 
@@ -143,6 +148,12 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
                 stack.push_async_callback(component.close)
             obs.metrics.watch_breakers(systems.all())
             obs.metrics.watch_rate_limits(ratelimit_rejections(ratelimit))
+            obs.metrics.watch_counts(
+                "trellis_admission_rejections",
+                "Requests answered 503 at the worker's limit of requests in progress.",
+                "limit",
+                admission.stats,
+            )
             stack.callback(restore, tune_after_startup(settings.gateway.gc))
             yield
 
@@ -169,7 +180,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         layers,
         events,
     )
-    app.ratelimit, app.observability = ratelimit, obs
+    app.ratelimit, app.observability, app.admission = ratelimit, obs, admission
     return app
 
 

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.app import Gateway
 from gateway.errors import HANDLERS, ErrorHandlers
 from gateway.observability import Observability, ObservabilityConfig
+from gateway.policies.admission import AdmissionConfig, AdmissionLimit
 from gateway.policies.edge import EdgeConfig
 from gateway.policies.routing import lean_endpoints
 from system_apis.errors import BackendNotFound
@@ -134,6 +135,7 @@ def apps() -> tuple[Starlette, Starlette, Counted, Counted]:
     assert lean_endpoints(lean_routes) == 7  # as create_app does: route-level handling gone
     lean = Lean(routes=lean_routes, exception_handlers=handlers(lean_500), middleware=[CORS])
     lean.observability = obs  # type: ignore[attr-defined]
+    lean.admission = AdmissionLimit(AdmissionConfig())  # type: ignore[attr-defined]
     lean.settings = SimpleNamespace(gateway=SimpleNamespace(edge=EdgeConfig()))  # type: ignore[attr-defined]
     return reference, lean, ref_500, lean_500
 
