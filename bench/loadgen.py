@@ -3,7 +3,10 @@
 It is labelled ``python-loadgen`` in every result: on one core it saturates at a few thousand
 requests per second, so against the faster references it measures itself, not the server.
 Bounded by ``--duration`` and ``--max-requests``. Prints one ``WRKJSON {...}`` line with the
-same fields as ``bench/wrk.lua``.
+same fields as ``bench/wrk.lua``, plus what wrk cannot tell: the answers by status
+(``statuses``) and the latency of the requests the server admitted, every answer but 503
+(``admitted_p50_us``, ``admitted_p99_us``), and of its 503s (``refused_p99_us``), which the
+overload scenario reports.
 
 Run: ``python -m bench.loadgen --url http://127.0.0.1:8000/x -c 32 -d 5``.
 """
@@ -36,7 +39,10 @@ async def _worker(
     interval: float,
     latencies: list[float],
     errors: dict[str, int],
+    statuses: dict[int, int],
+    split: tuple[list[float], list[float]],
 ) -> None:
+    admitted, refused = split
     next_at = time.perf_counter()
     while budget[0] > 0:
         now = time.perf_counter()
@@ -51,12 +57,16 @@ async def _worker(
         try:
             async with session.get(url, headers=headers) as resp:
                 await resp.read()
-                if resp.status >= 400:
+                status = resp.status
+                if status >= 400:
                     errors["status_errors"] += 1
         except (TimeoutError, aiohttp.ClientError):
             errors["read_errors"] += 1
             continue
-        latencies.append((time.perf_counter() - start) * 1e6)
+        took = (time.perf_counter() - start) * 1e6
+        statuses[status] = statuses.get(status, 0) + 1
+        latencies.append(took)
+        (refused if status == 503 else admitted).append(took)
 
 
 async def run(
@@ -69,6 +79,9 @@ async def run(
 ) -> dict[str, Any]:
     """Drive ``url`` with ``connections`` keep-alive clients; the same summary as wrk.lua."""
     latencies: list[float] = []
+    admitted: list[float] = []
+    refused: list[float] = []
+    statuses: dict[int, int] = {}
     errors = {"connect_errors": 0, "read_errors": 0, "write_errors": 0, "status_errors": 0}
     interval = connections / rate if rate > 0 else 0.0
     connector = aiohttp.TCPConnector(limit=connections)
@@ -79,11 +92,24 @@ async def run(
         budget = [max_requests]
         await asyncio.gather(
             *(
-                _worker(session, url, headers, end, budget, interval, latencies, errors)
+                _worker(
+                    session,
+                    url,
+                    headers,
+                    end,
+                    budget,
+                    interval,
+                    latencies,
+                    errors,
+                    statuses,
+                    (admitted, refused),
+                )
                 for _ in range(connections)
             )
         )
         elapsed = time.perf_counter() - start
+    admitted.sort()
+    refused.sort()
     latencies.sort()
     return {
         "requests": len(latencies) + errors["read_errors"],
@@ -96,6 +122,10 @@ async def run(
         "p999_us": percentile(latencies, 99.9),
         "mean_us": sum(latencies) / len(latencies) if latencies else 0.0,
         "max_us": latencies[-1] if latencies else 0.0,
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "admitted_p50_us": percentile(admitted, 50),
+        "admitted_p99_us": percentile(admitted, 99),
+        "refused_p99_us": percentile(refused, 99),
     }
 
 

@@ -84,13 +84,17 @@ def _overloaded(retry_after_s: int) -> tuple[dict[str, Any], dict[str, Any]]:
     return start, {"type": "http.response.body", "body": body}
 
 
+async def _unplaced(scope: Scope, receive: Receive, send: Send) -> None:
+    raise RuntimeError("AdmissionLimit.wrap(app) places the limit around its app first")
+
+
 class AdmissionLimit:
     """Pure ASGI; outermost. ``in_flight``: requests held now; ``peak``: the most held at
     once; ``rejected``: requests answered 503. Built before its app: ``wrap`` places it."""
 
-    def __init__(self, config: AdmissionConfig, app: ASGIApp | None = None) -> None:
+    def __init__(self, config: AdmissionConfig, app: ASGIApp = _unplaced) -> None:
         self.config = config
-        self.app: ASGIApp | None = app
+        self.app = app
         self.limit = config.max_in_flight
         self.exempt = frozenset(config.exempt_paths)
         self.in_flight = 0
@@ -110,10 +114,8 @@ class AdmissionLimit:
         return {"in_flight": self.rejected}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        app = self.app
-        assert app is not None, "AdmissionLimit.wrap(app) places it first"
         if scope["type"] != "http":  # the lifespan (held for the app's life) and websockets
-            await app(scope, receive, send)
+            await self.app(scope, receive, send)
             return
         held = self.in_flight
         if held >= self.limit and scope["path"] not in self.exempt:
@@ -122,11 +124,10 @@ class AdmissionLimit:
             await send({**self._start, "headers": list(self._start["headers"])})
             await send(dict(self._body))
             return
-        held += 1
-        self.in_flight = held
+        self.in_flight = held = held + 1
         if held > self.peak:
             self.peak = held
         try:
-            await app(scope, receive, send)
+            await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
