@@ -148,6 +148,13 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
                 stack.push_async_callback(component.close)
             obs.metrics.watch_breakers(systems.all())
             obs.metrics.watch_rate_limits(ratelimit_rejections(ratelimit))
+            if ratelimit.counters is not None:
+                obs.metrics.watch_counts(
+                    "trellis_ratelimit_counters_evicted",
+                    "Rate-limit counter keys evicted at the table's cap (ratelimit memory).",
+                    "table",
+                    lambda: {"memory": ratelimit.stats()["counters_evicted"]},
+                )
             obs.metrics.watch_counts(
                 "trellis_admission_rejections",
                 "Requests answered 503 at the worker's limit of requests in progress.",

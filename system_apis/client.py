@@ -42,6 +42,7 @@ from .resilience import (
     BreakerState,
     CircuitBreaker,
     OutboundPacer,
+    OutboundQueueFull,
     Slots,
     full_jitter_backoff,
     parse_retry_after,
@@ -240,6 +241,9 @@ class BackendClient:
                 with observe.attempt(self.name, method, attempt + 1, state) as seen:
                     resp = await self._attempt(method, url, params, body, hdrs, authenticated, seen)
                     seen.status = resp.status
+            except OutboundQueueFull:
+                breaker.release_trial()  # nothing sent: no verdict; the queue is as long later
+                raise
             except BackendError as exc:
                 self.breaker.record_failure()
                 last_error = exc
@@ -305,7 +309,7 @@ class BackendClient:
     ) -> BackendResponse:
         timeouts = self.config.timeouts
         if self.pacer is not None and not await self.pacer.acquire(timeout_s=timeouts.total_s):
-            raise BackendUnavailable(self.name, "outbound rate limit queue is full")
+            raise OutboundQueueFull(self.name, "outbound rate limit queue is full")
         bulkhead = self._bulkhead
         if not bulkhead.try_take():  # full: wait for a slot, but not for ever
             deadline = asyncio.get_running_loop().time() + timeouts.connect_s

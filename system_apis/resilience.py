@@ -15,6 +15,7 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from .config import BreakerPolicy, VendorRateLimit
+from .errors import BackendUnavailable
 
 Clock = Callable[[], float]
 
@@ -112,6 +113,11 @@ class CircuitBreaker:
             self._state = state
             for listener in self.listeners:
                 listener(state)
+
+
+class OutboundQueueFull(BackendUnavailable):
+    """The outbound pacer's queue is longer than the caller's timeout: nothing was sent, so
+    it is no verdict on the backend (no breaker failure) and not retried."""
 
 
 class OutboundPacer:

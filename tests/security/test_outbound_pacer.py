@@ -7,9 +7,15 @@ refused at once: waiting in the queue behind other callers counts against its de
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
 
 from system_apis.config import VendorRateLimit
-from system_apis.resilience import OutboundPacer
+from system_apis.errors import BackendUnavailable
+from system_apis.resilience import BreakerState, OutboundPacer
+from tests.system.test_client_resilience import Backend, make_client
 
 
 class SteppedClock:
@@ -72,3 +78,36 @@ async def test_a_cancelled_waiter_frees_its_place() -> None:
     await asyncio.gather(waiter, return_exceptions=True)
     wait = pacer.reserve(timeout_s=1.0)
     assert wait is not None and wait <= 0.5  # not behind the cancelled caller's token
+
+
+@pytest.fixture
+async def vendor() -> AsyncIterator[Backend]:
+    b = Backend()
+    await b.runner.setup()
+    await web.TCPSite(b.runner, "127.0.0.1", b.port).start()
+    yield b
+    await b.runner.cleanup()
+
+
+async def test_a_client_refused_by_its_pacer_fails_fast_without_blaming_the_backend(
+    vendor: Backend,
+) -> None:
+    """Refused by the pacer, a call is not sent: no retry (the queue is as long a moment
+    later) and no breaker failure (the vendor did nothing wrong)."""
+    c = make_client(
+        vendor.url,
+        rate_limit={"rate": 2.5, "period_s": 1, "burst": 1},
+        breaker={"failure_threshold": 3, "reset_timeout_s": 30},
+    )  # timeouts.total_s is 1 s: three of eight calls fit in it
+    await c.start()
+    try:
+        results = await asyncio.gather(
+            *(c.request("GET", "/items") for _ in range(8)), return_exceptions=True
+        )
+    finally:
+        await c.close()
+    refused = [r for r in results if isinstance(r, BackendUnavailable)]
+    assert len(refused) == 5 and len(results) - len(refused) == 3
+    assert vendor.hits("GET /items") == 3
+    assert c.stats.retries == 0
+    assert c.breaker.state is BreakerState.CLOSED
