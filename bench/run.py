@@ -314,7 +314,9 @@ class LoadGenerator:
         headers: list[str] | None = None,
         rate: float = 0.0,
         max_requests: int = 2_000_000,
+        raw: bool = False,
     ) -> Load:
+        """One run; ``raw``: the Python generator's plain-stream client (not with wrk)."""
         headers = headers or []
         env = dict(os.environ)
         if self.wrk:
@@ -328,7 +330,7 @@ class LoadGenerator:
         else:
             cmd = [PYTHON, "-m", "bench.loadgen", "--url", url, f"-c{connections}"]
             cmd += ["-d", str(duration), "--max-requests", str(max_requests)]
-            cmd += ["--rate", str(rate)]
+            cmd += ["--rate", str(rate)] + (["--raw"] if raw else [])
             for h in headers:
                 cmd += ["-H", h]
         out = subprocess.run(  # noqa: S603 - our own command line
@@ -350,7 +352,7 @@ class LoadGenerator:
             for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
         )
         return Load(
-            tool=self.tool,
+            tool=self.tool + ("-raw" if raw and not self.wrk else ""),
             connections=connections,
             requests=int(s["requests"]),
             duration_s=round(secs, 2),
@@ -920,8 +922,9 @@ class Bench:
         peak (the worker is CPU-bound there: more requests in flight only wait longer).
         The load is closed-loop (each connection sends its next request when the last is
         answered), so a refused request is followed at once by another: the offered rate
-        grows with the share refused. The Python load generator is used whether or not wrk
-        is installed: wrk's latency figures do not tell a 503 from an admitted answer.
+        grows with the share refused. The Python load generator's plain-stream client is
+        used whether or not wrk is installed: wrk's latency figures do not tell a 503 from an
+        admitted answer, and aiohttp's client costs more per request than the server.
         """
         base = self.opts.connections
         loadgen = LoadGenerator(self.cores, use_wrk=False)
@@ -935,7 +938,11 @@ class Bench:
                 c = self.start_trellis(stack, "uvicorn", full=True, extra_env=env)
                 if self.opts.warmup > 0:
                     loadgen.run(
-                        c.url, duration=self.opts.warmup, connections=base, headers=c.headers
+                        c.url,
+                        duration=self.opts.warmup,
+                        connections=base,
+                        headers=c.headers,
+                        raw=True,
                     )
                 for multiple in OVERLOAD_MULTIPLES:
                     cpu_before, started = cpu_seconds(c.proc.pid), time.monotonic()
@@ -944,6 +951,7 @@ class Bench:
                         duration=self.opts.duration,
                         connections=base * multiple,
                         headers=c.headers,
+                        raw=True,
                     )
                     level = overload_level(variant, multiple, load)
                     # the server's share of its core: near 1 when the server, not the load
@@ -962,7 +970,7 @@ class Bench:
                         row.load = load
         row.server = "uvicorn"
         row.extra["overload"] = {"base_connections": base, "levels": levels}
-        row.note = f"{loadgen.tool}; limit = {base} in flight; see the overload table"
+        row.note = f"{loadgen.tool}-raw; limit = {base} in flight; see the overload table"
 
     def events(self, row: Row, store: str) -> None:
         from bench.events import EventsUnavailable, run_events
