@@ -87,6 +87,12 @@ class Load:
     cpu_us_per_req: float | None = None
     """CPU time of the server under test (and its children) per request: robust to other
     load on the machine, unlike requests per second."""
+    statuses: dict[str, int] | None = None
+    """Answers by status (the Python load generator only: wrk does not tell)."""
+    admitted_p99_ms: float | None = None
+    """p99 of the answers other than 503 (Python load generator only)."""
+    refused_p99_ms: float | None = None
+    """p99 of the 503 answers (Python load generator only)."""
 
 
 @dataclass
@@ -308,7 +314,9 @@ class LoadGenerator:
         headers: list[str] | None = None,
         rate: float = 0.0,
         max_requests: int = 2_000_000,
+        raw: bool = False,
     ) -> Load:
+        """One run; ``raw``: the Python generator's plain-stream client (not with wrk)."""
         headers = headers or []
         env = dict(os.environ)
         if self.wrk:
@@ -322,7 +330,7 @@ class LoadGenerator:
         else:
             cmd = [PYTHON, "-m", "bench.loadgen", "--url", url, f"-c{connections}"]
             cmd += ["-d", str(duration), "--max-requests", str(max_requests)]
-            cmd += ["--rate", str(rate)]
+            cmd += ["--rate", str(rate)] + (["--raw"] if raw else [])
             for h in headers:
                 cmd += ["-H", h]
         out = subprocess.run(  # noqa: S603 - our own command line
@@ -344,7 +352,7 @@ class LoadGenerator:
             for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
         )
         return Load(
-            tool=self.tool,
+            tool=self.tool + ("-raw" if raw and not self.wrk else ""),
             connections=connections,
             requests=int(s["requests"]),
             duration_s=round(secs, 2),
@@ -355,7 +363,14 @@ class LoadGenerator:
             p999_ms=round(s["p999_us"] / 1000, 3),
             errors=errors,
             target_rps=rate or None,
+            statuses=s.get("statuses"),
+            admitted_p99_ms=_ms(s.get("admitted_p99_us")),
+            refused_p99_ms=_ms(s.get("refused_p99_us")),
         )
+
+
+def _ms(us: float | None) -> float | None:
+    return None if us is None else round(us / 1000, 3)
 
 
 class RssSampler:
@@ -898,6 +913,65 @@ class Bench:
             f"sandbox's own work: {added_load.p50_ms:.1f} ms"
         )
 
+    def overload(self, row: Row) -> None:
+        """The full chain at 1x, 2x and 4x its peak concurrency, with the admission limit set
+        to the peak's concurrency and with no limit: goodput (2xx/s), p99 of the admitted
+        requests, share of 503s.
+
+        1x is ``--connections``, the concurrency at which scenario 6 measures the chain's
+        peak (the worker is CPU-bound there: more requests in flight only wait longer).
+        The load is closed-loop (each connection sends its next request when the last is
+        answered), so a refused request is followed at once by another: the offered rate
+        grows with the share refused. The Python load generator's plain-stream client is
+        used whether or not wrk is installed: wrk's latency figures do not tell a 503 from an
+        admitted answer, and aiohttp's client costs more per request than the server.
+        """
+        base = self.opts.connections
+        loadgen = LoadGenerator(self.cores, use_wrk=False)
+        variants = (
+            ("limit", {"TRELLIS_GATEWAY__ADMISSION__MAX_IN_FLIGHT": str(base)}),
+            ("no limit", {"TRELLIS_GATEWAY__ADMISSION__ENABLED": "false"}),
+        )
+        levels: list[dict[str, Any]] = []
+        for variant, env in variants:
+            with contextlib.ExitStack() as stack:
+                c = self.start_trellis(stack, "uvicorn", full=True, extra_env=env)
+                if self.opts.warmup > 0:
+                    loadgen.run(
+                        c.url,
+                        duration=self.opts.warmup,
+                        connections=base,
+                        headers=c.headers,
+                        raw=True,
+                    )
+                for multiple in OVERLOAD_MULTIPLES:
+                    cpu_before, started = cpu_seconds(c.proc.pid), time.monotonic()
+                    load = loadgen.run(
+                        c.url,
+                        duration=self.opts.duration,
+                        connections=base * multiple,
+                        headers=c.headers,
+                        raw=True,
+                    )
+                    level = overload_level(variant, multiple, load)
+                    # the server's share of its core: near 1 when the server, not the load
+                    # generator, is what limits the answers
+                    level["server_cpu_share"] = round(
+                        (cpu_seconds(c.proc.pid) - cpu_before) / (time.monotonic() - started), 2
+                    )
+                    levels.append(level)
+                    self.say(
+                        f"  {variant:<8} {multiple}x ({base * multiple} conns): goodput "
+                        f"{level['goodput_rps']:,.0f}/s, admitted p99 "
+                        f"{level['admitted_p99_ms']} ms, 503 {level['refused_share']:.0%} "
+                        f"(p99 {level['refused_p99_ms']} ms), errors {load.errors - level['503']}"
+                    )
+                    if variant == "limit" and multiple == 1:
+                        row.load = load
+        row.server = "uvicorn"
+        row.extra["overload"] = {"base_connections": base, "levels": levels}
+        row.note = f"{loadgen.tool}-raw; limit = {base} in flight; see the overload table"
+
     def events(self, row: Row, store: str) -> None:
         from bench.events import EventsUnavailable, run_events
 
@@ -953,6 +1027,57 @@ class Bench:
             and rc is not None
         )
         return result
+
+
+OVERLOAD_MULTIPLES = (1, 2, 4)
+
+
+def overload_level(variant: str, multiple: int, load: Load) -> dict[str, Any]:
+    """One overload run as reported: goodput, the admitted requests' p99, the 503s' share."""
+    statuses = load.statuses or {}
+    ok = sum(n for code, n in statuses.items() if code.startswith("2"))
+    refused = statuses.get("503", 0)
+    answered = sum(statuses.values())
+    return {
+        "variant": variant,
+        "multiple": multiple,
+        "connections": load.connections,
+        "goodput_rps": round(ok / load.duration_s, 1) if load.duration_s else 0.0,
+        "offered_rps": load.rps,
+        "admitted_p99_ms": load.admitted_p99_ms,
+        "refused_share": round(refused / answered, 4) if answered else 0.0,
+        "refused_p99_ms": load.refused_p99_ms if refused else None,
+        "503": refused,
+        "errors": load.errors - refused,
+    }
+
+
+def overload_text(rows: list[Row]) -> str | None:
+    """The overload scenario's table, or None when it did not run."""
+    row = next((r for r in rows if r.key == "o" and "overload" in r.extra), None)
+    if row is None:
+        return None
+    data = row.extra["overload"]
+    head = (
+        f"overload (full chain, uvicorn; 1x = {data['base_connections']} connections, "
+        "closed loop; limit = admission.max_in_flight at 1x):"
+    )
+    lines = [
+        head,
+        f"  {'variant':<9} {'load':>4} {'conns':>6} {'answers/s':>10} {'goodput/s':>10} "
+        f"{'admitted p99 ms':>16} {'503 share':>10} {'503 p99 ms':>11} {'errors':>7} "
+        f"{'server cpu':>10}",
+    ]
+    for lv in data["levels"]:
+        refused_p99 = "-" if lv["refused_p99_ms"] is None else f"{lv['refused_p99_ms']:.2f}"
+        admitted_p99 = "-" if lv["admitted_p99_ms"] is None else f"{lv['admitted_p99_ms']:.2f}"
+        lines.append(
+            f"  {lv['variant']:<9} {lv['multiple']:>3}x {lv['connections']:>6} "
+            f"{lv['offered_rps']:>10,.0f} {lv['goodput_rps']:>10,.0f} "
+            f"{admitted_p99:>16} {lv['refused_share']:>10.1%} {refused_p99:>11} "
+            f"{lv['errors']:>7} {lv.get('server_cpu_share', 0):>10.0%}"
+        )
+    return "\n".join(lines)
 
 
 def free_port_block(n: int) -> int:
@@ -1203,7 +1328,7 @@ def chart(rows: list[Row], path: Path) -> str | None:
 
 # --- entry point -----------------------------------------------------------------------------
 
-ALL = ["1", "2", "3", "4", "5", "6", "7", "8", "9"]
+ALL = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "o"]
 
 
 def parse(argv: list[str] | None) -> Options:
@@ -1216,7 +1341,10 @@ def parse(argv: list[str] | None) -> Options:
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up before each")
     p.add_argument("-c", "--connections", type=int, default=64)
     p.add_argument(
-        "-s", "--scenarios", default=",".join(ALL), help="comma list of 1-9 (default all)"
+        "-s",
+        "--scenarios",
+        default=",".join(ALL),
+        help="comma list of 1-9 and o (overload) (default all)",
     )
     p.add_argument(
         "--servers",
@@ -1378,6 +1506,7 @@ def main(argv: list[str] | None = None) -> int:
         b.scenario("7", "customer 360, 6 backends answering in 50 ms", "uvicorn")(b.customer_360)
         b.scenario("8s", "events published->handled, SQLite")(lambda row: b.events(row, "sqlite"))
         b.scenario("8r", "events published->handled, Redis")(lambda row: b.events(row, "redis"))
+        b.scenario("o", "overload: full chain at 1x, 2x, 4x peak concurrency")(b.overload)
         if opts.scenarios & {"5", "6", "9"}:
             for server in servers:
                 if server not in checks:
@@ -1407,6 +1536,10 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     print()
     print(targets_text(goals))
+    overload_report = overload_text(rows)
+    if overload_report:
+        print()
+        print(overload_report)
     if checks:
         print(
             "servers: "

@@ -1,9 +1,10 @@
 """Assemble the gateway: edge policies around the routes of every layer, one lifespan.
 
-Request path: envelope (request id, span, metrics, access log, security headers) -> Starlette's
-server-error layer -> body limit -> authentication -> rate limit -> Starlette's exception
-handlers -> route (each mount declares its scopes) -> experience / process / system views.
-Everything not explicitly public requires a scope.
+Request path: admission (503 past the worker's limit of requests in progress) -> envelope
+(request id, span, metrics, access log, security headers; also the server-error layer) ->
+CORS -> body limit -> authentication -> rate limit -> Starlette's exception handlers -> route
+(each mount declares its scopes) -> experience / process / system views. Everything not
+explicitly public requires a scope.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .gc_tuning import restore, tune_after_startup
 from .health import health_routes
 from .layers import Layers, build_layers
 from .observability import Observability
+from .policies.admission import AdmissionLimit
 from .policies.body_limit import BodyLimitMiddleware
 from .policies.edge import cors_middleware
 from .policies.ratelimit import RateLimitMiddleware, RateLimitPolicy
@@ -66,6 +68,7 @@ class Gateway(Starlette):
     events: EventBus
     ratelimit: RateLimitPolicy
     observability: Observability
+    admission: AdmissionLimit
 
     def build_middleware_stack(self) -> ASGIApp:
         """Starlette's stack, its server-error layer being the request envelope: the envelope
@@ -83,7 +86,8 @@ class Gateway(Starlette):
         app: ASGIApp = ExceptionMiddleware(self.router, handlers=handlers, debug=self.debug)
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
-        return self.observability.wrap(app, self.settings.gateway.edge, server_error)
+        envelope = self.observability.wrap(app, self.settings.gateway.edge, server_error)
+        return self.admission.wrap(envelope)  # outermost: a refusal costs next to nothing
 
 
 def system_mounts(systems: SystemApis) -> list[BaseRoute]:
@@ -148,6 +152,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     )
 
     ratelimit = RateLimitPolicy(settings.ratelimit, redis_url=settings.gateway.redis_url)
+    admission = AdmissionLimit(settings.gateway.admission)
     layers = build_layers(settings, systems)
     events = EventBus(settings, systems, tracer_provider=obs.tracer_provider)
 
@@ -165,6 +170,19 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
                 obs.metrics.share = share
                 await share.start(obs.metrics.current)
                 stack.push_async_callback(share.close)
+            if ratelimit.counters is not None:
+                obs.metrics.watch_counts(
+                    "trellis_ratelimit_counters_evicted",
+                    "Rate-limit counter keys evicted at the table's cap (ratelimit memory).",
+                    "table",
+                    lambda: {"memory": ratelimit.stats()["counters_evicted"]},
+                )
+            obs.metrics.watch_counts(
+                "trellis_admission_rejections",
+                "Requests answered 503 at the worker's limit of requests in progress.",
+                "limit",
+                admission.stats,
+            )
             stack.callback(restore, tune_after_startup(settings.gateway.gc))
             yield
 
@@ -190,7 +208,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         layers,
         events,
     )
-    app.ratelimit, app.observability = ratelimit, obs
+    app.ratelimit, app.observability, app.admission = ratelimit, obs, admission
     return app
 
 

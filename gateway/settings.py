@@ -32,6 +32,7 @@ from gateway.events.config import EventsConfig
 from gateway.gc_tuning import GcSettings
 from gateway.oauth.config import ClientConfig, OAuthConfig
 from gateway.observability import ObservabilityConfig
+from gateway.policies.admission import AdmissionConfig
 from gateway.policies.edge import EdgeConfig
 from gateway.policies.ratelimit import RateLimitConfig
 from system_apis.config import BACKEND_NAMES, BackendConfig
@@ -105,6 +106,10 @@ class GatewaySettings(Strict):
     readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
     gc: GcSettings = Field(default_factory=GcSettings)
+    admission: AdmissionConfig = Field(
+        default_factory=AdmissionConfig,
+        description="Per-worker limit of requests in progress (policies/admission.py).",
+    )
 
 
 class Settings(BaseModel):

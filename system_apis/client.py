@@ -48,6 +48,7 @@ from .resilience import (
     BreakerState,
     CircuitBreaker,
     OutboundPacer,
+    OutboundQueueFull,
     Slots,
     full_jitter_backoff,
     parse_retry_after,
@@ -246,9 +247,9 @@ class BackendClient:
                 with observe.attempt(self.name, method, attempt + 1, state) as seen:
                     resp = await self._attempt(method, url, params, body, hdrs, authenticated, seen)
                     seen.status = resp.status
-            except Saturated as exc:  # our own limit, not the backend's failure: never counted
-                self.breaker.release_trial()
-                last_error = exc
+            except Saturated:  # our own limit refused it: nothing sent, no verdict on the
+                breaker.release_trial()  # backend, and the queue is as long on a retry
+                raise
             except BackendError as exc:  # timeout, connection failure, oversized answer
                 self.breaker.record_failure()
                 last_error = exc
@@ -314,7 +315,7 @@ class BackendClient:
     ) -> BackendResponse:
         timeouts = self.config.timeouts
         if self.pacer is not None and not await self.pacer.acquire(timeout_s=timeouts.total_s):
-            raise Saturated(self.name, "outbound rate limit queue is full")
+            raise OutboundQueueFull(self.name, "outbound rate limit queue is full")
         bulkhead = self._bulkhead
         if not bulkhead.try_take():  # full: wait for a slot, but not for ever
             deadline = asyncio.get_running_loop().time() + timeouts.connect_s

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from .config import BreakerPolicy, VendorRateLimit
+from .errors import Saturated
 
 Clock = Callable[[], float]
 
@@ -114,42 +115,64 @@ class CircuitBreaker:
                 listener(state)
 
 
+class OutboundQueueFull(Saturated):
+    """The outbound pacer's queue is longer than the caller's timeout: nothing was sent, so
+    it is no verdict on the backend (no breaker failure) and not retried."""
+
+
 class OutboundPacer:
     """Token bucket that *waits* for a token, so steady traffic never trips a vendor's 429.
 
     ``limits`` (used for inbound limits) only answers allowed/refused; outbound we want to queue.
+    A caller reserves its token when it arrives: the bucket may go below zero, by the tokens
+    callers already waiting hold, so a newcomer's wait includes everyone queued before it and
+    is known at once. A caller whose wait would exceed its timeout is refused immediately and
+    takes nothing; callers are served in arrival order without a lock.
     """
 
     def __init__(self, limit: VendorRateLimit, clock: Clock = time.monotonic) -> None:
         self.rate = limit.per_second
         self.capacity = float(limit.burst or max(1, round(limit.rate)))
-        self._tokens = self.capacity
+        self._tokens = self.capacity  # below zero: tokens reserved by callers still waiting
         self._clock = clock
         self._updated = clock()
-        self._lock = asyncio.Lock()
 
     def _refill(self) -> None:
         now = self._clock()
         self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
 
-    async def acquire(self, timeout_s: float | None = None) -> bool:
-        """Take one token, waiting at most ``timeout_s``; False if it would take longer."""
-        if not self._lock.locked():  # nobody queued: take a token without the lock if one is there
-            self._refill()
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
-                return True
-        async with self._lock:  # FIFO: waiters are served in arrival order
-            self._refill()
-            if self._tokens < 1.0:
-                wait = (1.0 - self._tokens) / self.rate
-                if timeout_s is not None and wait > timeout_s:
-                    return False
-                await asyncio.sleep(wait)
-                self._refill()
+    def reserve(self, timeout_s: float | None = None) -> float | None:
+        """Reserve one token: the seconds until it is due (0: now), counting every caller
+        queued ahead; None, with nothing reserved, when that is longer than ``timeout_s``."""
+        self._refill()
+        if self._tokens >= 1.0:
             self._tokens -= 1.0
-            return True
+            return 0.0
+        wait = (1.0 - self._tokens) / self.rate
+        if timeout_s is not None and wait > timeout_s:
+            return None
+        self._tokens -= 1.0
+        return wait
+
+    def cancel(self) -> None:
+        """Give back a reserved token that will not be used (its caller gave up waiting)."""
+        self._refill()
+        self._tokens = min(self.capacity, self._tokens + 1.0)
+
+    async def acquire(self, timeout_s: float | None = None) -> bool:
+        """Take one token, waiting at most ``timeout_s`` in all (queueing included); False at
+        once, without waiting, if the token would come later than that."""
+        wait = self.reserve(timeout_s)
+        if wait is None:
+            return False
+        if wait > 0.0:
+            try:
+                await asyncio.sleep(wait)
+            except BaseException:  # cancelled while waiting: the token goes to the next caller
+                self.cancel()
+                raise
+        return True
 
 
 class Slots:

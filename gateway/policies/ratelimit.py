@@ -144,6 +144,25 @@ class RouteLimits(Strict):
         return self
 
 
+class MemoryCounters(Strict):
+    """The in-process counter table (no Redis): bounded whatever the number of callers."""
+
+    max_keys: int = Field(
+        100_000,
+        ge=100,
+        le=10_000_000,
+        description="Keys held at most (a caller has one per limit of its set); a new key at "
+        "the cap evicts the key whose window ended longest ago. ~250 bytes a key.",
+    )
+    sweep_batch: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Keys one sweep tick may look at (stale keys are swept once a second, a "
+        "batch a request while a backlog lasts): bounds the pause of the event loop.",
+    )
+
+
 class RateLimitConfig(Strict):
     """The whole of ``config/ratelimit.yaml``."""
 
@@ -179,6 +198,9 @@ class RateLimitConfig(Strict):
     )
     namespace: str = Field(
         "trellis", pattern=r"^[A-Za-z0-9_.-]+$", description="Key prefix in a shared Redis."
+    )
+    memory: MemoryCounters = Field(
+        default_factory=MemoryCounters, description="The in-process counters' bounds."
     )
 
     @model_validator(mode="after")
@@ -363,7 +385,9 @@ class RateLimitPolicy:
             type(self.store.storage) is MemoryStorage
             and config.strategy == "sliding-window-counter"
         ):
-            self.counters = SlidingWindowCounters()
+            self.counters = SlidingWindowCounters(
+                max_keys=config.memory.max_keys, sweep_batch=config.memory.sweep_batch
+            )
 
     # ---- which limits apply
 
@@ -572,6 +596,8 @@ class RateLimitPolicy:
             "strategy": self.config.strategy,
             "shared": self.shared,
             "fail_open": self.config.fail_open,
+            "counter_keys": len(self.counters) if self.counters is not None else None,
+            "counters_evicted": self.counters.evicted if self.counters is not None else 0,
         }
 
     async def start(self) -> bool:

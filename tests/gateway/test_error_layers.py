@@ -24,6 +24,7 @@ from experience_apis.versioning import Versioned
 from gateway.app import Gateway
 from gateway.errors import HANDLERS
 from gateway.observability import Observability, ObservabilityConfig
+from gateway.policies.admission import AdmissionConfig, AdmissionLimit
 from gateway.policies.edge import EdgeConfig
 from gateway.problems import TYPE_BASE
 from system_apis.errors import BackendNotFound
@@ -126,6 +127,7 @@ def gateway() -> tuple[Gateway, Counted]:
     handlers = {**HANDLERS, Exception: server_error, Sync: sync_handler, 410: gone_handler}
     app = Gateway(routes=routes(), exception_handlers=handlers, middleware=[CORS])
     app.observability = Observability(ObservabilityConfig(), configure_logs=False)
+    app.admission = AdmissionLimit(AdmissionConfig())
     app.settings = SimpleNamespace(gateway=SimpleNamespace(edge=EdgeConfig()))  # type: ignore[assignment]
     return app, server_error
 
