@@ -38,6 +38,7 @@ from .policies.admission import AdmissionLimit
 from .policies.body_limit import BodyLimitMiddleware
 from .policies.edge import cors_middleware
 from .policies.ratelimit import RateLimitMiddleware, RateLimitPolicy
+from .policies.routing import served_directly
 from .policies.worker_metrics import WorkerMetricsShare
 from .settings import Settings, load_settings
 
@@ -99,7 +100,11 @@ def system_mounts(systems: SystemApis) -> list[BaseRoute]:
     return [
         Mount(
             f"/system/v1/{name}",
-            app=RequireScopes(Router(routes=routes), read=["system:read"], write=["system:write"]),
+            app=RequireScopes(
+                Router(routes=served_directly(routes)),
+                read=["system:read"],
+                write=["system:write"],
+            ),
         )
         for name, routes in sorted(systems.routes().items(), key=_busiest_first)
     ]

@@ -10,8 +10,13 @@ telemetry.
 
 from __future__ import annotations
 
-from starlette.routing import Mount
-from starlette.types import Scope
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 
 UNMATCHED = "unmatched"
 """The template of a request no route matched (404, or answered before routing)."""
@@ -54,3 +59,37 @@ def _mount_template(root: str, path_format: str, scope: Scope) -> str:
                 segments[i] = "{" + name + "}"
                 break
     return "/".join(segments)
+
+
+class ViewApp:
+    """A view function (``Request -> Response``) served as an ASGI app.
+
+    Starlette's ``Route`` runs a plain function through ``request_response``, which handles
+    exceptions once more inside the route (the app's ``ExceptionMiddleware`` already does,
+    with the same handlers); given an ASGI app instead, ``Route`` calls it as it is, and an
+    exception reaches the app's handlers directly. Only for routes with nothing between the
+    route and the mount that acts on responses: such a wrapper (an experience version's
+    headers) must see error answers too, which the route-level handling gives it. Attributes
+    of the view (its ``__name__``, the OpenAPI operation attached to it) are kept.
+    """
+
+    def __init__(self, view: Callable[[Request], Awaitable[Response]]) -> None:
+        self.view = view
+        self.__dict__.update(getattr(view, "__dict__", {}))
+        self.__name__ = getattr(view, "__name__", type(view).__name__)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.view(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
+def served_directly(routes: Sequence[BaseRoute]) -> list[BaseRoute]:
+    """``routes`` with each function endpoint served as a :class:`ViewApp`."""
+    served: list[BaseRoute] = []
+    for route in routes:
+        if isinstance(route, Route) and inspect.iscoroutinefunction(route.endpoint):
+            route = Route(
+                route.path, ViewApp(route.endpoint), methods=route.methods, name=route.name
+            )
+        served.append(route)
+    return served

@@ -78,9 +78,9 @@ def routes(client: InventoryClient) -> list[BaseRoute]:
     async def commit(request: Request) -> Response:
         return json_response(await client.commit(request.path_params["id"]))
 
-    return [
-        Route("/stock", list_stock, methods=["GET"]),
+    return [  # the busiest first: the router tries them in order
         Route("/stock/{sku}", get_stock, methods=["GET"]),
+        Route("/stock", list_stock, methods=["GET"]),
         Route("/reservations", create_reservation, methods=["POST"]),
         Route("/reservations/{id}", get_reservation, methods=["GET"]),
         Route("/reservations/{id}/release", release, methods=["POST"]),
