@@ -32,6 +32,7 @@ from .layers import Layers, build_layers
 from .observability import Observability
 from .policies.body_limit import BodyLimitMiddleware
 from .policies.edge import cors_middleware
+from .policies.hosts import AllowedHosts
 from .policies.ratelimit import RateLimitMiddleware, RateLimitPolicy
 from .policies.routing import PrefixRouter, lean_endpoints
 from .settings import Settings, load_settings
@@ -66,8 +67,9 @@ class Gateway(Starlette):
 
     def __init__(self, *, routes: list[BaseRoute], lifespan: Any, **kwargs: Any) -> None:
         super().__init__(routes=routes, lifespan=lifespan, **kwargs)
-        # the same routes and lifespan, with mounts found by prefix (policies/routing.py)
-        self.router = PrefixRouter(routes, lifespan=lifespan)
+        # the same routes and lifespan, with mounts found by prefix (policies/routing.py);
+        # no trailing-slash redirects: Starlette builds their absolute URL from the Host header
+        self.router = PrefixRouter(routes, lifespan=lifespan, redirect_slashes=False)
 
     def build_middleware_stack(self) -> ASGIApp:
         """Starlette's stack, leaner: the request envelope is also the server-error layer (a
@@ -103,7 +105,7 @@ def edge_middleware(
     (request id, trusted proxies, security headers, tracing, metrics, access log: see
     ``Gateway.build_middleware_stack``)."""
     gw = settings.gateway
-    chain: list[Middleware] = []
+    chain: list[Middleware] = [Middleware(AllowedHosts, gw.server.hosts(gw.host))]
     if gw.edge.cors.allow_origins:
         chain.append(Middleware(cors_middleware, gw.edge.cors))
     chain.append(Middleware(BodyLimitMiddleware, gw.max_body_bytes))

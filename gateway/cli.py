@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
-from types import FrameType
 
 from system_apis.config import BACKEND_NAMES
 
@@ -90,19 +87,8 @@ def _start_sandbox(settings: Settings, config_dir: str | None) -> subprocess.Pop
     return proc
 
 
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    import uvicorn
+    from .server.workers import Workers, bind, inherit_env, stop_within
 
     gateway: dict[str, object] = {}
     if args.host:
@@ -121,52 +107,33 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.config:
-        os.environ["TRELLIS_CONFIG_DIR"] = str(Path(args.config).resolve())
-    sandbox = None
-    if settings.uses_sandbox and gw.sandbox.enabled and not args.no_sandbox:
-        sandbox = _start_sandbox(settings, args.config)
-
-    stopping: list[int] = []
-
-    def note(signum: int, frame: FrameType | None) -> None:
-        stopping.append(signum)  # uvicorn re-raises the signal after its graceful shutdown
-
-    signal.signal(signal.SIGTERM, note)
-    signal.signal(signal.SIGINT, note)
-    print(f"gateway    http://{gw.host}:{gw.port}  (workers: {gw.workers})", flush=True)
     try:
-        if gw.workers > 1:
-            os.environ["TRELLIS_GATEWAY__WORKERS"] = str(gw.workers)
-            uvicorn.run(
-                "gateway.app:app_from_env",
-                factory=True,
-                host=gw.host,
-                port=gw.port,
-                proxy_headers=False,  # gateway.edge.trusted_proxies decides, not uvicorn
-                workers=gw.workers,
-                log_level=gw.log_level,
-                access_log=False,
-                server_header=False,  # no "server: uvicorn": nothing to fingerprint by
-            )
-        else:
-            from .app import create_app
-
-            config = uvicorn.Config(
-                create_app(settings),
-                host=gw.host,
-                port=gw.port,
-                proxy_headers=False,  # gateway.edge.trusted_proxies decides, not uvicorn
-                log_level=gw.log_level,
-                access_log=False,
-                server_header=False,  # no "server: uvicorn": nothing to fingerprint by
-                lifespan="on",
-            )
-            uvicorn.Server(config).run()
+        sock = bind(gw.host, gw.port)
+    except OSError as exc:
+        print(f"trellis: cannot listen on {gw.host}:{gw.port}: {exc}", file=sys.stderr)
+        return 1
+    # the workers read the configuration as this process did: same files, same overrides
+    env = inherit_env(
+        TRELLIS_CONFIG_DIR=str(Path(args.config or default_config_dir()).resolve()),
+        TRELLIS_GATEWAY__HOST=gw.host,
+        TRELLIS_GATEWAY__PORT=str(gw.port),
+        TRELLIS_GATEWAY__WORKERS=str(gw.workers),
+    )
+    workers = Workers(sock, gw.workers, grace_s=gw.server.shutdown_grace_s, env=env, say=_say)
+    sandbox = None
+    try:
+        if settings.uses_sandbox and gw.sandbox.enabled and not args.no_sandbox:
+            sandbox = _start_sandbox(settings, args.config)
+        print(f"gateway    http://{gw.host}:{gw.port}  (workers: {gw.workers})", flush=True)
+        status = workers.run()
     finally:
-        _stop(sandbox)
+        sock.close()
+        if sandbox is not None:  # after the workers: their requests in flight may need it
+            started = workers.stop_signal_at or time.monotonic()
+            deadline = max(started + gw.server.shutdown_grace_s, time.monotonic() + 0.5)
+            stop_within([sandbox], deadline)
     print("trellis: stopped", flush=True)
-    return 0
+    return status
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,6 +25,7 @@ from gateway.oauth.config import ClientConfig, OAuthConfig
 from gateway.observability import ObservabilityConfig
 from gateway.policies.edge import EdgeConfig
 from gateway.policies.ratelimit import RateLimitConfig
+from gateway.server.config import ServerLimits
 from system_apis.config import BACKEND_NAMES, BackendConfig
 from system_apis.sandbox.faults import Faults
 
@@ -90,6 +91,7 @@ class GatewaySettings(Strict):
     readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
     gc: GcSettings = Field(default_factory=GcSettings)
+    server: ServerLimits = Field(default_factory=ServerLimits)
 
 
 class Settings(BaseSettings):
