@@ -50,6 +50,8 @@ ASGI = Callable[
 def _scope(
     method: str, path: str, headers: list[tuple[bytes, bytes]], query: bytes = b""
 ) -> dict[str, Any]:
+    if not any(name == b"host" for name, _ in headers):  # the gateway serves allowed hosts only
+        headers = [(b"host", b"127.0.0.1"), *headers]
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
