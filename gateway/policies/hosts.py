@@ -55,7 +55,7 @@ class AllowedHosts:
             return self.app(scope, receive, send)
         for name, value in scope["headers"]:
             if name == b"host":
-                if self.allowed(value):
+                if value in self._accepted or self.allowed(value):  # the set: no call
                     return self.app(scope, receive, send)
                 break
         response = problem_response(400, scope=scope, detail="Host header not allowed")
