@@ -78,6 +78,7 @@ class _Guard:
     limits: ClassVar[ServerLimits]
     max_head: ClassVar[int]
     max_line: ClassVar[int]
+    max_connections: ClassVar[int]
     too_large: ClassVar[bytes]
     timed_out: ClassVar[bytes]
     overloaded: ClassVar[bytes]
@@ -190,8 +191,10 @@ class _Guard:
         if self.transport.is_closing():
             return
         cycle = self.cycle
-        if cycle is not None and cycle.more_body and not cycle.response_complete:
-            return  # the head completed meanwhile (a body is on its way)
+        if cycle is not None and not cycle.response_complete:
+            if not cycle.more_body:  # a pipelined head waits for the response in progress
+                self._arm_head_timer()
+            return
         if self._guard_head_bytes:
             self._refuse(self.timed_out, linger=False)
         else:
@@ -233,14 +236,16 @@ class _Guard:
                 timer.cancel()
         self._guard_head_timer = self._guard_body_timer = None
         transport = self.transport
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            transport.close()  # a response is being written: no answer may cut into it
+            return
         transport.write(answer)
         if linger and transport.can_write_eof():
             transport.write_eof()
             self.loop.call_later(_LINGER_S, transport.close)
         else:
             transport.close()
-
-    max_connections: ClassVar[int]
 
 
 class _GuardedHttpTools(_Guard, HttpToolsProtocol):

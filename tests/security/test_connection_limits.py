@@ -31,12 +31,23 @@ async def healthz(request: Request) -> PlainTextResponse:
     return PlainTextResponse("ok")
 
 
+async def slow(request: Request) -> PlainTextResponse:
+    await asyncio.sleep(1.5)
+    return PlainTextResponse("slow")
+
+
 async def echo(request: Request) -> PlainTextResponse:
     body = await request.body()
     return PlainTextResponse(str(len(body)))
 
 
-APP = Starlette(routes=[Route("/healthz", healthz), Route("/echo", echo, methods=["POST"])])
+APP = Starlette(
+    routes=[
+        Route("/healthz", healthz),
+        Route("/slow", slow),
+        Route("/echo", echo, methods=["POST"]),
+    ]
+)
 
 
 @asynccontextmanager
@@ -195,6 +206,23 @@ async def test_a_partial_head_is_answered_408_and_closed(http: str) -> None:
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
         answer = await closed_within(reader)
         assert answer.startswith(b"HTTP/1.1 408 "), answer
+        writer.close()
+
+
+@pytest.mark.parametrize("http", PARSERS)
+async def test_a_pipelined_partial_head_never_cuts_into_a_response(http: str) -> None:
+    """The head timeout of a request queued behind a slow one does not interrupt the answer."""
+    async with served(http, header_timeout_s=0.5) as (host, port):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)  # a read of its own: the second head starts while /slow runs
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+        answer = await closed_within(reader)
+        assert answer.startswith(b"HTTP/1.1 200 "), answer
+        first, _, rest = answer.partition(b"\r\n\r\n")
+        assert rest.startswith(b"slow")
+        assert b"408" not in first
         writer.close()
 
 
