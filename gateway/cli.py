@@ -69,7 +69,9 @@ def _start_sandbox(settings: Settings, config_dir: str | None) -> subprocess.Pop
         "--config",
         str(config_dir or default_config_dir()),
     ]
-    proc = subprocess.Popen(cmd)  # noqa: S603 - our own interpreter and module
+    # its own process group: a terminal's Ctrl+C reaches `trellis run` only, which stops the
+    # sandbox after the workers (their requests in flight may still need it)
+    proc = subprocess.Popen(cmd, process_group=0)  # noqa: S603 - our own interpreter and module
     deadline = time.monotonic() + 20
     pending = [n for n in BACKEND_NAMES if settings.backends[n].sandbox]
     while pending and time.monotonic() < deadline:

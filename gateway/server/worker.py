@@ -4,8 +4,25 @@ listening socket N it inherited from ``trellis run`` (configuration from the env
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import socket
 import sys
+import threading
+import time
+
+
+def stop_when_orphaned(interval_s: float = 1.0) -> None:
+    """SIGTERM this process (a graceful stop) once its parent is gone: a worker whose
+    ``trellis run`` was killed outright does not serve on alone."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .serving import BoundedServer, server_config
 
+    stop_when_orphaned()
     settings = load_settings()
     gw = settings.gateway
     sock = socket.socket(fileno=args.fd)

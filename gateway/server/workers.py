@@ -90,6 +90,9 @@ class Workers:
             [sys.executable, "-m", "gateway.server.worker", "--fd", str(fd)],
             pass_fds=(fd,),
             env=self.env,
+            # its own process group: a terminal's Ctrl+C reaches the parent only, which then
+            # stops the workers once (a second signal would cut their requests in flight)
+            process_group=0,
         )
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

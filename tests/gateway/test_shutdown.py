@@ -273,3 +273,39 @@ async def test_tasks_that_swallow_a_cancellation_are_ended_anyway() -> None:
     left = await cancel_until_done(tasks, timeout_s=5.0)
     assert not left
     assert swallowed >= 3
+
+
+def test_workers_stop_when_trellis_run_is_killed_outright(
+    run_env: tuple[Path, int, int, dict[str, str]],
+) -> None:
+    """SIGKILL leaves the parent no chance to stop anything: the workers notice and stop."""
+    cfg, port, _, env = run_env
+    env = {k: v for k, v in env.items() if k != "TRELLIS_REDIS_URL"}  # one worker, embedded
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "gateway.cli", "run", "--no-sandbox"),
+            *("--config", str(cfg), "--port", str(port)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=cfg.parent,
+    )
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        workers = descendants(proc.pid)
+        assert workers
+        proc.kill()
+        proc.wait()
+        assert not gone_within(workers, GRACE_S + SLACK_S)
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
