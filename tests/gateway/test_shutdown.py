@@ -104,7 +104,7 @@ def test_every_process_is_gone_within_the_grace_shutdown_after_shutdown(
     """Two workers on Redis plus the sandbox, started and stopped with SIGTERM again and again
     (a worker's event bus could swallow the cancellation of its Redis loops and never end)."""
     cfg, port, _, env = run_env
-    for cycle in range(6):
+    for cycle in range(5):
         proc = start(cfg, port, env, workers=2)
         try:
             wait_ready(proc, port, 60)

@@ -323,3 +323,20 @@ async def test_connections_above_the_cap_are_refused_while_open_ones_work(http: 
             writer.close()
         await asyncio.sleep(0.2)  # their slots are free again
         assert (await get_healthz(host, port)).startswith(b"HTTP/1.1 200 ")
+
+
+def test_inconsistent_limits_are_refused_naming_the_key() -> None:
+    from gateway.settings import DEFAULT_CONFIG_DIR, ConfigError, load_settings
+
+    with pytest.raises(ConfigError) as bad:
+        load_settings(
+            DEFAULT_CONFIG_DIR,
+            gateway={"server": {"shutdown_grace_s": 2, "shutdown_close_s": 3}},
+        )
+    assert any(
+        p.startswith("config/gateway.yaml: server: shutdown_close_s must be less")
+        for p in bad.value.problems
+    ), bad.value.problems
+    with pytest.raises(ConfigError) as bad:
+        load_settings(DEFAULT_CONFIG_DIR, gateway={"server": {"max_header_bytes": 100}})
+    assert any("server.max_header_bytes" in p for p in bad.value.problems), bad.value.problems
