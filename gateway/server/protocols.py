@@ -177,7 +177,7 @@ class _Guard:
             self._guard_line_bytes += len(data)
         else:
             self._guard_line_bytes = len(data) - newline - 1
-        self._guard_tail = data[-3:]
+        self._guard_tail = (self._guard_tail + data)[-3:]
         if self._guard_head_timer is None:
             self._arm_head_timer()
 
@@ -214,16 +214,21 @@ class _Guard:
         if cycle.response_complete:
             return
         now = self.loop.time()
-        if self.transport.is_reading():
+        if self.transport.is_reading() and not self._awaits_continue():
             elapsed = now - self._guard_body_start
             floor = self.limits.body_min_bytes_per_s * elapsed
             if elapsed >= self.limits.body_grace_s and self._guard_body_bytes < floor:
                 self.transport.close()  # the app's receive() sees a disconnect
                 return
-        else:  # the server paused reading (the app is behind): the client is not to blame
+        else:  # the server paused reading (the app is behind), or the client waits for our
+            # "100 Continue" (sent when the app first reads): the client is not to blame
             self._guard_body_start = now
             self._guard_body_bytes = 0
         self._arm_body_timer()
+
+    def _awaits_continue(self) -> bool:
+        """Does the client hold its body back until the server answers "100 Continue"?"""
+        raise NotImplementedError
 
     # --- refusing ---------------------------------------------------------------------------
 
@@ -249,11 +254,13 @@ class _Guard:
 
 
 class _GuardedHttpTools(_Guard, HttpToolsProtocol):
-    pass
+    def _awaits_continue(self) -> bool:
+        return bool(self.cycle.waiting_for_100_continue)
 
 
 class _GuardedH11(_Guard, H11Protocol):
-    pass
+    def _awaits_continue(self) -> bool:
+        return bool(self.conn.client_is_waiting_for_100_continue)
 
 
 def guarded_protocol(limits: ServerLimits) -> type[asyncio.Protocol]:

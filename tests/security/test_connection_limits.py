@@ -36,6 +36,11 @@ async def slow(request: Request) -> PlainTextResponse:
     return PlainTextResponse("slow")
 
 
+async def late_echo(request: Request) -> PlainTextResponse:
+    await asyncio.sleep(2.0)  # e.g. a slow authorization check before the body is read
+    return PlainTextResponse(str(len(await request.body())))
+
+
 async def echo(request: Request) -> PlainTextResponse:
     body = await request.body()
     return PlainTextResponse(str(len(body)))
@@ -46,6 +51,7 @@ APP = Starlette(
         Route("/healthz", healthz),
         Route("/slow", slow),
         Route("/echo", echo, methods=["POST"]),
+        Route("/late-echo", late_echo, methods=["POST"]),
     ]
 )
 
@@ -278,6 +284,24 @@ async def test_a_body_above_the_floor_is_read_whole(http: str) -> None:
             await asyncio.sleep(0.25)
         status = await reader.readuntil(b"\r\n\r\n")
         assert status.startswith(b"HTTP/1.1 200 "), status
+        writer.close()
+
+
+@pytest.mark.parametrize("http", PARSERS)
+async def test_a_client_waiting_for_100_continue_is_not_cut_off(http: str) -> None:
+    """No body arrives until the app reads it (uvicorn sends "100 Continue" then)."""
+    async with served(http, body_min_bytes_per_s=1000, body_grace_s=0.5) as (host, port):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(
+            b"POST /late-echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5000\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), BOUND_S)
+        assert interim.startswith(b"HTTP/1.1 100 "), interim
+        writer.write(b"x" * 5000)
+        answer = await read_all(reader)
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"5000"), answer
         writer.close()
 
 
