@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from system_apis.config import BACKEND_NAMES
 
 from .events.cli import add_dlq_commands
 from .settings import ConfigError, Settings, default_config_dir, load_settings
+
+if TYPE_CHECKING:
+    from .server.workers import StopSignals
 
 
 def _load_or_exit(config_dir: str | None, **overrides: object) -> Settings:
@@ -90,7 +95,7 @@ def _start_sandbox(settings: Settings, config_dir: str | None) -> subprocess.Pop
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .server.workers import Workers, bind, inherit_env, stop_within
+    from .server.workers import StopSignals, Workers, bind, inherit_env, stop_within
 
     gateway: dict[str, object] = {}
     if args.host:
@@ -109,33 +114,70 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        sock = bind(gw.host, gw.port)
-    except OSError as exc:
-        print(f"trellis: cannot listen on {gw.host}:{gw.port}: {exc}", file=sys.stderr)
-        return 1
-    # the workers read the configuration as this process did: same files, same overrides
-    env = inherit_env(
-        TRELLIS_CONFIG_DIR=str(Path(args.config or default_config_dir()).resolve()),
-        TRELLIS_GATEWAY__HOST=gw.host,
-        TRELLIS_GATEWAY__PORT=str(gw.port),
-        TRELLIS_GATEWAY__WORKERS=str(gw.workers),
-    )
-    workers = Workers(sock, gw.workers, grace_s=gw.server.shutdown_grace_s, env=env, say=_say)
-    sandbox = None
+    config_dir = Path(args.config or default_config_dir()).resolve()
+    os.environ["TRELLIS_CONFIG_DIR"] = str(config_dir)
+    grace = gw.server.shutdown_grace_s
+    stop = StopSignals()  # from here a stop signal is noted; the sandbox is stopped in order
+    sandbox: subprocess.Popen[bytes] | None = None
+    status = 0
     try:
         if settings.uses_sandbox and gw.sandbox.enabled and not args.no_sandbox:
             sandbox = _start_sandbox(settings, args.config)
         print(f"gateway    http://{gw.host}:{gw.port}  (workers: {gw.workers})", flush=True)
-        status = workers.run()
+        if stop.at is not None:  # stopped while the sandbox started
+            pass
+        elif gw.workers == 1:
+            status = _serve_here(settings, stop, sandbox)
+        else:
+            try:
+                sock = bind(gw.host, gw.port)
+            except OSError as exc:
+                print(f"trellis: cannot listen on {gw.host}:{gw.port}: {exc}", file=sys.stderr)
+                return 1
+            # the workers read the configuration as this process did: same files, overrides
+            env = inherit_env(
+                TRELLIS_GATEWAY__HOST=gw.host,
+                TRELLIS_GATEWAY__PORT=str(gw.port),
+                TRELLIS_GATEWAY__WORKERS=str(gw.workers),
+            )
+            try:
+                status = Workers(sock, gw.workers, grace_s=grace, env=env, say=_say).run(stop)
+            finally:
+                sock.close()
     finally:
-        sock.close()
         if sandbox is not None:  # after the workers: their requests in flight may need it
-            started = workers.stop_signal_at or time.monotonic()
-            deadline = max(started + gw.server.shutdown_grace_s, time.monotonic() + 0.5)
+            deadline = max((stop.at or time.monotonic()) + grace, time.monotonic() + 0.5)
             stop_within([sandbox], deadline)
+        stop.restore()
     print("trellis: stopped", flush=True)
     return status
+
+
+def _serve_here(
+    settings: Settings, stop: StopSignals, sandbox: subprocess.Popen[bytes] | None
+) -> int:
+    """One worker: the app is served in this process (no second interpreter's memory)."""
+    from .app import create_app
+    from .server.serving import BoundedServer, server_config
+
+    gw = settings.gateway
+    config = server_config(
+        create_app(settings),
+        gw.server,
+        host=gw.host,
+        port=gw.port,
+        proxy_headers=False,  # gateway.edge.trusted_proxies decides, not uvicorn
+        log_level=gw.log_level,
+        access_log=False,
+        server_header=False,  # no "server: uvicorn": nothing to fingerprint by
+        lifespan="on",
+    )
+    # past the grace, the process ends itself: the sandbox must not outlive it
+    server = BoundedServer(config, gw.server, before_forced_exit=sandbox.kill if sandbox else None)
+    server.run()  # its own signal handlers meanwhile; the signal is re-raised to ``stop``
+    if server.stop_signal_at is not None:
+        stop.at = server.stop_signal_at
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
 import threading
+import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -43,18 +44,28 @@ class BoundedServer(uvicorn.Server):
 
     The first SIGTERM/SIGINT starts uvicorn's graceful shutdown (requests in flight get
     ``drain_s``, then the app's lifespan closes) and a timer: if the process is still alive
-    when the grace period is over, it ends itself with status ``FORCED_EXIT``. A second signal
-    skips the waiting.
+    when the grace period is over, it runs ``before_forced_exit`` (``trellis run`` with one
+    worker kills its sandbox there) and ends itself with status ``FORCED_EXIT``. A second
+    signal skips the waiting.
     """
 
-    def __init__(self, config: uvicorn.Config, limits: ServerLimits) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        limits: ServerLimits,
+        before_forced_exit: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__(config)
         self.limits = limits
+        self.before_forced_exit = before_forced_exit
+        self.stop_signal_at: float | None = None
+        """When the first stop signal arrived (monotonic)."""
         self._deadline: threading.Timer | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._deadline is None:
-            self._deadline = threading.Timer(self.limits.shutdown_grace_s, _end_now)
+            self.stop_signal_at = time.monotonic()
+            self._deadline = threading.Timer(self.limits.shutdown_grace_s, self._end_now)
             self._deadline.daemon = True
             self._deadline.start()
         elif not self.force_exit:
@@ -62,14 +73,11 @@ class BoundedServer(uvicorn.Server):
             self.force_exit = True
         super().handle_exit(sig, frame)
 
-
-def _end_now() -> None:
-    log.error("shutdown outlived the grace period: exiting now")
-    logging.shutdown()
-    os._exit(FORCED_EXIT)
-
-
-def ignore_stop_signals() -> None:
-    """For a parent whose children get the signals it forwards."""
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, signal.SIG_IGN)
+    def _end_now(self) -> None:
+        log.error("shutdown outlived the grace period: exiting now")
+        try:
+            if self.before_forced_exit is not None:
+                self.before_forced_exit()
+        finally:
+            logging.shutdown()
+            os._exit(FORCED_EXIT)

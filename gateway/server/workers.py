@@ -57,6 +57,27 @@ def stop_within(procs: list[subprocess.Popen[bytes]], deadline: float) -> list[i
     return killed
 
 
+class StopSignals:
+    """SIGTERM and SIGINT noted, not fatal, until ``restore``: the first one's time is ``at``
+    (the grace period runs from it) and ``event`` is set."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+        self.event = threading.Event()
+        self._previous = {
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
+        }
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.at is None:
+            self.at = time.monotonic()
+        self.event.set()
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 class Workers:
     """Start ``count`` workers on ``sock``, keep them running, stop them within the grace."""
 
@@ -75,14 +96,6 @@ class Workers:
         self.env = dict(env)
         self.say = say
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.stopping = threading.Event()
-        self.stop_signal_at: float | None = None
-        """When the first stop signal arrived (monotonic): the grace period runs from it."""
-        # from now on a stop signal is noted, not fatal: whatever else the caller starts before
-        # ``run`` (the sandbox) is still stopped in order
-        self._previous = {
-            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
-        }
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         fd = self.sock.fileno()
@@ -95,18 +108,13 @@ class Workers:
             process_group=0,
         )
 
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self.stop_signal_at is None:
-            self.stop_signal_at = time.monotonic()
-        self.stopping.set()
-
-    def run(self) -> int:
-        """Serve until SIGTERM/SIGINT (0) or a worker that cannot start (1)."""
+    def run(self, stop: StopSignals) -> int:
+        """Serve until ``stop`` is signalled (0) or a worker cannot start (1); then every
+        worker is gone within the grace period from the signal."""
         status = 0
         try:
-            if not self.stopping.is_set():
-                self.procs = [self._spawn() for _ in range(self.count)]
-            while not self.stopping.wait(0.5):
+            self.procs = [self._spawn() for _ in range(self.count)]
+            while not stop.event.wait(0.5):
                 for i, proc in enumerate(self.procs):
                     code = proc.poll()
                     if code is None:
@@ -114,18 +122,16 @@ class Workers:
                     if code == STARTUP_FAILURE:
                         self.say(f"trellis: worker {proc.pid} could not start; stopping")
                         status = 1
-                        self.stopping.set()
+                        stop.event.set()
                         break
                     self.say(f"trellis: worker {proc.pid} exited with {code}; starting another")
                     self.procs[i] = self._spawn()
         finally:
-            if self.stop_signal_at is None:
-                self.stop_signal_at = time.monotonic()
-            killed = stop_within(self.procs, self.stop_signal_at + self.grace_s)
+            if stop.at is None:
+                stop.at = time.monotonic()
+            killed = stop_within(self.procs, stop.at + self.grace_s)
             for pid in killed:
                 self.say(f"trellis: worker {pid} outlived the grace period: killed")
-            for sig, handler in self._previous.items():
-                signal.signal(sig, handler)
         return status
 
 

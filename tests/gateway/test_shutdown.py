@@ -201,7 +201,10 @@ STUCK_WORKER = textwrap.dedent(
 
     limits = ServerLimits(shutdown_grace_s=float(sys.argv[2]), shutdown_close_s=0.5)
     config = server_config(app, limits, port=int(sys.argv[1]), lifespan="on", log_level="warning")
-    BoundedServer(config, limits).run()
+    def before_forced_exit():  # trellis run with one worker kills its sandbox here
+        open(sys.argv[3], "w").write("called")
+
+    BoundedServer(config, limits, before_forced_exit=before_forced_exit).run()
     """
 )
 
@@ -211,7 +214,7 @@ def test_a_worker_stuck_in_its_shutdown_ends_itself_within_the_grace(tmp_path: P
     script.write_text(STUCK_WORKER)
     grace = 2.0
     proc = subprocess.Popen(
-        [sys.executable, str(script), str(free_port()), str(grace)],
+        [sys.executable, str(script), str(free_port()), str(grace), str(tmp_path / "called")],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         cwd=Path(__file__).resolve().parents[2],
@@ -224,6 +227,7 @@ def test_a_worker_stuck_in_its_shutdown_ends_itself_within_the_grace(tmp_path: P
         proc.wait(timeout=grace + SLACK_S)
         assert time.monotonic() - signalled < grace + SLACK_S
         assert proc.returncode == 70  # ended by its own deadline, not by a signal
+        assert (tmp_path / "called").read_text() == "called"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -280,10 +284,9 @@ def test_workers_stop_when_trellis_run_is_killed_outright(
 ) -> None:
     """SIGKILL leaves the parent no chance to stop anything: the workers notice and stop."""
     cfg, port, _, env = run_env
-    env = {k: v for k, v in env.items() if k != "TRELLIS_REDIS_URL"}  # one worker, embedded
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "gateway.cli", "run", "--no-sandbox"),
+            *(sys.executable, "-m", "gateway.cli", "run", "--no-sandbox", "--workers", "2"),
             *("--config", str(cfg), "--port", str(port)),
         ],
         stdout=subprocess.DEVNULL,
@@ -301,7 +304,7 @@ def test_workers_stop_when_trellis_run_is_killed_outright(
             except OSError:
                 time.sleep(0.2)
         workers = descendants(proc.pid)
-        assert workers
+        assert len(workers) >= 2, workers
         proc.kill()
         proc.wait()
         assert not gone_within(workers, GRACE_S + SLACK_S)
