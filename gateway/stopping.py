@@ -1,7 +1,7 @@
 """Ending background tasks at shutdown, in bounded time.
 
-A task that catches a cancellation and carries on (library code can: a blocking Redis read or a
-script call cut off by ``cancel()`` has been seen looping on afterwards) would keep an
+A task that catches a cancellation and carries on (library code can: a loop whose blocking
+Redis read or script call is cut off by ``cancel()`` may go round again) keeps an
 ``await gather(...)`` of cancelled tasks, and with it the app's shutdown, waiting forever.
 """
 
