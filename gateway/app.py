@@ -67,9 +67,8 @@ class Gateway(Starlette):
 
     def __init__(self, *, routes: list[BaseRoute], lifespan: Any, **kwargs: Any) -> None:
         super().__init__(routes=routes, lifespan=lifespan, **kwargs)
-        # the same routes and lifespan, with mounts found by prefix (policies/routing.py);
-        # no trailing-slash redirects: Starlette builds their absolute URL from the Host header
-        self.router = PrefixRouter(routes, lifespan=lifespan, redirect_slashes=False)
+        # the same routes and lifespan, with mounts found by prefix (policies/routing.py)
+        self.router = PrefixRouter(routes, lifespan=lifespan)
 
     def build_middleware_stack(self) -> ASGIApp:
         """Starlette's stack, leaner: the request envelope is also the server-error layer (a
@@ -172,6 +171,8 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         events,
     )
     app.ratelimit, app.observability = ratelimit, obs
+    # no trailing-slash redirects: Starlette builds their absolute URL from the Host header
+    app.router.redirect_slashes = False
     return app
 
 
