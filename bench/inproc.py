@@ -50,6 +50,8 @@ ASGI = Callable[
 def _scope(
     method: str, path: str, headers: list[tuple[bytes, bytes]], query: bytes = b""
 ) -> dict[str, Any]:
+    if not any(name == b"host" for name, _ in headers):  # the gateway serves allowed hosts only
+        headers = [(b"host", b"127.0.0.1"), *headers]
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -180,7 +182,7 @@ async def run(args: argparse.Namespace, backend_port: int, tmp: Path) -> dict[st
                 _scope(
                     "GET",
                     SYSTEM_ROUTE,
-                    [(b"authorization", f"Bearer {tok}".encode()), (b"host", b"bench")],
+                    [(b"authorization", f"Bearer {tok}".encode()), (b"host", b"127.0.0.1")],
                 ),
             )
         if "c360" in args.variants:
@@ -190,7 +192,7 @@ async def run(args: argparse.Namespace, backend_port: int, tmp: Path) -> dict[st
             app = await trellis_app(cfg)
             await stack.enter_async_context(lifespan(app))
             tok = await get_token(app, "orders-service", "process:read")
-            auth = [(b"authorization", f"Bearer {tok}".encode()), (b"host", b"bench")]
+            auth = [(b"authorization", f"Bearer {tok}".encode()), (b"host", b"127.0.0.1")]
             status, body = await call(app, _scope("GET", "/process/v1/customers", auth, b"limit=1"))
             if status != 200:
                 raise RuntimeError(f"customers: {status} {body[:200]!r}")

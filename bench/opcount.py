@@ -37,7 +37,7 @@ async def count(backend_port: int, tmp: Path, requests: int) -> tuple[float, flo
     app = await trellis_app(cfg)
     async with lifespan(app):
         token = await get_token(app)
-        headers = [(b"authorization", f"Bearer {token}".encode()), (b"host", b"bench")]
+        headers = [(b"authorization", f"Bearer {token}".encode()), (b"host", b"127.0.0.1")]
         scope = _scope("GET", SYSTEM_ROUTE, headers)
         for _ in range(300):  # warm every cache first: verified token, pool, counters
             await call(app, dict(scope))

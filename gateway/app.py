@@ -37,6 +37,7 @@ from .observability import Observability
 from .policies.admission import AdmissionLimit
 from .policies.body_limit import BodyLimitMiddleware
 from .policies.edge import cors_middleware
+from .policies.hosts import AllowedHosts
 from .policies.ratelimit import RateLimitMiddleware, RateLimitPolicy
 from .policies.routing import served_directly
 from .policies.worker_metrics import WorkerMetricsShare
@@ -128,7 +129,7 @@ def edge_middleware(
     (request id, trusted proxies, security headers, tracing, metrics, access log: see
     ``Gateway.build_middleware_stack``)."""
     gw = settings.gateway
-    chain: list[Middleware] = []
+    chain: list[Middleware] = [Middleware(AllowedHosts, gw.server.hosts(gw.host))]
     if gw.edge.cors.allow_origins:
         chain.append(Middleware(cors_middleware, gw.edge.cors))
     chain.append(Middleware(BodyLimitMiddleware, gw.max_body_bytes))
@@ -214,6 +215,8 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         events,
     )
     app.ratelimit, app.observability, app.admission = ratelimit, obs, admission
+    # no trailing-slash redirects: Starlette builds their absolute URL from the Host header
+    app.router.redirect_slashes = False
     return app
 
 

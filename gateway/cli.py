@@ -5,18 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
-from types import FrameType
+from typing import TYPE_CHECKING
 
 from system_apis.config import BACKEND_NAMES
 
 from .events.cli import add_dlq_commands
 from .settings import Settings, default_config_dir, inspect_config
+
+if TYPE_CHECKING:
+    from .server.workers import StopSignals
 
 
 def _load_or_exit(config_dir: str | None, **overrides: object) -> Settings:
@@ -77,7 +79,9 @@ def _start_sandbox(settings: Settings, config_dir: str | None) -> subprocess.Pop
         "--config",
         str(config_dir or default_config_dir()),
     ]
-    proc = subprocess.Popen(cmd)  # noqa: S603 - our own interpreter and module
+    # its own process group: a terminal's Ctrl+C reaches `trellis run` only, which stops the
+    # sandbox after the workers (their requests in flight may still need it)
+    proc = subprocess.Popen(cmd, process_group=0)  # noqa: S603 - our own interpreter and module
     deadline = time.monotonic() + 20
     pending = [n for n in BACKEND_NAMES if settings.backends[n].sandbox]
     while pending and time.monotonic() < deadline:
@@ -95,19 +99,8 @@ def _start_sandbox(settings: Settings, config_dir: str | None) -> subprocess.Pop
     return proc
 
 
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    import uvicorn
+    from .server.workers import StopSignals, Workers, bind, inherit_env, stop_within
 
     gateway: dict[str, object] = {}
     if args.host:
@@ -126,55 +119,73 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.config:
-        os.environ["TRELLIS_CONFIG_DIR"] = str(Path(args.config).resolve())
-    sandbox = None
-    if settings.uses_sandbox and gw.sandbox.enabled and not args.no_sandbox:
-        sandbox = _start_sandbox(settings, args.config)
-
-    stopping: list[int] = []
-
-    def note(signum: int, frame: FrameType | None) -> None:
-        stopping.append(signum)  # uvicorn re-raises the signal after its graceful shutdown
-
-    signal.signal(signal.SIGTERM, note)
-    signal.signal(signal.SIGINT, note)
-    print(f"gateway    http://{gw.host}:{gw.port}  (workers: {gw.workers})", flush=True)
+    config_dir = Path(args.config or default_config_dir()).resolve()
+    os.environ["TRELLIS_CONFIG_DIR"] = str(config_dir)
+    grace = gw.server.shutdown_grace_s
+    stop = StopSignals()  # from here a stop signal is noted; the sandbox is stopped in order
+    sandbox: subprocess.Popen[bytes] | None = None
+    status = 0
     try:
-        if gw.workers > 1:
+        if settings.uses_sandbox and gw.sandbox.enabled and not args.no_sandbox:
+            sandbox = _start_sandbox(settings, args.config)
+        print(f"gateway    http://{gw.host}:{gw.port}  (workers: {gw.workers})", flush=True)
+        if stop.at is not None:  # stopped while the sandbox started
+            pass
+        elif gw.workers == 1:
+            status = _serve_here(settings, stop, sandbox)
+        else:
+            try:
+                sock = bind(gw.host, gw.port)
+            except OSError as exc:
+                print(f"trellis: cannot listen on {gw.host}:{gw.port}: {exc}", file=sys.stderr)
+                return 1
             from .app import metrics_dir
             from .policies.worker_metrics import WorkerMetricsShare
 
             WorkerMetricsShare.reset(metrics_dir(settings))  # this run's workers' series only
-            os.environ["TRELLIS_GATEWAY__WORKERS"] = str(gw.workers)
-            uvicorn.run(
-                "gateway.app:app_from_env",
-                factory=True,
-                host=gw.host,
-                port=gw.port,
-                proxy_headers=False,  # gateway.edge.trusted_proxies decides, not uvicorn
-                workers=gw.workers,
-                log_level=gw.log_level,
-                access_log=False,
-                server_header=False,  # no "server: uvicorn": nothing to fingerprint by
+            # the workers read the configuration as this process did: same files, overrides
+            env = inherit_env(
+                TRELLIS_GATEWAY__HOST=gw.host,
+                TRELLIS_GATEWAY__PORT=str(gw.port),
+                TRELLIS_GATEWAY__WORKERS=str(gw.workers),
             )
-        else:
-            from .app import create_app
-
-            config = uvicorn.Config(
-                create_app(settings),
-                host=gw.host,
-                port=gw.port,
-                proxy_headers=False,  # gateway.edge.trusted_proxies decides, not uvicorn
-                log_level=gw.log_level,
-                access_log=False,
-                server_header=False,  # no "server: uvicorn": nothing to fingerprint by
-                lifespan="on",
-            )
-            uvicorn.Server(config).run()
+            try:
+                status = Workers(sock, gw.workers, grace_s=grace, env=env, say=_say).run(stop)
+            finally:
+                sock.close()
     finally:
-        _stop(sandbox)
+        if sandbox is not None:  # after the workers: their requests in flight may need it
+            deadline = max((stop.at or time.monotonic()) + grace, time.monotonic() + 0.5)
+            stop_within([sandbox], deadline)
+        stop.restore()
     print("trellis: stopped", flush=True)
+    return status
+
+
+def _serve_here(
+    settings: Settings, stop: StopSignals, sandbox: subprocess.Popen[bytes] | None
+) -> int:
+    """One worker: the app is served in this process (no second interpreter's memory)."""
+    from .app import create_app
+    from .server.serving import BoundedServer, server_config
+
+    gw = settings.gateway
+    config = server_config(
+        create_app(settings),
+        gw.server,
+        host=gw.host,
+        port=gw.port,
+        proxy_headers=False,  # gateway.edge.trusted_proxies decides, not uvicorn
+        log_level=gw.log_level,
+        access_log=False,
+        server_header=False,  # no "server: uvicorn": nothing to fingerprint by
+        lifespan="on",
+    )
+    # past the grace, the process ends itself: the sandbox must not outlive it
+    server = BoundedServer(config, gw.server, before_forced_exit=sandbox.kill if sandbox else None)
+    server.run()  # its own signal handlers meanwhile; the signal is re-raised to ``stop``
+    if server.stop_signal_at is not None:
+        stop.at = server.stop_signal_at
     return 0
 
 

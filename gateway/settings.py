@@ -35,6 +35,7 @@ from gateway.observability import ObservabilityConfig
 from gateway.policies.admission import AdmissionConfig
 from gateway.policies.edge import EdgeConfig
 from gateway.policies.ratelimit import RateLimitConfig
+from gateway.server.config import ServerLimits
 from system_apis.config import BACKEND_NAMES, BackendConfig
 from system_apis.sandbox.faults import Faults
 
@@ -110,6 +111,7 @@ class GatewaySettings(Strict):
         default_factory=AdmissionConfig,
         description="Per-worker limit of requests in progress (policies/admission.py).",
     )
+    server: ServerLimits = Field(default_factory=ServerLimits)
 
 
 class Settings(BaseModel):

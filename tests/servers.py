@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -18,12 +19,27 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serve(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
-    """Yield the base URL while uvicorn serves ``app`` (lifespan included) over real HTTP."""
+async def serve(
+    app: ASGIApp, port: int | None = None, config: uvicorn.Config | None = None, **options: Any
+) -> AsyncIterator[str]:
+    """Yield the base URL while uvicorn serves ``app`` (lifespan included) over real HTTP.
+
+    ``options`` are uvicorn's (``http=``, ``timeout_keep_alive=``...); or pass a whole
+    ``config`` built for ``app`` (its host and port are replaced by loopback and a free port).
+    """
     port = port or free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", proxy_headers=False
-    )
+    if config is None:
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            proxy_headers=False,
+            **options,
+        )
+    else:
+        config.host, config.port = "127.0.0.1", port
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     for _ in range(500):

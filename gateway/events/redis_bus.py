@@ -25,6 +25,7 @@ from opentelemetry import trace
 
 from process_apis.ports import DomainEvent
 
+from ..stopping import cancel_until_done
 from .alerts import DeadLetterAlerts
 from .config import BusConfig
 from .policy import backoff_delay
@@ -95,14 +96,10 @@ class RedisBus:
         self._tasks.append(asyncio.create_task(self._move_due(), name="events-due"))
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # cancelled until they end: a loop cut off inside a Redis call may carry on once
+        await cancel_until_done(self._tasks)
         self._tasks.clear()
-        in_flight = [t for tasks in self._in_flight.values() for t in tasks]
-        for task in in_flight:
-            task.cancel()
-        await asyncio.gather(*in_flight, return_exceptions=True)
+        await cancel_until_done([t for tasks in self._in_flight.values() for t in tasks])
 
     # --- loops ----------------------------------------------------------------------------
 
