@@ -23,6 +23,7 @@ from gateway.oauth import OAuth
 from gateway.oauth.scopes import RequireScopes
 from system_apis.registry import SystemApis
 
+from .console.component import Console
 from .docs import docs_routes
 from .errors import HANDLERS, ErrorHandlers, split_handlers
 from .events.component import EventBus
@@ -49,8 +50,9 @@ PUBLIC_PATHS: tuple[str, ...] = (
 )
 """Routes reachable without a token (introspect/revoke authenticate the client themselves)."""
 
-PUBLIC_PREFIXES: tuple[str, ...] = ("/webhooks/", "/docs", "/openapi.json")
-"""Public by prefix: inbound webhooks (authenticated by signature) and the API documentation."""
+PUBLIC_PREFIXES: tuple[str, ...] = ("/webhooks/", "/docs", "/openapi.json", "/console")
+"""Public by prefix: inbound webhooks (authenticated by signature), the API documentation and
+the operator console (its own sign-in: an admin session, see gateway/console/auth.py)."""
 
 
 class Gateway(Starlette):
@@ -133,12 +135,20 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     ratelimit = RateLimitPolicy(settings.ratelimit, redis_url=settings.gateway.redis_url)
     layers = build_layers(settings, systems)
     events = EventBus(settings, systems, tracer_provider=obs.tracer_provider)
+    console = Console(
+        settings,
+        systems=systems,
+        oauth=oauth,
+        events=events,
+        observability=obs,
+        limit_rejections=ratelimit_rejections(ratelimit),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             # observability first: client instrumentation only affects sessions made after it
-            for component in (obs, systems, oauth, ratelimit, layers, events):
+            for component in (obs, systems, oauth, ratelimit, layers, events, console):
                 await component.start()
                 stack.push_async_callback(component.close)
             obs.metrics.watch_breakers(systems.all())
@@ -154,6 +164,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         *events.routes(),
         *obs.routes(protect=metrics_guard(settings)),
         *docs_routes(),
+        *console.routes(),
     ]
     lean_endpoints(routes)
     app = Gateway(

@@ -133,6 +133,11 @@ class OutboundPacer:
         self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
 
+    def available(self) -> float:
+        """Tokens in the bucket now (``capacity`` when idle, below 1 when calls must wait)."""
+        self._refill()
+        return self._tokens
+
     async def acquire(self, timeout_s: float | None = None) -> bool:
         """Take one token, waiting at most ``timeout_s``; False if it would take longer."""
         if not self._lock.locked():  # nobody queued: take a token without the lock if one is there

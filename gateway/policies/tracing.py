@@ -28,10 +28,14 @@ from starlette.types import Scope
 
 from gateway.policies.routing import UNMATCHED, route_template
 from gateway.principal import principal_of
+from gateway.request_id import SCOPE_KEY as REQUEST_ID_KEY
 from system_apis import observe
 
 TRACE_ID_KEY = "trellis.trace_id"
 """The ASGI scope key problem bodies and access logs read the trace id from."""
+
+REQUEST_ID_ATTRIBUTE = "trellis.request_id"
+"""Server-span attribute holding the request's ``X-Request-ID``."""
 
 TRACE_ID_HEADER = b"x-trace-id"
 """Response header carrying the 32-hex trace id (the same value as ``trace_id`` in errors)."""
@@ -85,15 +89,17 @@ def _exporter(config: TracingConfig) -> SpanExporter | None:
     return GrpcSpanExporter(**kwargs)
 
 
-def build_tracer_provider(config: TracingConfig) -> TracerProvider:
+def build_tracer_provider(config: TracingConfig, *, record: bool = False) -> TracerProvider:
     """A provider from config: parent-based ratio sampler, batch export off the event loop.
 
     With no exporter the sampler is always-off: spans cost almost nothing, yet each request
     still gets a trace id and backends still receive ``traceparent`` (flag not sampled).
+    ``record`` samples by ratio even without an exporter, for an in-process span processor
+    (the console's recent-span ring).
     """
     exporter = _exporter(config)
     ratio = ParentBased(TraceIdRatioBased(config.sample_ratio))
-    sampler = ALWAYS_OFF if exporter is None else ratio
+    sampler = ALWAYS_OFF if exporter is None and not record else ratio
     provider = TracerProvider(
         sampler=sampler, resource=Resource.create({"service.name": config.service_name})
     )
@@ -237,3 +243,6 @@ def _finish(
     principal = principal_of(scope)
     if principal is not None:
         span.set_attribute("enduser.id", principal.client_id)
+    request_id = scope.get(REQUEST_ID_KEY)
+    if request_id is not None:  # the console finds a request's trace by it
+        span.set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
