@@ -144,8 +144,17 @@ class ConsoleAuth:
 
 
 def same_origin(request: Request) -> bool:
-    """False when the browser says the request comes from a page of another origin."""
+    """False when the browser says the request comes from a page of another origin.
+
+    ``Sec-Fetch-Site`` when the browser sends it, else ``Origin`` against ``Host``; a client
+    that sends neither (not a browser) still needs the CSRF token.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site in ("same-origin", "none")
     origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return origin is None
+    if origin is None:
+        return True
+    if origin == "null":
+        return False
     return urlsplit(origin).netloc.lower() == request.headers.get("host", "").lower()

@@ -195,12 +195,18 @@ class History:
         old_values: Mapping[str, float] = getattr(old, attr) if old is not None else {}
         return {k: v - old_values.get(k, 0.0) for k, v in new_values.items()}
 
-    def series(self, kind: str, key: str, window_s: float, points: int = 60) -> dict[str, list[Any]]:
+    def series(
+        self, kind: str, key: str, window_s: float, points: int = 60
+    ) -> dict[str, list[Any]]:
         """Per-step points over the window for a chart: time (s), p50 and p99 (ms), errors (%).
 
         Steps join neighbouring samples so a window has at most ``points`` points.
         """
-        kept = [s for s in self.samples if self.samples[-1].at - s.at <= window_s] if self.samples else []
+        kept = (
+            [s for s in self.samples if self.samples[-1].at - s.at <= window_s]
+            if self.samples
+            else []
+        )
         step = max(1, math.ceil((len(kept) - 1) / points)) if len(kept) > 1 else 1
         out: dict[str, list[Any]] = {"t": [], "p50": [], "p99": [], "err": [], "rate": []}
         for i in range(step, len(kept), step):
@@ -208,6 +214,8 @@ class History:
             out["t"].append(round(kept[i].at, 3))
             out["p50"].append(None if stats.p50 is None else round(stats.p50 * 1000, 3))
             out["p99"].append(None if stats.p99 is None else round(stats.p99 * 1000, 3))
-            out["err"].append(None if stats.error_ratio is None else round(stats.error_ratio * 100, 2))
+            out["err"].append(
+                None if stats.error_ratio is None else round(stats.error_ratio * 100, 2)
+            )
             out["rate"].append(round(stats.rate, 3))
         return out

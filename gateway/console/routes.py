@@ -43,7 +43,12 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
-_HEADERS = {"Content-Security-Policy": CSP, "Cache-Control": "no-store"}
+_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "Cache-Control": "no-store",
+    # browsers then send a real Origin (not "null") with the console's own form posts
+    "Referrer-Policy": "same-origin",
+}
 
 STATIC_FILES: dict[str, str] = {
     "console.css": "text/css; charset=utf-8",
@@ -70,12 +75,12 @@ def _environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["ms"] = lambda s: "–" if s is None else f"{s * 1000:.1f} ms"
-    env.filters["pct"] = lambda r: "–" if r is None else f"{r * 100:.1f} %"
+    env.filters["ms"] = lambda s: "\u2013" if s is None else f"{s * 1000:.1f} ms"
+    env.filters["pct"] = lambda r: "\u2013" if r is None else f"{r * 100:.1f} %"
     env.filters["rate"] = lambda r: f"{r:.2f}/s"
     env.filters["num"] = lambda n: f"{n:,.0f}"
     env.filters["when"] = lambda t: (
-        "–"
+        "\u2013"
         if t is None
         else (t if isinstance(t, datetime) else datetime.fromtimestamp(t, UTC)).strftime(
             "%Y-%m-%d %H:%M:%S UTC"
@@ -273,9 +278,13 @@ class ConsolePages:
             until=_time(q.get("until")),
         )
         listed = await sources.events(self.store, self.events.wants, selected)
-        status = None if dlq_status == "all" else DeadLetterStatus(dlq_status) if dlq_status in {
-            s.value for s in DeadLetterStatus
-        } else DeadLetterStatus.DEAD
+        status = (
+            None
+            if dlq_status == "all"
+            else DeadLetterStatus(dlq_status)
+            if dlq_status in {s.value for s in DeadLetterStatus}
+            else DeadLetterStatus.DEAD
+        )
         letters = await sources.dead_letters(self.store, status)
         notice = {k: q.get(k) for k in ("replayed", "already", "missing", "discarded") if q.get(k)}
         return self.render(
@@ -299,9 +308,7 @@ class ConsolePages:
         ids = [i for i in form.all("id") if i][:1000]
         if action not in ("replay", "discard") or not ids:
             return self.refuse(request, user, 400, "Select dead letters and replay or discard.")
-        return self.render(
-            "dlq_confirm.html", request, user, nav="events", action=action, ids=ids
-        )
+        return self.render("dlq_confirm.html", request, user, nav="events", action=action, ids=ids)
 
     async def dlq_apply(self, request: Request, user: ConsoleUser, form: Form) -> Response:
         action = form.get("action")
@@ -398,7 +405,9 @@ class ConsolePages:
         )
 
     def routes(self) -> list[BaseRoute]:
-        def route(path: str, endpoint: Callable[[Request], Awaitable[Response]], method: str) -> Route:
+        def route(
+            path: str, endpoint: Callable[[Request], Awaitable[Response]], method: str
+        ) -> Route:
             return Route(path, endpoint, methods=[method], include_in_schema=False)
 
         return [

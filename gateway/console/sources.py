@@ -43,9 +43,7 @@ class Reachability:
         async with self._lock:
             if time.monotonic() - self.at >= self.max_age_s or not self.results:
                 names = list(self.clients)
-                found = await asyncio.gather(
-                    *(self.clients[n].ping(self.timeout_s) for n in names)
-                )
+                found = await asyncio.gather(*(self.clients[n].ping(self.timeout_s) for n in names))
                 self.results = dict(zip(names, found, strict=True))
                 self.at = time.monotonic()
             return dict(self.results)
@@ -85,9 +83,7 @@ def backend_rows(
             "reachable": name in reachability and problem is None,
             "problem": problem,
             "breaker": str(state),
-            "half_open_in_s": round(breaker.retry_in(), 1)
-            if state is BreakerState.OPEN
-            else None,
+            "half_open_in_s": round(breaker.retry_in(), 1) if state is BreakerState.OPEN else None,
             "pacing": pacing,
             "bulkhead": {"held": bulkhead.held, "limit": bulkhead.limit},
             **_window_dicts(history, "backend", name),
@@ -160,9 +156,7 @@ class EventFilter:
         return not (self.until and (event.time is None or event.time > self.until))
 
 
-async def events(
-    store: AdminStore, wants: Any, selected: EventFilter
-) -> list[EventSummary]:
+async def events(store: AdminStore, wants: Any, selected: EventFilter) -> list[EventSummary]:
     """Recent events through the admin store, then the state and time filters it lacks.
 
     The store is asked for more than shown when those filters are on (at most 200)."""

@@ -113,7 +113,9 @@ class SpanRing(SpanProcessor):
     def trace(self, trace_id: str) -> TraceView | None:
         """Every kept span of ``trace_id`` as a tree in start order, or None if none is kept."""
         wanted = int(trace_id, 16)
-        spans = [s for s in self.snapshot() if s.context is not None and s.context.trace_id == wanted]
+        spans = [
+            s for s in self.snapshot() if s.context is not None and s.context.trace_id == wanted
+        ]
         if not spans:
             return None
         spans.sort(key=lambda s: s.start_time or 0)

@@ -49,7 +49,13 @@ class DeadLetterAlerts:
         outcome = await self._raise(letter, last)
         self.history.append(
             RaisedAlert(
-                time.time(), letter.id, letter.type, letter.subscriber, letter.attempts, last, outcome
+                time.time(),
+                letter.id,
+                letter.type,
+                letter.subscriber,
+                letter.attempts,
+                last,
+                outcome,
             )
         )
 

@@ -18,8 +18,8 @@ from gateway.oauth.config import ClientConfig, OAuthConfig
 from gateway.oauth.endpoints import AuthorizationEndpoints
 from gateway.oauth.jwks import RemoteKeySet
 from gateway.oauth.keys import LocalKeys, load_local_keys
-from gateway.oauth.tokens import IssuedToken, issue_access_token
 from gateway.oauth.middleware import BearerMiddleware
+from gateway.oauth.tokens import IssuedToken, issue_access_token
 from gateway.oauth.verify import TokenVerifier
 from gateway.stores.limits_storage import LimitsStorage, open_limits_storage
 from gateway.stores.revocations import RevocationStore, open_revocation_store

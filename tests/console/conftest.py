@@ -29,7 +29,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", "0"))
                 self.rfile.read(length)
                 receiver.received += 1
@@ -78,6 +78,8 @@ def console_gateway(
             },
             "logs": {"access_log": False},
         },
+        # sign-in attempts share the token endpoint's guard; a small per-client budget shows it
+        oauth={"token_endpoint_limits": {"per_client": "8/minute", "per_address": "1000/minute"}},
         events={
             "outbound_webhooks": {
                 "console-test": hook(
@@ -90,3 +92,9 @@ def console_gateway(
     gw.start()
     yield gw
     gw.stop()
+
+
+@pytest.fixture(scope="session")
+def api_token(console_gateway: GatewayThread) -> str:
+    """A bearer token for API calls (of another client than the console's sign-ins)."""
+    return console_gateway.token("ops-admin")
