@@ -62,7 +62,12 @@ class Console:
         if not self.config.enabled:
             return []
         return [
-            Route(PREFIX, self.pages.page(self.pages.overview), methods=["GET"]),
+            Route(
+                PREFIX,
+                self.pages.page(self.pages.overview),
+                methods=["GET"],
+                include_in_schema=False,  # pages for people, not API operations
+            ),
             Mount(PREFIX, app=Router(routes=self.pages.routes())),
         ]
 

@@ -153,7 +153,8 @@ class ConsolePages:
         return HTMLResponse(page, status_code=status, headers={**_HEADERS, **(headers or {})})
 
     def page(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
-        """A GET page: signed-in operators only, others sent to the sign-in form."""
+        """A GET page (or the overview's feed): signed-in operators only, others sent to the
+        sign-in form."""
 
         async def endpoint(request: Request) -> Response:
             user = await self.auth.user(request)
@@ -245,15 +246,7 @@ class ConsolePages:
         data = await self._overview(series=False)
         return self.render("overview.html", request, user, nav="overview", data=data)
 
-    async def overview_json(self, request: Request) -> Response:
-        user = await self.auth.user(request)
-        if user is None:
-            return Response(
-                b'{"error":"not signed in"}',
-                401,
-                media_type="application/json",
-                headers=_HEADERS,
-            )
+    async def overview_json(self, request: Request, user: ConsoleUser) -> Response:
         data = await self._overview(series=True)
         return Response(orjson.dumps(data), media_type="application/json", headers=_HEADERS)
 
@@ -412,7 +405,7 @@ class ConsolePages:
 
         return [
             route("/", self.page(self.overview), "GET"),
-            route("/api/overview", self.overview_json, "GET"),
+            route("/api/overview", self.page(self.overview_json), "GET"),
             route("/login", self.login_form, "GET"),
             route("/login", self.login, "POST"),
             route("/logout", self.action(self.logout), "POST"),

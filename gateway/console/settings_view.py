@@ -62,9 +62,21 @@ def _leaves(value: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...]
         yield path, value
 
 
+_MASKED = "**********"
+"""How pydantic renders a ``SecretStr``."""
+
+
 def _shown(path: tuple[str, ...], value: Any) -> str:
-    if isinstance(value, str) and any(is_sensitive_key(part) for part in path):
-        return REDACTED  # numbers and flags (a token lifetime) are never secrets
+    if value == _MASKED:
+        return REDACTED
+    # numbers and flags (a token lifetime) are never secrets; a URL (``token_url``) is shown
+    # with any user:password in it masked
+    if (
+        isinstance(value, str)
+        and not path[-1].endswith("url")
+        and any(is_sensitive_key(part) for part in path)
+    ):
+        return REDACTED
     text = value if isinstance(value, str) else orjson.dumps(value).decode()
     return redact_text(_URL_USERINFO.sub(REDACTED + "@", text))
 

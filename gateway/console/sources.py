@@ -62,6 +62,13 @@ def backend_rows(
 ) -> list[dict[str, Any]]:
     """One row per backend: reachability, breaker (and when it half-opens), pacing,
     bulkhead, 5 and 60 minute stats, and (``series``) the chart points."""
+    metrics = history.metrics
+    calls: dict[str, float] = {}
+    for (backend, _method, _status), value in metrics.backend_calls.values.items():
+        calls[backend] = calls.get(backend, 0.0) + value
+    errors: dict[str, float] = {}
+    for (backend, _kind), value in metrics.backend_errors.values.items():
+        errors[backend] = errors.get(backend, 0.0) + value
     rows = []
     for name, client in clients.items():
         breaker = client.breaker
@@ -86,6 +93,8 @@ def backend_rows(
             "half_open_in_s": round(breaker.retry_in(), 1) if state is BreakerState.OPEN else None,
             "pacing": pacing,
             "bulkhead": {"held": bulkhead.held, "limit": bulkhead.limit},
+            "attempts_total": calls.get(name, 0.0),
+            "errors_total": errors.get(name, 0.0),
             **_window_dicts(history, "backend", name),
         }
         if series:

@@ -79,7 +79,10 @@ def console_gateway(
             "logs": {"access_log": False},
         },
         # sign-in attempts share the token endpoint's guard; a small per-client budget shows it
-        oauth={"token_endpoint_limits": {"per_client": "8/minute", "per_address": "1000/minute"}},
+        oauth={
+            "token_endpoint_limits": {"per_client": "8/minute", "per_address": "1000/minute"},
+            "leeway_s": 0,  # so a session's expiry shows within the test
+        },
         events={
             "outbound_webhooks": {
                 "console-test": hook(

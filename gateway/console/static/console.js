@@ -62,7 +62,7 @@
   function refresh() {
     fetch(root + "/api/overview", { credentials: "same-origin", headers: { Accept: "application/json" } })
       .then(function (r) {
-        if (r.status === 401) { window.location.assign(root + "/login"); throw new Error("signed out"); }
+        if (r.redirected) { window.location.assign(root + "/login"); throw new Error("signed out"); }
         if (!r.ok) { throw new Error("HTTP " + r.status); }
         return r.json();
       })
