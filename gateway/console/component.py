@@ -8,9 +8,11 @@ import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from prometheus_client import Gauge
 from starlette.routing import BaseRoute, Mount, Route, Router
 
 from gateway.events.component import EventBus
+from gateway.events.records import DeadLetterQuery, DeadLetterStatus
 from gateway.oauth import OAuth
 from gateway.observability import Observability
 from system_apis.registry import SystemApis
@@ -22,6 +24,9 @@ from .routes import PREFIX, ConsolePages
 from .sources import Reachability
 
 log = logging.getLogger("trellis.console")
+
+DLQ_COUNT_CAP = 1000
+"""The DLQ gauge counts this far (the admin store's largest page): enough to see it grow."""
 
 
 class Console:
@@ -57,6 +62,23 @@ class Console:
             config_dir=config_dir,
         )
         self._sampler: asyncio.Task[None] | None = None
+        self.events = events
+        self.dead_letters = 0
+        """Dead letters waiting in the store (at most ``DLQ_COUNT_CAP``), taken per sample."""
+        metrics = observability.metrics
+        metrics.watch_counts(
+            "trellis_events_dead_lettered",
+            "Deliveries this worker moved to the dead-letter queue, by subscriber.",
+            "subscriber",
+            lambda: events.alerts.counts,
+        )
+        if metrics.config.enabled:
+            Gauge(
+                "trellis_events_dead_letters",
+                f"Dead letters waiting for replay or discard in the shared store (counted up "
+                f"to {DLQ_COUNT_CAP}), as of the console's last sample.",
+                registry=metrics.registry,
+            ).set_function(lambda: self.dead_letters)
 
     def routes(self) -> list[BaseRoute]:
         if not self.config.enabled:
@@ -71,18 +93,26 @@ class Console:
             Mount(PREFIX, app=Router(routes=self.pages.routes())),
         ]
 
+    async def _count_dead_letters(self) -> None:
+        query = DeadLetterQuery(status=DeadLetterStatus.DEAD, limit=DLQ_COUNT_CAP)
+        self.dead_letters = len(await self.events.store.dead_letters(query))
+
     async def _sample(self) -> None:
         while True:
             await asyncio.sleep(self.config.sample_interval_s)
             try:
                 self.history.sample()
+                await self._count_dead_letters()
             except Exception:  # a sample lost is a gap in a chart, never a dead sampler
                 log.exception("console sample failed")
 
     async def start(self) -> None:
-        if not self.config.enabled:
-            return
+        """Sample now and every interval (also with the pages off: the DLQ gauge needs it)."""
         self.history.sample()
+        try:
+            await self._count_dead_letters()
+        except Exception:
+            log.exception("counting dead letters failed")
         self._sampler = asyncio.create_task(self._sample(), name="console-sampler")
 
     async def close(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 
 import aiohttp
@@ -43,9 +43,12 @@ class DeadLetterAlerts:
         self.config = config
         self.session = session
         self.history: deque[RaisedAlert] = deque(maxlen=HISTORY_SIZE)
+        self.counts: Counter[str] = Counter()
+        """Dead letters this worker made, by subscriber (``trellis_events_dead_lettered``)."""
 
     async def dead_lettered(self, letter: DeadLetter) -> None:
         last = letter.errors[-1].error if letter.errors else None
+        self.counts[letter.subscriber] += 1
         outcome = await self._raise(letter, last)
         self.history.append(
             RaisedAlert(
