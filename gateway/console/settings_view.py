@@ -3,8 +3,8 @@ where it came from.
 
 A value's source is ``environment`` when a ``TRELLIS_SECTION__KEY`` variable (or
 ``TRELLIS_REDIS_URL`` for ``gateway.redis_url``) sets it, ``file`` when the section's YAML
-file in the configuration directory holds it, ``code`` when the program that loaded the
-settings passed it, else ``default``.
+file in the configuration directory holds that value, ``code`` when it was set otherwise (the
+program that loaded the settings passed it), else ``default``.
 """
 
 from __future__ import annotations
@@ -46,12 +46,30 @@ def _explicit(model: Any) -> Any:
     return True
 
 
-def _has(tree: Any, path: tuple[str, ...]) -> bool:
+_MISSING = object()
+
+
+def _at(tree: Any, path: tuple[str, ...]) -> Any:
     for part in path:
         if not isinstance(tree, Mapping) or part not in tree:
-            return False
+            return _MISSING
         tree = tree[part]
-    return True
+    return tree
+
+
+def _has(tree: Any, path: tuple[str, ...]) -> bool:
+    return _at(tree, path) is not _MISSING
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _same(in_file: Any, shown: Any) -> bool:
+    """Whether the file's value is the effective one. Only a plain value that differs tells
+    that something else set it: a secret is masked, lists and dates are rendered anew."""
+    if shown == _MASKED or not isinstance(in_file, _PLAIN) or not isinstance(shown, _PLAIN):
+        return True
+    return bool(in_file == shown)
 
 
 def _leaves(value: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
@@ -91,7 +109,7 @@ def config_rows(settings: Settings, config_dir: Path | None = None) -> list[Conf
             path == ("gateway", "redis_url") and "TRELLIS_REDIS_URL" in os.environ
         ):
             source = "environment"
-        elif _has(files, path):
+        elif (in_file := _at(files, path)) is not _MISSING and _same(in_file, value):
             source = "file"
         elif _has(explicit, path):
             source = "code"

@@ -80,7 +80,7 @@ def console_gateway(
         },
         # sign-in attempts share the token endpoint's guard; a small per-client budget shows it
         oauth={
-            "token_endpoint_limits": {"per_client": "8/minute", "per_address": "1000/minute"},
+            "token_endpoint_limits": {"per_client": "20/minute", "per_address": "1000/minute"},
             "leeway_s": 0,  # so a session's expiry shows within the test
         },
         events={

@@ -19,6 +19,7 @@ from system_apis.config import BACKEND_NAMES
 from system_apis.resilience import BreakerState
 from tests.conftest import SandboxThread
 from tests.console.conftest import ADMIN, Receiver
+from tests.console.helpers import wait_dead_letter
 from tests.docs.live import GatewayThread
 from tests.docs.test_docs_page import chromium
 from tests.events.helpers import event, write_outbox
@@ -104,22 +105,6 @@ def open_breaker(app: Gateway, url: str, token: str, backend: str) -> None:
             headers={"Authorization": f"Bearer {token}"},
             timeout=30,
         )
-
-
-def wait_dead_letter(url: str, token: str, event_id: str) -> str:
-    deadline = time.monotonic() + 30
-    while True:
-        r = requests.get(
-            f"{url}/admin/v1/dlq?type=test.happened",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
-        )
-        assert r.status_code == 200, r.text
-        found = [x["id"] for x in r.json()["items"] if x["event_id"] == event_id]
-        if found:
-            return str(found[0])
-        assert time.monotonic() < deadline, "no dead letter"
-        time.sleep(0.2)
 
 
 def test_console_end_to_end(

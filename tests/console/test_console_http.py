@@ -7,6 +7,7 @@ import base64
 import re
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,8 +18,10 @@ from starlette.responses import Response
 
 from gateway.console.auth import COOKIE, ConsoleAuth
 from gateway.console.routes import CSP, STATIC_DIR
-from tests.console.conftest import ADMIN, NOT_ADMIN
+from tests.console.conftest import ADMIN, NOT_ADMIN, Receiver
+from tests.console.helpers import wait_dead_letter
 from tests.docs.live import GatewayThread
+from tests.events.helpers import event, write_outbox
 
 PAGES = ("/console", "/console/events", "/console/traces", "/console/clients", "/console/config")
 ACTIONS = (
@@ -41,6 +44,12 @@ def sign_in(
     )
     assert r.status_code == 303, r.text
     return s
+
+
+@pytest.fixture(scope="module")
+def session(console_gateway: GatewayThread) -> requests.Session:
+    """One signed-in operator for the tests that do not sign out (sign-ins are limited)."""
+    return sign_in(console_gateway)
 
 
 def csrf_of(html: str) -> str:
@@ -127,11 +136,11 @@ def test_a_client_without_admin_cannot_sign_in(console_gateway: GatewayThread) -
 def test_wrong_credentials_are_rate_limited_like_the_token_endpoint(
     console_gateway: GatewayThread,
 ) -> None:
-    """8/minute per client id and address (the test gateway's token_endpoint_limits), shared
+    """20/minute per client id and address (the test gateway's token_endpoint_limits), shared
     with /oauth/token: the guard and its counters are the same."""
     claimed = f"intruder-{uuid.uuid4().hex[:8]}"
     statuses = []
-    for _ in range(8):
+    for _ in range(20):
         r = requests.post(
             console_gateway.url + "/console/login",
             data={"client_id": claimed, "client_secret": "guess"},
@@ -139,7 +148,7 @@ def test_wrong_credentials_are_rate_limited_like_the_token_endpoint(
             timeout=30,
         )
         statuses.append(r.status_code)
-    assert statuses == [401] * 8
+    assert statuses == [401] * 20
     refused = requests.post(
         console_gateway.url + "/console/login",
         data={"client_id": claimed, "client_secret": "guess"},
@@ -229,8 +238,10 @@ def test_an_admin_bearer_token_enters_without_the_form(
     assert r.status_code == 303
 
 
-def test_pages_have_a_strict_csp_and_no_inline_script(console_gateway: GatewayThread) -> None:
-    s = sign_in(console_gateway)
+def test_pages_have_a_strict_csp_and_no_inline_script(
+    console_gateway: GatewayThread, session: requests.Session
+) -> None:
+    s = session
     for path in (*PAGES, "/console/login"):
         r = s.get(console_gateway.url + path, timeout=30)
         assert r.status_code == 200, path
@@ -269,13 +280,13 @@ def test_only_listed_static_files_are_served(
 
 
 def test_revoking_a_jti_refuses_that_token_everywhere(
-    console_gateway: GatewayThread,
+    console_gateway: GatewayThread, session: requests.Session
 ) -> None:
     victim = console_gateway.token(NOT_ADMIN)
     url = console_gateway.url + "/system/v1/inventory/stock/SKU-0001"
     bearer = {"Authorization": f"Bearer {victim}"}
     assert requests.get(url, headers=bearer, timeout=30).status_code == 200
-    s = sign_in(console_gateway)
+    s = session
     csrf = csrf_of(s.get(console_gateway.url + "/console/clients", timeout=30).text)
     r = s.post(
         console_gateway.url + "/console/clients/revoke",
@@ -298,7 +309,7 @@ def metric_sum(text: str, name: str, **labels: str) -> float:
 
 
 def test_overview_numbers_agree_with_metrics(
-    console_gateway: GatewayThread, api_token: str
+    console_gateway: GatewayThread, session: requests.Session, api_token: str
 ) -> None:
     for sku in ("SKU-0001", "SKU-0002", "SKU-0003"):
         requests.get(
@@ -306,7 +317,7 @@ def test_overview_numbers_agree_with_metrics(
             headers={"Authorization": f"Bearer {api_token}"},
             timeout=30,
         )
-    s = sign_in(console_gateway)
+    s = session
     overview = s.get(console_gateway.url + "/console/api/overview", timeout=30).json()
     metrics = requests.get(
         console_gateway.url + "/metrics",
@@ -329,3 +340,45 @@ def test_overview_numbers_agree_with_metrics(
     inventory = rows["inventory"]
     assert inventory["w5"]["count"] >= 3 and inventory["w5"]["p50"] is not None
     assert len(inventory["series"]["w5"]["t"]) >= 1
+
+
+def test_discarding_many_dead_letters_takes_a_confirmation(
+    console_gateway: GatewayThread, session: requests.Session, partner: Receiver, api_token: str
+) -> None:
+    app = console_gateway.app
+    partner.status = 500
+    try:
+        subject = f"discard-{uuid.uuid4().hex[:8]}"
+        evs = [event(subject=subject), event(subject=subject)]
+        write_outbox(Path(app.settings.gateway.data_dir), evs)
+        app.events.wake()
+        letters = [wait_dead_letter(console_gateway.url, api_token, e.id) for e in evs]
+    finally:
+        partner.status = 200
+    s = session
+    page = s.get(console_gateway.url + "/console/events", timeout=30).text
+    for letter in letters:
+        assert f'data-letter="{letter}"' in page
+    csrf = csrf_of(page)
+    form = [("csrf", csrf), ("action", "discard"), ("reason", "partner retired")]
+    form += [("id", letter) for letter in letters]
+    confirm = s.post(console_gateway.url + "/console/events/dlq/confirm", data=form, timeout=30)
+    assert confirm.status_code == 200 and "Discard 2 dead letters?" in confirm.text
+    # nothing happened yet: asking is not doing
+    assert all(
+        f'data-letter="{x}"' in s.get(console_gateway.url + "/console/events").text for x in letters
+    )
+    without = s.post(console_gateway.url + "/console/events/dlq/apply", data=form, timeout=30)
+    assert without.status_code == 400  # the confirmation page's "confirm" field is needed
+    done = s.post(
+        console_gateway.url + "/console/events/dlq/apply",
+        data=[*form, ("confirm", "yes")],
+        timeout=30,
+    )
+    assert done.status_code == 200 and "Discarded 2" in done.text
+    for letter in letters:
+        assert f'data-letter="{letter}"' not in done.text
+    shown = s.get(console_gateway.url + "/console/events?dlq=discarded", timeout=30).text
+    for letter in letters:
+        assert f'data-letter="{letter}"' in shown
+    assert "discarded: partner retired" in shown
