@@ -158,10 +158,17 @@ class History:
                 return old
         return None
 
-    def window(self, kind: str, key: str, window_s: float) -> WindowStats:
+    def now(self) -> Sample:
+        """The current numbers as a sample (not kept): take it once per page and pass it to
+        ``window`` and ``counts``, since each take walks every series."""
+        return take_sample(self.metrics, self._clock())
+
+    def window(
+        self, kind: str, key: str, window_s: float, now: Sample | None = None
+    ) -> WindowStats:
         """``kind`` backend or route; stats of ``key`` over the last ``window_s``, from the
-        newest kept sample to the current numbers."""
-        now = take_sample(self.metrics, self._clock())
+        oldest kept sample inside the window to ``now`` (default: the current numbers)."""
+        now = now or self.now()
         old = self._pair(window_s, now)
         if old is None:
             return EMPTY
@@ -187,9 +194,9 @@ class History:
             self.metrics.latency.bounds,
         )
 
-    def counts(self, attr: str, window_s: float) -> dict[str, float]:
+    def counts(self, attr: str, window_s: float, now: Sample | None = None) -> dict[str, float]:
         """Growth of a per-key total (``refusals``, ``client_requests``) over the window."""
-        now = take_sample(self.metrics, self._clock())
+        now = now or self.now()
         old = self._pair(window_s, now)
         new_values: Mapping[str, float] = getattr(now, attr)
         old_values: Mapping[str, float] = getattr(old, attr) if old is not None else {}

@@ -262,7 +262,10 @@ class ConsolePages:
         state = q.get("state") or None
         if state not in {s.value for s in DeliveryState}:
             state = None
-        dlq_status = q.get("dlq", DeadLetterStatus.DEAD.value)
+        statuses = {s.value: s for s in DeadLetterStatus}
+        dlq_status = q.get("dlq", "dead")
+        if dlq_status != "all" and dlq_status not in statuses:
+            dlq_status = "dead"
         selected = sources.EventFilter(
             type=(q.get("type") or "").strip() or None,
             subject=(q.get("subject") or "").strip() or None,
@@ -271,14 +274,7 @@ class ConsolePages:
             until=_time(q.get("until")),
         )
         listed = await sources.events(self.store, self.events.wants, selected)
-        status = (
-            None
-            if dlq_status == "all"
-            else DeadLetterStatus(dlq_status)
-            if dlq_status in {s.value for s in DeadLetterStatus}
-            else DeadLetterStatus.DEAD
-        )
-        letters = await sources.dead_letters(self.store, status)
+        letters = await sources.dead_letters(self.store, statuses.get(dlq_status))
         notice = {k: q.get(k) for k in ("replayed", "already", "missing", "discarded") if q.get(k)}
         return self.render(
             "events.html",

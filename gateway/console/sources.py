@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,7 +22,7 @@ from gateway.policies.metrics import ANONYMOUS
 from system_apis.client import BackendClient
 from system_apis.resilience import BreakerState
 
-from .history import WINDOWS_S, History
+from .history import WINDOWS_S, History, Sample
 
 
 class Reachability:
@@ -49,26 +49,21 @@ class Reachability:
             return dict(self.results)
 
 
-def _window_dicts(history: History, kind: str, key: str) -> dict[str, Any]:
-    return {f"w{w // 60}": history.window(kind, key, w).as_dict() for w in WINDOWS_S}
+def _window_dicts(history: History, kind: str, key: str, now: Sample) -> dict[str, Any]:
+    return {f"w{w // 60}": history.window(kind, key, w, now).as_dict() for w in WINDOWS_S}
 
 
 def backend_rows(
     clients: Mapping[str, BackendClient],
     reachability: Mapping[str, str | None],
     history: History,
+    now: Sample,
     *,
     series: bool,
 ) -> list[dict[str, Any]]:
     """One row per backend: reachability, breaker (and when it half-opens), pacing,
     bulkhead, 5 and 60 minute stats, and (``series``) the chart points."""
-    metrics = history.metrics
-    calls: dict[str, float] = {}
-    for (backend, _method, _status), value in metrics.backend_calls.values.items():
-        calls[backend] = calls.get(backend, 0.0) + value
-    errors: dict[str, float] = {}
-    for (backend, _kind), value in metrics.backend_errors.values.items():
-        errors[backend] = errors.get(backend, 0.0) + value
+    calls, errors = now.backend_calls, now.backend_errors
     rows = []
     for name, client in clients.items():
         breaker = client.breaker
@@ -95,7 +90,7 @@ def backend_rows(
             "bulkhead": {"held": bulkhead.held, "limit": bulkhead.limit},
             "attempts_total": calls.get(name, 0.0),
             "errors_total": errors.get(name, 0.0),
-            **_window_dicts(history, "backend", name),
+            **_window_dicts(history, "backend", name, now),
         }
         if series:
             row["series"] = {f"w{w // 60}": history.series("backend", name, w) for w in WINDOWS_S}
@@ -103,23 +98,22 @@ def backend_rows(
     return rows
 
 
-def route_rows(history: History) -> list[dict[str, Any]]:
+def route_rows(history: History, now: Sample) -> list[dict[str, Any]]:
     """The gateway's own traffic by route template, busiest first over the last hour."""
-    routes = {route for route, _method in history.metrics.latency.values}
-    rows = [{"route": route, **_window_dicts(history, "route", route)} for route in routes]
+    rows = [
+        {"route": route, **_window_dicts(history, "route", route, now)}
+        for route in now.request_latency
+    ]
     rows.sort(key=lambda r: (-r["w60"]["count"], r["route"]))
     return rows
 
 
-def refusal_rows(history: History) -> list[dict[str, Any]]:
+def refusal_rows(history: History, now: Sample) -> list[dict[str, Any]]:
     """Requests refused with 429, by client id (``anonymous``: no token), all time and over
     the last 5 and 60 minutes."""
-    totals: dict[str, float] = {}
-    for (_route, _method, status, client), value in history.metrics.requests.values.items():
-        if status == "429":
-            totals[client] = totals.get(client, 0.0) + value
-    w5 = history.counts("refusals", 300)
-    w60 = history.counts("refusals", 3600)
+    totals = now.refusals
+    w5 = history.counts("refusals", 300, now)
+    w60 = history.counts("refusals", 3600, now)
     return [
         {"client": c, "total": totals[c], "w5": w5.get(c, 0.0), "w60": w60.get(c, 0.0)}
         for c in sorted(totals, key=lambda c: -totals[c])
@@ -134,12 +128,12 @@ def overview(
     *,
     series: bool,
 ) -> dict[str, Any]:
-    rows = route_rows(history)
+    now = history.now()
     return {
-        "at": time.time(),
-        "backends": backend_rows(clients, reachability, history, series=series),
-        "routes": rows,
-        "refusals": refusal_rows(history),
+        "at": now.at,
+        "backends": backend_rows(clients, reachability, history, now, series=series),
+        "routes": route_rows(history, now),
+        "refusals": refusal_rows(history, now),
         "limits": dict(sorted(limit_rejections.items())),
         "in_flight": history.metrics.started - history.metrics.finished,
     }
@@ -165,7 +159,9 @@ class EventFilter:
         return not (self.until and (event.time is None or event.time > self.until))
 
 
-async def events(store: AdminStore, wants: Any, selected: EventFilter) -> list[EventSummary]:
+async def events(
+    store: AdminStore, wants: Callable[[str], list[str]], selected: EventFilter
+) -> list[EventSummary]:
     """Recent events through the admin store, then the state and time filters it lacks.
 
     The store is asked for more than shown when those filters are on (at most 200)."""
@@ -187,14 +183,10 @@ def alert_rows(history: Sequence[RaisedAlert]) -> list[RaisedAlert]:
 
 def client_rows(clients: Mapping[str, ClientConfig], history: History) -> list[dict[str, Any]]:
     """Each configured client with its tier and scopes, and its requests in /metrics."""
-    totals: dict[str, float] = {}
-    refused: dict[str, float] = {}
-    for (_route, _method, status, client), value in history.metrics.requests.values.items():
-        totals[client] = totals.get(client, 0.0) + value
-        if status == "429":
-            refused[client] = refused.get(client, 0.0) + value
-    w5 = history.counts("client_requests", 300)
-    w60 = history.counts("client_requests", 3600)
+    now = history.now()
+    totals, refused = now.client_requests, now.refusals
+    w5 = history.counts("client_requests", 300, now)
+    w60 = history.counts("client_requests", 3600, now)
     rows = [
         {
             "id": cid,
