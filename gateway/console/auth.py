@@ -121,22 +121,25 @@ class ConsoleAuth:
         if user.via == "session" and jti is not None:
             await self.oauth.revocations.revoke(jti, user.principal.expires_at)
 
-    def set_session(self, request: Request, response: Response, token: str) -> None:
+    def set_session(
+        self, request: Request, response: Response, token: str, path: str = COOKIE_PATH
+    ) -> None:
+        """``path``: the console's path as the browser sees it (under a root path, if any)."""
         response.set_cookie(
             COOKIE,
             token,
             max_age=self.config.session_ttl_s,
-            path=COOKIE_PATH,
+            path=path,
             secure=request.url.scheme == "https",
             httponly=True,
             samesite="strict",
         )
 
     @staticmethod
-    def clear_session(request: Request, response: Response) -> None:
+    def clear_session(request: Request, response: Response, path: str = COOKIE_PATH) -> None:
         response.delete_cookie(
             COOKIE,
-            path=COOKIE_PATH,
+            path=path,
             secure=request.url.scheme == "https",
             httponly=True,
             samesite="strict",

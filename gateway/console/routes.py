@@ -29,7 +29,7 @@ from system_apis.registry import SystemApis
 
 from ..settings import Settings
 from . import sources
-from .auth import CSRF_FIELD, ConsoleAuth, ConsoleUser, same_origin
+from .auth import COOKIE, CSRF_FIELD, ConsoleAuth, ConsoleUser, same_origin
 from .forms import BadForm, Form, read_form
 from .history import History
 from .settings_view import config_rows
@@ -89,6 +89,17 @@ def _environment() -> Environment:
     return env
 
 
+def _root(request: Request) -> str:
+    """The console's URL path under the gateway's own root path (inside the mount,
+    ``root_path`` already ends in PREFIX; ``app_root_path`` is the app's)."""
+    scope = request.scope
+    return str(scope.get("app_root_path", scope.get("root_path", ""))) + PREFIX
+
+
+def _redirect(request: Request, path: str = "") -> RedirectResponse:
+    return RedirectResponse(_root(request) + path, 303, headers=_HEADERS)
+
+
 def _time(raw: str | None) -> datetime | None:
     """A filter's time: RFC 3339, or the ``datetime-local`` form value (taken as UTC)."""
     if not raw:
@@ -139,9 +150,7 @@ class ConsolePages:
         headers: Mapping[str, str] | None = None,
         **context: Any,
     ) -> HTMLResponse:
-        # the gateway's own root path (inside the mount, ``root_path`` already ends in PREFIX)
-        scope = request.scope
-        root = scope.get("app_root_path", scope.get("root_path", "")) + PREFIX
+        root = _root(request)
         page = self.env.get_template(name).render(
             root=root,
             user=user,
@@ -159,7 +168,7 @@ class ConsolePages:
         async def endpoint(request: Request) -> Response:
             user = await self.auth.user(request)
             if user is None:
-                return RedirectResponse(PREFIX + "/login", 303, headers=_HEADERS)
+                return _redirect(request, "/login")
             return await handler(request, user)
 
         return endpoint
@@ -172,7 +181,7 @@ class ConsolePages:
         async def endpoint(request: Request) -> Response:
             user = await self.auth.user(request)
             if user is None:
-                return RedirectResponse(PREFIX + "/login", 303, headers=_HEADERS)
+                return _redirect(request, "/login")
             if not same_origin(request):
                 return self.refuse(request, user, 403, "This form was sent from another site.")
             try:
@@ -192,8 +201,8 @@ class ConsolePages:
 
     async def login_form(self, request: Request) -> Response:
         if await self.auth.user(request) is not None:
-            return RedirectResponse(PREFIX, 303, headers=_HEADERS)
-        expired = request.cookies.get("trellis_console") is not None
+            return _redirect(request)
+        expired = request.cookies.get(COOKIE) is not None
         return self.render("login.html", request, None, expired=expired, error=None)
 
     async def login(self, request: Request) -> Response:
@@ -206,8 +215,8 @@ class ConsolePages:
         client_id = (form.get("client_id") or "").strip()[:200]
         outcome = await self.auth.sign_in(request, client_id, form.get("client_secret") or "")
         if outcome.outcome == "ok" and outcome.token is not None:
-            response = RedirectResponse(PREFIX, 303, headers=_HEADERS)
-            self.auth.set_session(request, response, outcome.token)
+            response = _redirect(request)
+            self.auth.set_session(request, response, outcome.token, _root(request))
             return response
         if outcome.outcome == "limited":
             wait = int(outcome.retry_after_s or 1)
@@ -230,8 +239,8 @@ class ConsolePages:
 
     async def logout(self, request: Request, user: ConsoleUser, form: Form) -> Response:
         await self.auth.sign_out(user)
-        response = RedirectResponse(PREFIX + "/login", 303, headers=_HEADERS)
-        self.auth.clear_session(request, response)
+        response = _redirect(request, "/login")
+        self.auth.clear_session(request, response, _root(request))
         return response
 
     # --- overview -------------------------------------------------------------------------
@@ -322,7 +331,7 @@ class ConsolePages:
                 key = "discarded" if done is not None else "missing"
                 counts[key] = counts.get(key, 0) + 1
         query = "&".join(f"{k}={v}" for k, v in sorted(counts.items()))
-        return RedirectResponse(f"{PREFIX}/events?{query}", 303, headers=_HEADERS)
+        return _redirect(request, f"/events?{query}")
 
     # --- traces ---------------------------------------------------------------------------
 
@@ -372,7 +381,7 @@ class ConsolePages:
         until = time.time() + oauth.config.access_token_lifetime_s + oauth.config.leeway_s
         until = max(until, time.time() + self.config.session_ttl_s + oauth.config.leeway_s)
         await oauth.revocations.revoke(jti, until)
-        return RedirectResponse(f"{PREFIX}/clients?revoked=1", 303, headers=_HEADERS)
+        return _redirect(request, "/clients?revoked=1")
 
     # --- config ---------------------------------------------------------------------------
 
