@@ -122,6 +122,19 @@ async def test_the_cookie_is_secure_over_tls(console_gateway: GatewayThread) -> 
         assert ("secure" in response.headers["set-cookie"].lower()) is secure
 
 
+def test_a_sign_in_posted_from_another_site_is_refused(console_gateway: GatewayThread) -> None:
+    """Login CSRF: another site must not sign a browser in under the attacker's client."""
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}):
+        r = requests.post(
+            console_gateway.url + "/console/login",
+            data={"client_id": ADMIN, "client_secret": f"{ADMIN}-secret"},
+            headers=headers,
+            allow_redirects=False,
+            timeout=30,
+        )
+        assert r.status_code == 403 and "set-cookie" not in r.headers, headers
+
+
 def test_a_client_without_admin_cannot_sign_in(console_gateway: GatewayThread) -> None:
     r = requests.post(
         console_gateway.url + "/console/login",
