@@ -297,6 +297,7 @@ class ConsolePages:
             dlq_statuses=[*(s.value for s in DeadLetterStatus), "all"],
             events=listed,
             letters=letters,
+            letter_by_id={letter.id: letter for letter in letters},
             alerts=sources.alert_rows(self.events.alerts.history),
             notice=notice,
         )

@@ -78,6 +78,21 @@ def shoot(page: Page, tmp_path: Path, name: str, *, full_page: bool = True) -> P
     return shot
 
 
+def close_breaker(app: Gateway, url: str, token: str, backend: str) -> None:
+    """Wait for the breaker to half-open, then call through it until it closes."""
+    deadline = time.monotonic() + 60
+    client = app.systems.all()[backend]
+    while client.breaker.state is not BreakerState.CLOSED:
+        assert time.monotonic() < deadline, "the breaker did not close"
+        if client.breaker.state is BreakerState.HALF_OPEN:
+            requests.get(
+                f"{url}/system/v1/{backend}/customers",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=30,
+            )
+        time.sleep(0.2)
+
+
 def set_faults(sandbox: SandboxThread, backend: str, faults: dict[str, float] | None) -> None:
     """The sandbox's fault control, over plain HTTP (Playwright's sync API owns this thread's
     event loop)."""
@@ -139,7 +154,6 @@ def test_console_end_to_end(
     # the live refresh ran and drew the charts (uPlot made canvases under the CSP)
     expect(page.locator("body[data-refreshed]")).to_have_count(1, timeout=15_000)
     expect(page.locator(".chart canvas").first).to_be_attached(timeout=15_000)
-    shoot(page, tmp_path, "overview")
 
     # --- a sandbox fault: the ERP breaker opens on the page, without a reload --------------
     set_faults(sandbox, "erp", {"error_rate": 1.0})
@@ -162,6 +176,11 @@ def test_console_end_to_end(
     partner.status = 200
     received = partner.received
     page.click("nav >> text=Events")
+    # the event log shows the delivery dead-lettered, with each attempt's error
+    delivery = page.locator(f'#events tr[data-event="{dead.id}"] details')
+    expect(delivery.locator("summary")).to_contain_text("dead_lettered (2 attempts)")
+    delivery.locator("summary").click()
+    expect(delivery.locator(".attempts li")).to_have_count(2)
     row = page.locator(f'#dlq tr[data-letter="{letter_id}"]')
     expect(row).to_contain_text("dead")
     row.locator("details summary").click()
@@ -213,6 +232,15 @@ def test_console_end_to_end(
     page.click("nav >> text=Config")
     expect(page.locator("#config")).to_contain_text("[REDACTED]")
     shoot(page, tmp_path, "config", full_page=False)  # the first screenful of many
+
+    # --- the overview again, after all that traffic: the charts have points ---------------
+    close_breaker(app, url, api_token, "erp")  # the fault is gone: a trial call closes it
+    page.click("nav >> text=Overview")
+    expect(page.locator("body[data-refreshed]")).to_have_count(1, timeout=15_000)
+    expect(page.locator('#backends tr[data-backend="erp"] [data-field="breaker"]')).to_have_text(
+        "closed", timeout=15_000
+    )
+    shoot(page, tmp_path, "overview")
 
     # --- sign out: back to the form, and the old cookie is refused -------------------------
     page.click("#sign-out")

@@ -46,7 +46,7 @@
     var opts = {
       width: Math.max(280, el.clientWidth || 320),
       height: 160,
-      legend: { show: true },
+      legend: { show: true, live: false },
       scales: { x: { time: true }, ms: { auto: true }, pct: { range: [0, 100] } },
       axes: [{}, { scale: "ms", label: "ms", size: 50 }, { scale: "pct", side: 1, label: "%", grid: { show: false } }],
       series: [
