@@ -27,6 +27,7 @@ from gateway.oauth.config import public_base_url, with_issuer
 from gateway.oauth.scopes import RequireScopes
 from system_apis.registry import SystemApis
 
+from .console.component import Console
 from .docs import docs_routes
 from .errors import HANDLERS
 from .events.component import EventBus
@@ -56,8 +57,9 @@ PUBLIC_PATHS: tuple[str, ...] = (
 )
 """Routes reachable without a token (introspect/revoke authenticate the client themselves)."""
 
-PUBLIC_PREFIXES: tuple[str, ...] = ("/webhooks/", "/docs", "/openapi.json")
-"""Public by prefix: inbound webhooks (authenticated by signature) and the API documentation."""
+PUBLIC_PREFIXES: tuple[str, ...] = ("/webhooks/", "/docs", "/openapi.json", "/console")
+"""Public by prefix: inbound webhooks (authenticated by signature), the API documentation and
+the operator console (its own sign-in: an admin session, see gateway/console/auth.py)."""
 
 
 class Gateway(Starlette):
@@ -161,12 +163,20 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     admission = AdmissionLimit(settings.gateway.admission)
     layers = build_layers(settings, systems)
     events = EventBus(settings, systems, tracer_provider=obs.tracer_provider)
+    console = Console(
+        settings,
+        systems=systems,
+        oauth=oauth,
+        events=events,
+        observability=obs,
+        limit_rejections=ratelimit_rejections(ratelimit),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             # observability first: its tracer provider and log handler serve all that follows
-            for component in (obs, systems, oauth, ratelimit, layers, events):
+            for component in (obs, systems, oauth, ratelimit, layers, events, console):
                 await component.start()
                 stack.push_async_callback(component.close)
             obs.metrics.watch_breakers(systems.all())
@@ -200,6 +210,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         *events.routes(),
         *obs.routes(protect=metrics_guard(settings)),
         *docs_routes(),
+        *console.routes(),
     ]
     app = Gateway(
         routes=routes,

@@ -27,6 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
+from gateway.console.config import ConsoleConfig
+from gateway.console.spans import SpanRing
 from gateway.policies import access_log
 from gateway.policies.access_log import ACCESS_LOGGER, AccessLog, LogsConfig
 from gateway.policies.edge import EdgeConfig, SecurityHeaders, TrustedProxies
@@ -62,6 +64,7 @@ class ObservabilityConfig(BaseModel):
     tracing: TracingConfig = Field(default_factory=TracingConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     logs: LogsConfig = Field(default_factory=LogsConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
 
 # --- logging ------------------------------------------------------------------------------
@@ -305,7 +308,15 @@ class Observability:
     ) -> None:
         self.config = config or ObservabilityConfig()
         self._owns_provider = tracer_provider is None
-        self.tracer_provider = tracer_provider or build_tracer_provider(self.config.tracing)
+        console = self.config.console
+        self.tracer_provider = tracer_provider or build_tracer_provider(
+            self.config.tracing, record=console.enabled and console.record_spans
+        )
+        self.spans = SpanRing(console.recent_spans if console.enabled else 0)
+        """This worker's recent ended spans, for the console's trace look-up (kept from the
+        provider this object builds; a provider passed in is left as its owner made it)."""
+        if self.spans.size and self._owns_provider:
+            self.tracer_provider.add_span_processor(self.spans)
         self.metrics = GatewayMetrics(self.config.metrics, registry)
         self._log_level = log_level
         self._log_stream = log_stream

@@ -142,6 +142,11 @@ class BackendClient:
         self._send_fn = self._send  # bound once: handed to the auth provider on every attempt
         self.stats = ClientStats()
 
+    @property
+    def bulkhead(self) -> Slots:
+        """The cap on concurrent calls (``held`` of ``limit`` in use), read by the console."""
+        return self._bulkhead
+
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:

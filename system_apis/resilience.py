@@ -142,6 +142,12 @@ class OutboundPacer:
         self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
         self._updated = now
 
+    def available(self) -> float:
+        """Tokens in the bucket now (``capacity`` when idle; below 1, or below 0 with callers
+        queued, when calls must wait)."""
+        self._refill()
+        return self._tokens
+
     def reserve(self, timeout_s: float | None = None) -> float | None:
         """Reserve one token: the seconds until it is due (0: now), counting every caller
         queued ahead; None, with nothing reserved, when that is longer than ``timeout_s``."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +19,7 @@ from gateway.oauth.endpoints import AuthorizationEndpoints
 from gateway.oauth.jwks import RemoteKeySet
 from gateway.oauth.keys import LocalKeys, load_local_keys
 from gateway.oauth.middleware import BearerMiddleware
+from gateway.oauth.tokens import IssuedToken, issue_access_token
 from gateway.oauth.verify import TokenVerifier
 from gateway.stores.limits_storage import LimitsStorage, open_limits_storage
 from gateway.stores.revocations import RevocationStore, open_revocation_store
@@ -45,6 +46,8 @@ class OAuth:
         self._session: aiohttp.ClientSession | None = None
         self._verifier: TokenVerifier | None = None
         self._endpoints: AuthorizationEndpoints | None = None
+        self._authenticator: ClientAuthenticator | None = None
+        self._guard: ClientAuthGuard | None = None
         self.remote_key_sets: dict[str, RemoteKeySet] = {}
         """External issuers' JWKS by issuer (exposed for observability and tests)."""
 
@@ -67,13 +70,14 @@ class OAuth:
         self._verifier = TokenVerifier(
             self.config, self.clients, self._keys, self._revocations, self.remote_key_sets
         )
-        authenticator = ClientAuthenticator(self.clients)
+        authenticator = self._authenticator = ClientAuthenticator(self.clients)
         await authenticator.start()
+        self._guard = ClientAuthGuard(self.config.token_endpoint_limits, self._limits)
         self._endpoints = AuthorizationEndpoints(
             self.config,
             self.clients,
             authenticator,
-            ClientAuthGuard(self.config.token_endpoint_limits, self._limits),
+            self._guard,
             self._verifier,
             self._revocations,
             self._current_keys,
@@ -102,6 +106,31 @@ class OAuth:
         if self._verifier is None:
             raise RuntimeError("OAuth.start() has not run (call it from the app's lifespan)")
         return self._verifier
+
+    @property
+    def authenticator(self) -> ClientAuthenticator:
+        """Checks client secrets (the token endpoint's, for other sign-in forms)."""
+        if self._authenticator is None:
+            raise RuntimeError("OAuth.start() has not run")
+        return self._authenticator
+
+    @property
+    def guard(self) -> ClientAuthGuard:
+        """The token endpoint's brute-force limit, shared by every form that checks secrets."""
+        if self._guard is None:
+            raise RuntimeError("OAuth.start() has not run")
+        return self._guard
+
+    @property
+    def revocations(self) -> RevocationStore:
+        if self._revocations is None:
+            raise RuntimeError("OAuth.start() has not run")
+        return self._revocations
+
+    def issue(self, client_id: str, scopes: Iterable[str], lifetime_s: int) -> IssuedToken:
+        """A token of this gateway for ``client_id`` living ``lifetime_s`` (a console sign-in)."""
+        config = self.config.model_copy(update={"access_token_lifetime_s": lifetime_s})
+        return issue_access_token(config, self._current_keys(), client_id, scopes)
 
     def _current_keys(self) -> LocalKeys:
         if self._keys is None:

@@ -104,15 +104,17 @@ def _exporter(config: TracingConfig) -> SpanExporter | None:
     return GrpcSpanExporter(**kwargs)
 
 
-def build_tracer_provider(config: TracingConfig) -> TracerProvider:
+def build_tracer_provider(config: TracingConfig, *, record: bool = False) -> TracerProvider:
     """A provider from config: parent-based ratio sampler, batch export off the event loop.
 
     With no exporter the sampler is always-off: spans cost almost nothing, yet each request
     still gets a trace id and backends still receive ``traceparent`` (flag not sampled).
+    ``record`` samples by ratio even without an exporter, for an in-process span processor
+    (the console's recent-span ring).
     """
     exporter = _exporter(config)
     ratio = ParentBased(TraceIdRatioBased(config.sample_ratio))
-    sampler = ALWAYS_OFF if exporter is None else ratio
+    sampler = ALWAYS_OFF if exporter is None and not record else ratio
     provider = TracerProvider(
         sampler=sampler, resource=Resource.create({"service.name": config.service_name})
     )
@@ -149,6 +151,9 @@ def install_tracer_provider(provider: trace.TracerProvider, *, make_global: bool
 
 KNOWN_METHODS_ENV = "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS"
 """Overrides the known methods (comma-separated, case-sensitive), as the conventions ask."""
+
+REQUEST_ID_ATTRIBUTE = "trellis.request_id"
+"""Server-span attribute holding the request's ``X-Request-ID``."""
 
 ENDUSER_ID = "enduser.id"
 """The authenticated client id (an attribute still in development in the conventions, so the
@@ -351,6 +356,8 @@ class ServerSpans(EnvelopePolicy):
         principal = principal_of(exchange.scope)
         if principal is not None:
             span.set_attribute(ENDUSER_ID, principal.client_id)
+        if exchange.request_id:  # the console finds a request's trace by it
+            span.set_attribute(REQUEST_ID_ATTRIBUTE, exchange.request_id)
 
 
 _NOT_SAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
