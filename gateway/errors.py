@@ -62,7 +62,7 @@ async def invalid_input(request: Request, exc: Exception) -> Response:
 
 async def http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    detail = exc.detail if exc.status_code != 404 else f"no route for {request.url.path}"
+    detail = exc.detail if exc.status_code != 404 else "no route for this path"  # in instance
     return problem_response(
         exc.status_code, scope=request.scope, detail=detail, headers=exc.headers
     )

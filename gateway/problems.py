@@ -56,6 +56,11 @@ Slug = Literal[
     "upstream-timeout",
     "authentication-unavailable",
     "rate-limit-unavailable",
+    "request-head-too-large",
+    "request-timeout",
+    "too-many-connections",
+    "overloaded",
+    "host-not-allowed",
     "client-error",
     "server-error",
 ]
@@ -110,6 +115,11 @@ PROBLEM_TYPES: Mapping[str, ProblemType] = {
         ProblemType("upstream-timeout", "Upstream timeout", 504),
         ProblemType("authentication-unavailable", "Authentication unavailable", 503),
         ProblemType("rate-limit-unavailable", "Rate limiting unavailable", 503),
+        ProblemType("request-head-too-large", "Request head too large", 431),
+        ProblemType("request-timeout", "Request timeout", 408),
+        ProblemType("too-many-connections", "Too many connections", 503),
+        ProblemType("overloaded", "Overloaded", 503),
+        ProblemType("host-not-allowed", "Host not allowed", 400),
         ProblemType("client-error", "Client error", None),
         ProblemType("server-error", "Server error", None),
     )
@@ -141,6 +151,16 @@ def trace_id_of(scope: Scope | None) -> str | None:
         return None
     value = scope.get(TRACE_ID_KEY)
     return value if isinstance(value, str) else None
+
+
+ECHOED_PATH_CHARS = 256
+"""How much of the request path an answer echoes: a client's 8 KB path must not come back
+doubled in every error body."""
+
+
+def echoed_path(path: str) -> str:
+    """``path``, or its first ``ECHOED_PATH_CHARS`` characters and an ellipsis."""
+    return path if len(path) <= ECHOED_PATH_CHARS else path[:ECHOED_PATH_CHARS] + "..."
 
 
 def problem_body(
@@ -186,7 +206,7 @@ def problem_response(
         status,
         problem=problem,
         detail=detail,
-        instance=scope.get("path") if scope else None,
+        instance=echoed_path(scope["path"]) if scope else None,
         trace_id=trace_id_of(scope),
         errors=errors,
         extra=extra,

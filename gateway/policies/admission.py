@@ -25,7 +25,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.problems import PROBLEM_JSON, TYPE_BASE
+from gateway.problems import PROBLEM_JSON, PROBLEM_TYPES
+
+OVERLOADED = PROBLEM_TYPES["overloaded"]
 
 
 class AdmissionConfig(BaseModel):
@@ -62,8 +64,8 @@ def _overloaded(retry_after_s: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The 503's two ASGI messages, rendered once."""
     body = orjson.dumps(
         {
-            "type": TYPE_BASE + "overloaded",
-            "title": "Service Unavailable",
+            "type": OVERLOADED.uri,
+            "title": OVERLOADED.title,
             "status": 503,
             "detail": "The gateway is at its limit of requests in progress; "
             f"retry after {retry_after_s} s.",

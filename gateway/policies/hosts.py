@@ -58,5 +58,7 @@ class AllowedHosts:
                 if value in self._accepted or self.allowed(value):  # the set: no call
                     return self.app(scope, receive, send)
                 break
-        response = problem_response(400, scope=scope, detail="Host header not allowed")
+        response = problem_response(
+            400, scope=scope, problem="host-not-allowed", detail="Host header not allowed"
+        )
         return response(scope, receive, send)

@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+from http import HTTPStatus
 from typing import Any, ClassVar
 
 import orjson
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from ..problems import PROBLEM_TYPES, Slug
 from .config import ServerLimits
 
 _HEAD_END = b"\r\n\r\n"
@@ -41,18 +43,15 @@ that the answer is not lost to a reset (closing with unread bytes sends a TCP RS
 _LINGER_BYTES = 1 << 20
 
 
-def _problem(status: int, title: str, detail: str, extra_headers: bytes = b"") -> bytes:
-    body = orjson.dumps(
-        {
-            "type": "https://trellis.dev/problems/" + title.lower().replace(" ", "-"),
-            "title": title,
-            "status": status,
-            "detail": detail,
-        }
-    )
+def _problem(slug: Slug, detail: str, extra_headers: bytes = b"") -> bytes:
+    """A whole problem+json answer, written by the protocol before any app sees the request."""
+    kind = PROBLEM_TYPES[slug]
+    status = kind.status
+    assert status is not None
+    body = orjson.dumps({"type": kind.uri, "title": kind.title, "status": status, "detail": detail})
     return b"".join(
         [
-            f"HTTP/1.1 {status} {title}\r\n".encode(),
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode(),
             b"content-type: application/problem+json\r\n",
             b"content-length: %d\r\n" % len(body),
             b"x-content-type-options: nosniff\r\n",
@@ -275,19 +274,16 @@ def guarded_protocol(limits: ServerLimits) -> type[asyncio.Protocol]:
         "max_line": limits.max_header_line_bytes,
         "max_connections": limits.max_connections,
         "too_large": _problem(
-            431,
-            "Request Header Fields Too Large",
+            "request-head-too-large",
             f"the request head is limited to {limits.max_header_bytes} bytes and each of its "
             f"lines to {limits.max_header_line_bytes}",
         ),
         "timed_out": _problem(
-            408,
-            "Request Timeout",
+            "request-timeout",
             f"the request head did not arrive within {limits.header_timeout_s:g} s",
         ),
         "overloaded": _problem(
-            503,
-            "Service Unavailable",
+            "too-many-connections",
             "too many open connections; retry shortly",
             b"retry-after: 1\r\n",
         ),
