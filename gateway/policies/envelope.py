@@ -154,4 +154,7 @@ class RequestEnvelope:
             else await handler(Request(scope), exc)
         )
         if not exchange.status:
+            # the server drops the connection once the exception reaches it: say so, so a
+            # client does not send its next request on a connection that is going away
+            response.headers["connection"] = "close"
             await response(scope, receive, exchange.send)

@@ -295,6 +295,8 @@ async def test_a_crash_is_answered_completed_with_its_error_and_re_raised() -> N
     with pytest.raises(KeyError):
         await envelope(scope_of(), noop_receive, sent)
     assert sent.messages[0]["status"] == 500  # no handler: Starlette's plain 500
+    # the server closes the connection once the exception reaches it: the answer says so
+    assert (b"connection", b"close") in sent.messages[0]["headers"]
     assert calls == ["a.request", "a.response", "a.complete:500:KeyError"]
 
 
