@@ -152,7 +152,7 @@ def install_tracer_provider(provider: trace.TracerProvider, *, make_global: bool
 KNOWN_METHODS_ENV = "OTEL_INSTRUMENTATION_HTTP_KNOWN_METHODS"
 """Overrides the known methods (comma-separated, case-sensitive), as the conventions ask."""
 
-REQUEST_ID_ATTRIBUTE = "trellis.request_id"
+REQUEST_ID_ATTRIBUTE = "trellis.request.id"
 """Server-span attribute holding the request's ``X-Request-ID``."""
 
 ENDUSER_ID = "enduser.id"

@@ -35,6 +35,7 @@ from gateway.policies.edge import EdgeConfig
 from gateway.policies.phases import Exchange
 from gateway.policies.tracing import (
     KNOWN_METHODS_ENV,
+    REQUEST_ID_ATTRIBUTE,
     ServerSpans,
     known_methods,
     scrubbed_query,
@@ -75,6 +76,7 @@ async def test_a_request_carries_every_attribute_the_conventions_ask_for(
         NETWORK_PROTOCOL_VERSION: "1.1",
         HTTP_ROUTE: "/v1/things/{id}",
         HTTP_RESPONSE_STATUS_CODE: 200,
+        REQUEST_ID_ATTRIBUTE: r.headers["X-Request-ID"],  # the console's trace look-up key
     }
     assert "color=blue" in query and "sig=REDACTED" in query  # the conventions' list
     assert "jane" not in query  # personal data never leaves in a span
