@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 import uvicorn
 from starlette.types import ASGIApp
 
+from tests.eventually import eventually
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -26,17 +28,15 @@ async def serve(app: ASGIApp, port: int | None = None) -> AsyncIterator[str]:
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    for _ in range(500):
-        if server.started:
-            break
-        if task.done():
-            task.result()  # raises the startup error
-            raise RuntimeError("server stopped during startup")
-        await asyncio.sleep(0.01)
-    if not server.started:
+    try:
+        await eventually(lambda: server.started or task.done(), timeout=10, interval=0.01)
+    except AssertionError:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
-        raise RuntimeError(f"uvicorn did not start on port {port} within 5 s")
+        raise RuntimeError(f"uvicorn did not start on port {port} within 10 s") from None
+    if task.done():
+        task.result()  # raises the startup error
+        raise RuntimeError("server stopped during startup")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -187,6 +187,7 @@ async def test_404_is_typed_and_not_retried(backend: Backend, client: BackendCli
     assert backend.hits("GET /missing") == 1
 
 
+@pytest.mark.slow  # waits out a timeout
 async def test_stalled_backend_times_out(backend: Backend) -> None:
     c = make_client(backend.url, retry={"max_attempts": 2, "base_delay_s": 0.001})
     await c.start()
@@ -322,6 +323,7 @@ async def test_bulkhead_bounds_calls_in_flight(backend: Backend) -> None:
         await c.close()
 
 
+@pytest.mark.slow  # paced in real time
 async def test_outbound_pacer_holds_the_vendor_rate(backend: Backend) -> None:
     c = make_client(backend.url, rate_limit={"rate": 20, "period_s": 1, "burst": 5})
     await c.start()

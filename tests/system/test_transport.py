@@ -566,6 +566,7 @@ async def test_total_timeout_bounds_a_trickling_answer() -> None:
             await t.close()
 
 
+@pytest.mark.slow  # waits out a timeout
 async def test_pool_full_waits_then_times_out_on_connect_timeout() -> None:
     async def slow(server: RawServer, reader: Any, writer: Any, n: int) -> None:
         while await server.read_request(reader) is not None:
