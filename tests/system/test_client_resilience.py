@@ -21,6 +21,7 @@ from system_apis.errors import (
 )
 from system_apis.resilience import BreakerState, CircuitBreaker, OutboundPacer, parse_retry_after
 from system_apis.sandbox.faults import Faults, FaultState, install_faults
+from tests.eventually import eventually
 from tests.servers import free_port
 
 
@@ -261,8 +262,7 @@ async def test_breaker_opens_then_recovers_through_half_open(backend: Backend) -
         with pytest.raises(CircuitOpen):
             await c.request("GET", "/items")
         assert backend.hits("GET /items") == 3  # the open breaker did not call the backend
-        await asyncio.sleep(0.35)
-        assert c.breaker.state is BreakerState.HALF_OPEN
+        await eventually(lambda: c.breaker.state is BreakerState.HALF_OPEN, interval=0.02)
         assert (await c.request("GET", "/items")).status == 200
         assert c.breaker.state is BreakerState.CLOSED
     finally:
@@ -280,7 +280,7 @@ async def test_half_open_failure_reopens(backend: Backend) -> None:
         backend.state.faults = Faults(fail_next=2, error_statuses=[503])
         with pytest.raises(BackendUnavailable):
             await c.request("GET", "/items")
-        await asyncio.sleep(0.25)
+        await eventually(lambda: c.breaker.state is BreakerState.HALF_OPEN, interval=0.02)
         with pytest.raises(BackendUnavailable):
             await c.request("GET", "/items")  # the trial call fails
         assert c.breaker.state is BreakerState.OPEN

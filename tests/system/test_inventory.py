@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import uuid
 from collections.abc import AsyncIterator
@@ -35,6 +34,7 @@ from system_apis.models import OrderLine, ReservationStatus
 from system_apis.sandbox import seed
 from system_apis.sandbox.inventory import WAREHOUSE
 from tests.conftest import SandboxThread
+from tests.eventually import eventually
 
 
 def config(key: str = "inv-sandbox-key") -> BackendConfig:
@@ -299,10 +299,10 @@ async def test_expiry_returns_stock(client: InventoryClient, clean_sandbox: Any)
     before = await client.get_stock(sku)
     res = await client.reserve([OrderLine(sku=sku, quantity=1)], ref(), ttl_s=1)
     assert (await client.get_stock(sku)).available == before.available - 1
-    await asyncio.sleep(1.6)
-    # The background sweep expired it without any request reaching the backend...
+    # The background sweep expires it without any request reaching the backend...
     runner = clean_sandbox.sandbox.runners[BACKEND_NAMES.index("inventory")]
-    assert runner.app[WAREHOUSE].reservations[res.id].status == "expired"
+    reservations = runner.app[WAREHOUSE].reservations
+    await eventually(lambda: reservations[res.id].status == "expired", message="swept")
     # ...and every read sees the stock back.
     assert (await client.get_stock(sku)).available == before.available
     expired = await client.get_reservation(res.id)
