@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,6 +12,10 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from tests.eventually import eventually
+
+CLIENT_TLS = ssl.create_default_context()
+"""One TLS context for the tests' httpx clients: each client would otherwise build its own and
+load the CA bundle again (a real cost in a short test), although loopback is plain HTTP."""
 
 
 def free_port() -> int:

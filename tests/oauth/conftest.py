@@ -26,7 +26,7 @@ from gateway.oauth import ClientConfig, OAuth, OAuthConfig, RequireScopes, requi
 from gateway.oauth.keys import load_local_keys
 from gateway.principal import principal_of
 from gateway.stores.redis_options import DEFAULT_PREFIX
-from tests.servers import serve
+from tests.servers import CLIENT_TLS, serve
 
 ISSUER = "https://trellis.test"
 AUDIENCE = "trellis"
@@ -180,7 +180,7 @@ def run_gateway(tmp_path: Path, clients: dict[str, ClientConfig]) -> RunFactory:
         )
         async with (
             serve(build_app(oauth)) as base_url,
-            httpx.AsyncClient(base_url=base_url) as http,
+            httpx.AsyncClient(base_url=base_url, verify=CLIENT_TLS) as http,
         ):
             yield Running(base_url, oauth, http)
 
