@@ -31,13 +31,17 @@ lint: $(STAMP)
 	$(BIN)/mypy gateway system_apis process_apis experience_apis
 	$(BIN)/lint-imports
 
+# pytest-xdist workers, one per core by default (docs/performance.md, "Test suite");
+# WORKERS=0 runs every test in this one process. Tests are spread one by one (`--dist load`).
+WORKERS ?= auto
+
 # Lint, then every test: what CI runs (.ci/run).
 test: $(STAMP) lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(WORKERS) $(PYTEST_ARGS)
 
 # Unit and in-process tests only: what is marked `slow` (pyproject's markers) is left out.
 test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format gateway system_apis process_apis experience_apis tests

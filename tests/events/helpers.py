@@ -89,8 +89,6 @@ class Receiver:
     status: int = 503
     retry_after: str | None = None
     delay_s: float = 0.0
-    active: int = 0
-    """Requests being handled now (answered, or cut off by a killed client, when 0)."""
 
     @property
     def times(self) -> list[float]:
@@ -115,13 +113,6 @@ async def receiver(**kw: Any) -> AsyncIterator[Receiver]:
     rec = Receiver(**kw)
 
     async def handle(request: web.Request) -> web.Response:
-        rec.active += 1
-        try:
-            return await respond(request)
-        finally:
-            rec.active -= 1
-
-    async def respond(request: web.Request) -> web.Response:
         raw = await request.read()
         if rec.delay_s:
             await asyncio.sleep(rec.delay_s)  # a slow partner

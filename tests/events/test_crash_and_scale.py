@@ -115,7 +115,9 @@ async def crash_and_recover(
             proc.wait(10)
         received_before = {r["event_id"] for r in rec.requests}
         assert len(received_before) < len(ids), "the kill came too late to test anything"
-        await eventually(lambda: rec.active == 0, message="answers to the dead process settled")
+        # requests the killed process had sent may still sit unread in the receiver's socket
+        # buffers, and nothing signals the last one: they all land within this window
+        await asyncio.sleep(0.3)
         in_flight = {r["event_id"] for r in rec.requests}
         with gateway_process(config, tmp, "second"):
             await rec.wait_for(lambda r: set(r.event_ids()) >= ids, within=30)
