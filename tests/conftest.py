@@ -24,6 +24,13 @@ import redis
 
 from system_apis.config import BACKEND_NAMES
 from system_apis.sandbox.server import Sandbox
+from tests.servers import free_port_block
+
+# Every test configures its gateway itself: a setting from the shell (a TRELLIS_REDIS_URL
+# pointing at a real Redis, say) must not reach the gateways the tests start.
+for _name in [n for n in os.environ if n.startswith("TRELLIS_")]:
+    if not _name.startswith("TRELLIS_TEST_"):
+        del os.environ[_name]
 
 SLOW_DIRECTORIES = ("process", "experience")
 """Every test here drives a whole gateway against every sandbox backend: all are ``slow``.
@@ -36,27 +43,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         parts = item.path.relative_to(root).parts if item.path.is_relative_to(root) else ()
         if parts and parts[0] in SLOW_DIRECTORIES:
             item.add_marker(pytest.mark.slow)
-
-
-def free_port_block(count: int, start: int = 20000, end: int = 60000) -> int:
-    """The first port of ``count`` consecutive free loopback ports."""
-    import random
-
-    for _ in range(200):
-        base = random.randint(start, end - count)
-        socks = []
-        try:
-            for i in range(count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + i))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port block")
 
 
 class SandboxThread:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -18,10 +21,44 @@ CLIENT_TLS = ssl.create_default_context()
 load the CA bundle again (a real cost in a short test), although loopback is plain HTTP."""
 
 
+def _port_range() -> tuple[int, int]:
+    """Where the tests pick ports: below the kernel's ephemeral range (which every outgoing
+    connection draws from, so a port found free there may be taken before it is bound), one
+    slice of it for each pytest-xdist worker, so workers never pick the same port."""
+    low, high = 20000, 30000
+    try:
+        ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]
+        high = min(high, int(ephemeral))
+    except (OSError, ValueError, IndexError):
+        pass
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = (high - low) // max(workers, 1)
+    return low + worker * size, low + (worker + 1) * size
+
+
+def free_port_block(count: int) -> int:
+    """The first port of ``count`` consecutive free loopback ports."""
+    start, end = _port_range()
+    for _ in range(200):
+        base = random.randint(start, end - count)
+        socks = []
+        try:
+            for i in range(count):
+                s = socket.socket()
+                s.bind(("127.0.0.1", base + i))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port block")
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port_block(1)
 
 
 @asynccontextmanager
