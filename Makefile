@@ -1,4 +1,5 @@
 # Two commands on a fresh machine: `make run` and `make test`. Both bootstrap .venv from the lock.
+# While working: `make test-fast` (no lint, no test marked slow) and `make lint`.
 SHELL := /bin/bash
 PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	  command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { command -v $$p; break; }; \
@@ -7,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fmt sandbox check-config bench clean
+.PHONY: run test test-fast lint fmt sandbox check-config bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (none found on PATH)"; exit 1; }
@@ -30,8 +31,17 @@ lint: $(STAMP)
 	$(BIN)/mypy gateway system_apis process_apis experience_apis
 	$(BIN)/lint-imports
 
+# pytest-xdist workers, one per core by default (docs/performance.md, "Test suite");
+# WORKERS=0 runs every test in this one process. Tests are spread one by one (`--dist load`).
+WORKERS ?= auto
+
+# Lint, then every test: what CI runs (.ci/run).
 test: $(STAMP) lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(WORKERS) $(PYTEST_ARGS)
+
+# Unit and in-process tests only: what is marked `slow` (pyproject's markers) is left out.
+test-fast: $(STAMP)
+	$(BIN)/pytest -n $(WORKERS) -m "not slow" $(PYTEST_ARGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format gateway system_apis process_apis experience_apis tests

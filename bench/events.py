@@ -72,8 +72,12 @@ async def _measure(store: str, count: int, workdir: Path) -> dict[str, Any]:
         from system_apis.registry import SystemApis
     except ImportError as exc:
         raise EventsUnavailable(f"event bus not importable: {exc}") from exc
-    prefix = f"trellis-bench-{os.getpid()}"
-    gateway: dict[str, Any] = {"data_dir": str(workdir), "log_level": "warning"}
+    prefix = f"trellis-bench-{os.getpid()}:"
+    gateway: dict[str, Any] = {
+        "data_dir": str(workdir),
+        "log_level": "warning",
+        "redis_prefix": prefix,
+    }
     if store == "redis":
         await _redis_ready(REDIS_URL)
         gateway["redis_url"] = REDIS_URL
@@ -81,7 +85,7 @@ async def _measure(store: str, count: int, workdir: Path) -> dict[str, Any]:
         DEFAULT_CONFIG_DIR,
         gateway=gateway,
         oauth={"keys_dir": str(workdir / "keys")},
-        events={"bus": {"redis_prefix": prefix, "poll_interval_s": 0.05}},
+        events={"bus": {"poll_interval_s": 0.05}},
     )
     handled = 0
     all_handled = asyncio.Event()

@@ -156,10 +156,15 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         with_issuer(settings.oauth, public_base_url(gw.public_url, gw.host, gw.port)),
         settings.clients,
         redis_url=settings.gateway.redis_url,
+        redis_prefix=settings.gateway.redis_prefix,
         data_dir=Path(settings.gateway.data_dir),
     )
 
-    ratelimit = RateLimitPolicy(settings.ratelimit, redis_url=settings.gateway.redis_url)
+    ratelimit = RateLimitPolicy(
+        settings.ratelimit,
+        redis_url=settings.gateway.redis_url,
+        redis_prefix=settings.gateway.redis_prefix,
+    )
     admission = AdmissionLimit(settings.gateway.admission)
     layers = build_layers(settings, systems)
     events = EventBus(settings, systems, tracer_provider=obs.tracer_provider)

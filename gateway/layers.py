@@ -19,6 +19,7 @@ from system_apis.registry import SystemApis
 
 from .settings import Settings
 from .stores.operations import RedisOperationStore, SqliteOperationStore, open_operation_store
+from .stores.redis_options import DEFAULT_PREFIX
 
 CHANNEL_SCOPES: dict[str, str] = {
     "web": "experience:web",
@@ -34,13 +35,16 @@ class Layers:
     routes: list[BaseRoute] = field(default_factory=list)
     process: ProcessApis | None = None
     redis_url: str | None = None
+    redis_prefix: str = DEFAULT_PREFIX
     data_dir: Path = Path("var")
     store: SqliteOperationStore | RedisOperationStore | None = None
 
     async def start(self) -> None:
         if self.process is None:
             return
-        self.store = await open_operation_store(self.redis_url, self.data_dir)
+        self.store = await open_operation_store(
+            self.redis_url, self.data_dir, redis_prefix=self.redis_prefix
+        )
         self.process.attach(self.store)
 
     async def close(self) -> None:
@@ -74,5 +78,6 @@ def build_layers(settings: Settings, systems: SystemApis) -> Layers:
         routes=routes,
         process=process,
         redis_url=settings.gateway.redis_url,
+        redis_prefix=settings.gateway.redis_prefix,
         data_dir=Path(settings.gateway.data_dir),
     )

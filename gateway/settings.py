@@ -36,6 +36,7 @@ from gateway.policies.admission import AdmissionConfig
 from gateway.policies.edge import EdgeConfig
 from gateway.policies.ratelimit import RateLimitConfig
 from gateway.server.config import ServerLimits
+from gateway.stores.redis_options import DEFAULT_PREFIX
 from system_apis.config import BACKEND_NAMES, BackendConfig
 from system_apis.sandbox.faults import Faults
 
@@ -100,6 +101,12 @@ class GatewaySettings(Strict):
     )
     workers: int = Field(1, ge=1, le=64)
     redis_url: str | None = Field(None, description="Set it to share every store via Redis.")
+    redis_prefix: str = Field(
+        DEFAULT_PREFIX,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Every Redis key the gateway writes starts with it: give deployments that "
+        "share one Redis database different prefixes.",
+    )
     data_dir: Path = Field(Path("var"), description="Embedded stores (SQLite) live here.")
     max_body_bytes: int = Field(1_048_576, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

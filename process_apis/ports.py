@@ -10,8 +10,9 @@ The outbox contract between process APIs (writers) and the event bus (reader):
 - SQLite: table ``outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL,
   type TEXT NOT NULL, subject TEXT, time TEXT NOT NULL, event TEXT NOT NULL)`` in
   ``<data_dir>/trellis.db`` (WAL), ``event`` being the CloudEvent JSON;
-- Redis: ``XADD trellis:events * id <event id> type <type> event <CloudEvent JSON>`` inside the
-  same MULTI/EXEC as the operation's own keys.
+- Redis: ``XADD <prefix>events * id <event id> type <type> event <CloudEvent JSON>`` inside
+  the same MULTI/EXEC as the operation's own keys (``gateway.redis_prefix``, ``trellis:`` by
+  default).
 """
 
 from __future__ import annotations

@@ -1,4 +1,11 @@
-"""Shared fixtures: the sandbox backends on loopback (real HTTP), fault control, Redis."""
+"""Shared fixtures: the sandbox backends on loopback (real HTTP), fault control, Redis.
+
+Redis is shared by every test run on the machine (``TRELLIS_TEST_REDIS_URL``, db 15 by
+default). A test that writes to it takes the ``redis_prefix`` fixture and hands it to what it
+starts (``gateway.redis_prefix``): a prefix unique to the test, under one unique to the run, so
+concurrent runs and tests never meet in one key; the keys are deleted when the test ends, and
+whatever is left under the run's prefix when the run ends.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +13,37 @@ import asyncio
 import os
 import socket
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+import redis
 
 from system_apis.config import BACKEND_NAMES
 from system_apis.sandbox.server import Sandbox
+from tests.servers import free_port_block
+
+# Every test configures its gateway itself: a setting from the shell (a TRELLIS_REDIS_URL
+# pointing at a real Redis, say) must not reach the gateways the tests start.
+for _name in [n for n in os.environ if n.startswith("TRELLIS_")]:
+    if not _name.startswith("TRELLIS_TEST_"):
+        del os.environ[_name]
+
+SLOW_DIRECTORIES = ("process", "experience", "console")
+"""Every test here drives a whole gateway against every sandbox backend (the console's in a
+browser): all are ``slow``.
+Elsewhere a module (``pytestmark``) or a test says so itself."""
 
 
-def free_port_block(count: int, start: int = 20000, end: int = 60000) -> int:
-    """The first port of ``count`` consecutive free loopback ports."""
-    import random
-
-    for _ in range(200):
-        base = random.randint(start, end - count)
-        socks = []
-        try:
-            for i in range(count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + i))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port block")
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        parts = item.path.relative_to(root).parts if item.path.is_relative_to(root) else ()
+        if parts and parts[0] in SLOW_DIRECTORIES:
+            item.add_marker(pytest.mark.slow)
 
 
 class SandboxThread:
@@ -133,3 +142,53 @@ def redis_url() -> str:
             pytest.fail(f"Redis at {host}:{port} is required under CI: {exc}")
         pytest.skip(f"no Redis at {host}:{port}: {exc}")
     return url
+
+
+def delete_prefixed(url: str, prefix: str) -> int:
+    """Delete every key starting with ``prefix`` (SCAN, never KEYS); return how many."""
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    try:
+        deleted = 0
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            batch.append(key)
+            if len(batch) == 500:
+                deleted += client.unlink(*batch)
+                batch.clear()
+        if batch:
+            deleted += client.unlink(*batch)
+        return deleted
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def redis_run_prefix(redis_url: str) -> Iterator[str]:
+    """The key prefix of this run (of this xdist worker); its leftovers go when it ends."""
+    prefix = f"trellis-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    delete_prefixed(redis_url, prefix)
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str, redis_run_prefix: str) -> Iterator[str]:
+    """A key prefix for one test (``gateway.redis_prefix``); its keys go when the test ends."""
+    prefix = f"{redis_run_prefix}{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    delete_prefixed(redis_url, prefix)
+
+
+@pytest.fixture
+async def silent_redis() -> AsyncIterator[str]:
+    """A TCP server that accepts and never answers: a stalled Redis."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        held.append(w)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f"redis://127.0.0.1:{port}/0"
+    for w in held:
+        w.close()
+    server.close()

@@ -3,19 +3,63 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import random
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
 
+from tests.eventually import eventually
+
+CLIENT_TLS = ssl.create_default_context()
+"""One TLS context for the tests' httpx clients: each client would otherwise build its own and
+load the CA bundle again (a real cost in a short test), although loopback is plain HTTP."""
+
+
+def _port_range() -> tuple[int, int]:
+    """Where the tests pick ports: below the kernel's ephemeral range (which every outgoing
+    connection draws from, so a port found free there may be taken before it is bound), one
+    slice of it for each pytest-xdist worker, so workers never pick the same port."""
+    low, high = 20000, 30000
+    try:
+        ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]
+        high = min(high, int(ephemeral))
+    except (OSError, ValueError, IndexError):
+        pass
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    size = (high - low) // max(workers, 1)
+    return low + worker * size, low + (worker + 1) * size
+
+
+def free_port_block(count: int) -> int:
+    """The first port of ``count`` consecutive free loopback ports."""
+    start, end = _port_range()
+    for _ in range(200):
+        base = random.randint(start, end - count)
+        socks = []
+        try:
+            for i in range(count):
+                s = socket.socket()
+                s.bind(("127.0.0.1", base + i))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port block")
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port_block(1)
 
 
 @asynccontextmanager
@@ -42,17 +86,15 @@ async def serve(
         config.host, config.port = "127.0.0.1", port
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    for _ in range(500):
-        if server.started:
-            break
-        if task.done():
-            task.result()  # raises the startup error
-            raise RuntimeError("server stopped during startup")
-        await asyncio.sleep(0.01)
-    if not server.started:
+    try:
+        await eventually(lambda: server.started or task.done(), timeout=10, interval=0.01)
+    except AssertionError:
         server.should_exit = True
         await asyncio.wait_for(task, 10)
-        raise RuntimeError(f"uvicorn did not start on port {port} within 5 s")
+        raise RuntimeError(f"uvicorn did not start on port {port} within 10 s") from None
+    if task.done():
+        task.result()  # raises the startup error
+        raise RuntimeError("server stopped during startup")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -45,7 +45,7 @@ def open_store(settings: Settings) -> SqliteEventStore | RedisEventStore:
     if settings.gateway.redis_url:
         return RedisEventStore(
             settings.gateway.redis_url,
-            prefix=settings.events.bus.redis_prefix,
+            prefix=settings.gateway.redis_prefix,
             retention_s=settings.events.bus.retention_s,
         )
     return SqliteEventStore.in_data_dir(Path(settings.gateway.data_dir))

@@ -86,9 +86,6 @@ class BusConfig(Strict):
     lease_s: float = Field(
         60.0, gt=0, description="A claimed delivery is re-offered after this (SQLite)."
     )
-    redis_prefix: str = Field(
-        "trellis", pattern=r"^[A-Za-z0-9_.:-]+$", description="Stream `<prefix>:events`."
-    )
     claim_min_idle_s: float = Field(
         60.0, gt=0, description="Redis: a pending entry idle this long is reclaimed."
     )

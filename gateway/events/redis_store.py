@@ -1,15 +1,15 @@
 """The shared event store in Redis: the event stream, per-subscriber retries, state and the DLQ.
 
-Keys (``P`` is the configurable prefix, ``trellis`` in production):
-- ``P:events`` stream (``id``, ``type``, ``event``): the outbox the process APIs XADD to;
-- ``P:retry:<subscriber>`` stream: deliveries due again (backoff over, or replayed);
-- ``P:due:<subscriber>`` sorted set + ``P:held:<subscriber>`` hash: events waiting out a backoff;
-- ``P:state:<event id>`` hash, subscriber -> delivery state JSON (expires with the retention);
-- ``P:done:<subscriber>:<event id>``: the processed marker that makes redelivery a no-op;
-- ``P:lock:<subscriber>:<event id>``: short lease so a reclaimed entry is never run twice at once;
-- ``P:dlq`` hash (id -> dead letter JSON), ``P:dlq:index`` sorted set by time, ``P:dlq:status``
-  and ``P:dlq:resolution`` hashes (status changes never rewrite the letter);
-- ``P:inbound:<source>:<vendor id>``: a received webhook id, for replay protection.
+Keys (``P`` is ``gateway.redis_prefix``; by default ``trellis:``, making ``trellis:events``):
+- ``Pevents`` stream (``id``, ``type``, ``event``): the outbox the process APIs XADD to;
+- ``Pretry:<subscriber>`` stream: deliveries due again (backoff over, or replayed);
+- ``Pdue:<subscriber>`` sorted set + ``Pheld:<subscriber>`` hash: events waiting out a backoff;
+- ``Pstate:<event id>`` hash, subscriber -> delivery state JSON (expires with the retention);
+- ``Pdone:<subscriber>:<event id>``: the processed marker that makes redelivery a no-op;
+- ``Plock:<subscriber>:<event id>``: short lease so a reclaimed entry is never run twice at once;
+- ``Pdlq`` hash (id -> dead letter JSON), ``Pdlq:index`` sorted set by time, ``Pdlq:status``
+  and ``Pdlq:resolution`` hashes (status changes never rewrite the letter);
+- ``Pinbound:<source>:<vendor id>``: a received webhook id, for replay protection.
 Every multi-key change is one MULTI/EXEC or Lua script, so a crash never leaves half of one.
 Changes of concurrent callers may share one MULTI (publishes; the outcomes of attempts, each
 with the XACK of its entry): it applies them all or none, and each stays whole.
@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
-from gateway.stores.redis_options import REDIS_TIMEOUTS
+from gateway.stores.redis_options import DEFAULT_PREFIX, REDIS_TIMEOUTS
 from process_apis.ports import DomainEvent
 
 from .batching import GroupCommit
@@ -132,36 +132,38 @@ class Settled:
 class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self.events = f"{prefix}:events"
-        self.dlq = f"{prefix}:dlq"
-        self.dlq_index = f"{prefix}:dlq:index"
-        self.dlq_status = f"{prefix}:dlq:status"
-        self.dlq_resolution = f"{prefix}:dlq:resolution"
+        self.events = f"{prefix}events"
+        self.dlq = f"{prefix}dlq"
+        self.dlq_index = f"{prefix}dlq:index"
+        self.dlq_status = f"{prefix}dlq:status"
+        self.dlq_resolution = f"{prefix}dlq:resolution"
 
     def retry(self, sub: str) -> str:
-        return f"{self.prefix}:retry:{sub}"
+        return f"{self.prefix}retry:{sub}"
 
     def due(self, sub: str) -> str:
-        return f"{self.prefix}:due:{sub}"
+        return f"{self.prefix}due:{sub}"
 
     def held(self, sub: str) -> str:
-        return f"{self.prefix}:held:{sub}"
+        return f"{self.prefix}held:{sub}"
 
     def state(self, event_id: str) -> str:
-        return f"{self.prefix}:state:{event_id}"
+        return f"{self.prefix}state:{event_id}"
 
     def done(self, sub: str, event_id: str) -> str:
-        return f"{self.prefix}:done:{sub}:{event_id}"
+        return f"{self.prefix}done:{sub}:{event_id}"
 
     def lock(self, sub: str, event_id: str) -> str:
-        return f"{self.prefix}:lock:{sub}:{event_id}"
+        return f"{self.prefix}lock:{sub}:{event_id}"
 
     def inbound(self, source: str, vendor_id: str) -> str:
-        return f"{self.prefix}:inbound:{source}:{vendor_id}"
+        return f"{self.prefix}inbound:{source}:{vendor_id}"
 
 
 class RedisEventStore:
-    def __init__(self, url: str, *, prefix: str = "trellis", retention_s: int = 7 * 86_400) -> None:
+    def __init__(
+        self, url: str, *, prefix: str = DEFAULT_PREFIX, retention_s: int = 7 * 86_400
+    ) -> None:
         self.url = url
         self.keys = Keys(prefix)
         self.retention_s = retention_s

@@ -22,6 +22,7 @@ from gateway.oauth.middleware import BearerMiddleware
 from gateway.oauth.tokens import IssuedToken, issue_access_token
 from gateway.oauth.verify import TokenVerifier
 from gateway.stores.limits_storage import LimitsStorage, open_limits_storage
+from gateway.stores.redis_options import DEFAULT_PREFIX
 from gateway.stores.revocations import RevocationStore, open_revocation_store
 
 
@@ -34,11 +35,13 @@ class OAuth:
         clients: Mapping[str, ClientConfig],
         *,
         redis_url: str | None,
+        redis_prefix: str = DEFAULT_PREFIX,
         data_dir: Path,
     ) -> None:
         self.config = config
         self.clients = clients
         self.redis_url = redis_url
+        self.redis_prefix = redis_prefix
         self.data_dir = data_dir
         self._keys: LocalKeys | None = None
         self._revocations: RevocationStore | None = None
@@ -54,8 +57,10 @@ class OAuth:
     async def start(self) -> None:
         """Load (or generate) keys, open the stores and the JWKS session; fail loudly on error."""
         self._keys = await run_in_threadpool(load_local_keys, self.config)
-        self._revocations = await open_revocation_store(self.redis_url, self.data_dir)
-        self._limits = open_limits_storage(self.redis_url)
+        self._revocations = await open_revocation_store(
+            self.redis_url, self.data_dir, redis_prefix=self.redis_prefix
+        )
+        self._limits = open_limits_storage(self.redis_url, prefix=self.redis_prefix)
         if self.config.external_issuers:
             self._session = aiohttp.ClientSession(raise_for_status=False)
         for ext in self.config.external_issuers:

@@ -42,6 +42,7 @@ from gateway.policies.sliding_window import SlidingWindowCounters
 from gateway.principal import principal_of
 from gateway.problems import problem_response
 from gateway.stores.limits_storage import LimitsStorage, open_limits_storage
+from gateway.stores.redis_options import DEFAULT_PREFIX
 
 log = logging.getLogger("trellis.ratelimit")
 
@@ -337,10 +338,13 @@ class RateLimitPolicy:
         config: RateLimitConfig,
         redis_url: str | None = None,
         *,
+        redis_prefix: str = DEFAULT_PREFIX,
         storage: LimitsStorage | None = None,
     ) -> None:
         self.config = config
-        self.store = storage if storage is not None else open_limits_storage(redis_url)
+        self.store = (
+            storage if storage is not None else open_limits_storage(redis_url, prefix=redis_prefix)
+        )
         self.shared = self.store.pool is not None
         self.strategy: RateLimiter = _STRATEGIES[config.strategy](self.store.storage)
         self.timeout_s = config.storage_timeout_ms / 1000

@@ -2,7 +2,7 @@
 
 ``limits[redis]`` pins redis<8, so the redis-py 8 client is used through limits'
 ``implementation="redispy"`` bridge with a ``BlockingConnectionPool`` (a burst waits for a
-connection instead of opening hundreds).
+connection instead of opening hundreds). Counters are the keys ``<prefix>limits:...``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 
-from gateway.stores.redis_options import REDIS_TIMEOUTS
+from gateway.stores.redis_options import DEFAULT_PREFIX, REDIS_TIMEOUTS
 
 
 @dataclass(slots=True)
@@ -27,7 +27,9 @@ class LimitsStorage:
             await self.pool.disconnect()
 
 
-def open_limits_storage(redis_url: str | None, *, max_connections: int = 32) -> LimitsStorage:
+def open_limits_storage(
+    redis_url: str | None, *, prefix: str = DEFAULT_PREFIX, max_connections: int = 32
+) -> LimitsStorage:
     """Redis storage when ``redis_url`` is set, else process memory."""
     if not redis_url:
         return LimitsStorage(MemoryStorage())
@@ -37,6 +39,7 @@ def open_limits_storage(redis_url: str | None, *, max_connections: int = 32) -> 
     storage = RedisStorage(
         "async+" + redis_url,
         implementation="redispy",
+        key_prefix=f"{prefix}limits",  # limits adds the ":" itself
         connection_pool=pool,  # type: ignore[arg-type]
     )
     return LimitsStorage(storage, pool)

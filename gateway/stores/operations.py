@@ -20,15 +20,12 @@ import redis.asyncio as aioredis
 
 from gateway.stores.inline_read import InlineReader
 from gateway.stores.private_files import private_file
-from gateway.stores.redis_options import REDIS_TIMEOUTS
+from gateway.stores.redis_options import DEFAULT_PREFIX, REDIS_TIMEOUTS
 from process_apis.ports import Begin, BeginState, DomainEvent, Outcome, StoredResponse
 
 IN_PROGRESS_LEASE_S = 120.0
 """A claimed key whose request died is claimable again after this long (a saga never runs this
 long: every backend call has its own timeout)."""
-
-STREAM = "trellis:events"
-PREFIX = "trellis:"
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS idempotency ("
@@ -201,14 +198,15 @@ class SqliteOperationStore:
 class RedisOperationStore:
     """The store in Redis, shared by every gateway process.
 
-    Keys: ``trellis:idem:<key>`` (JSON, expiring), ``trellis:xref:<customer id>`` (hash system ->
-    id), ``trellis:xref-of:<system>:<id>`` (-> customer id) and the ``trellis:events`` stream.
+    Keys, after the prefix (``trellis:`` by default): ``idem:<key>`` (JSON, expiring),
+    ``xref:<customer id>`` (hash system -> id), ``xref-of:<system>:<id>`` (-> customer id) and
+    the ``events`` stream the event bus reads.
     """
 
-    def __init__(self, url: str, *, prefix: str = PREFIX, stream: str = STREAM) -> None:
+    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX) -> None:
         self.url = url
         self.prefix = prefix
-        self.stream = stream
+        self.stream = f"{prefix}events"
         self._redis: aioredis.Redis = aioredis.Redis.from_url(url, **REDIS_TIMEOUTS)
 
     def _idem(self, key: str) -> str:
@@ -281,12 +279,12 @@ class RedisOperationStore:
 
 
 async def open_operation_store(
-    redis_url: str | None, data_dir: Path
+    redis_url: str | None, data_dir: Path, *, redis_prefix: str = DEFAULT_PREFIX
 ) -> SqliteOperationStore | RedisOperationStore:
     """Redis when configured (several processes share keys and events), else SQLite."""
     store: SqliteOperationStore | RedisOperationStore
     if redis_url:
-        store = RedisOperationStore(redis_url)
+        store = RedisOperationStore(redis_url, prefix=redis_prefix)
     else:
         store = SqliteOperationStore(data_dir / "trellis.db")
     await store.open()

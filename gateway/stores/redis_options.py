@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+DEFAULT_PREFIX = "trellis:"
+"""Every key the gateway writes to Redis starts with its prefix (``gateway.redis_prefix``), so
+deployments, or test runs, that share one Redis database never see each other's data."""
+
 REDIS_TIMEOUTS: dict[str, Any] = {
     "socket_timeout": 1.0,
     "socket_connect_timeout": 1.0,

@@ -27,9 +27,8 @@ import redis.asyncio as aioredis
 
 from gateway.stores.inline_read import InlineReader
 from gateway.stores.private_files import private_file
-from gateway.stores.redis_options import REDIS_TIMEOUTS
+from gateway.stores.redis_options import DEFAULT_PREFIX, REDIS_TIMEOUTS
 
-KEY_PREFIX = "trellis:revoked:"
 _IS_REVOKED = "SELECT 1 FROM revoked_tokens WHERE jti = ?"
 
 
@@ -197,11 +196,11 @@ class SqliteRevocationStore:
 
 
 class RedisRevocationStore:
-    """Revocations as Redis keys that expire with the token they revoke."""
+    """Revocations as Redis keys (``<prefix>revoked:<jti>``) that expire with the token."""
 
-    def __init__(self, url: str, *, key_prefix: str = KEY_PREFIX) -> None:
+    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX) -> None:
         self.url = url
-        self.key_prefix = key_prefix
+        self.key_prefix = f"{prefix}revoked:"
         self._redis: aioredis.Redis = aioredis.Redis.from_url(url, **REDIS_TIMEOUTS)
 
     async def open(self) -> None:
@@ -224,12 +223,12 @@ class RedisRevocationStore:
 
 
 async def open_revocation_store(
-    redis_url: str | None, data_dir: Path
+    redis_url: str | None, data_dir: Path, *, redis_prefix: str = DEFAULT_PREFIX
 ) -> SqliteRevocationStore | RedisRevocationStore:
     """Redis when configured (several processes or hosts), else ``data_dir/revocations.db``."""
     store: SqliteRevocationStore | RedisRevocationStore
     if redis_url:
-        store = RedisRevocationStore(redis_url)
+        store = RedisRevocationStore(redis_url, prefix=redis_prefix)
     else:
         store = SqliteRevocationStore(data_dir / "revocations.db")
     await store.open()

@@ -15,6 +15,8 @@ import requests
 from gateway.docs import INIT_SCRIPT, swagger_ui_dir
 from tests.docs.live import GatewayThread
 
+pytestmark = pytest.mark.slow  # a headless browser
+
 CHROMIUM = "/usr/bin/chromium"
 DOCS_CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'"
 KNOWN_PATHS = (

@@ -28,6 +28,8 @@ from schemathesis.specs.openapi.checks import (
 from gateway.openapi import build_openapi
 from tests.docs.live import FUZZER, GatewayThread, gateway_with_docs
 
+pytestmark = pytest.mark.slow  # hundreds of generated requests against a live gateway
+
 BACKEND_STATUSES = {502, 503, 504}
 """Statuses a view may answer when a backend fails, if its operation declares them."""
 

@@ -20,14 +20,20 @@ BusFactory = Callable[..., AbstractAsyncContextManager[EventBus]]
 
 
 def bus_settings(
-    sandbox: SandboxThread, tmp: Path, events: dict[str, Any], redis_url: str | None = None
+    sandbox: SandboxThread,
+    tmp: Path,
+    events: dict[str, Any],
+    redis_url: str | None = None,
+    redis_prefix: str | None = None,
 ) -> Settings:
     gateway: dict[str, Any] = {
         "sandbox": {"base_port": sandbox.base_port},
         "data_dir": str(tmp / "data"),
     }
     if redis_url:
+        assert redis_prefix, "a test on the shared Redis takes the redis_prefix fixture"
         gateway["redis_url"] = redis_url
+        gateway["redis_prefix"] = redis_prefix
     return test_settings(sandbox.base_port, tmp, gateway=gateway, events=events)
 
 
@@ -38,12 +44,13 @@ def make_bus(sandbox: SandboxThread, tmp_path: Path) -> BusFactory:
         events: dict[str, Any],
         *,
         redis_url: str | None = None,
+        redis_prefix: str | None = None,
         subscribers: Any = None,
         extra: Sequence[Subscription] = (),
         with_systems: bool = False,
         tracer_provider: Any = None,
     ) -> AsyncIterator[EventBus]:
-        settings = bus_settings(sandbox, tmp_path, events, redis_url)
+        settings = bus_settings(sandbox, tmp_path, events, redis_url, redis_prefix)
         systems = SystemApis.from_config(settings.backends, settings.backend_url)
         if with_systems:
             await systems.start()

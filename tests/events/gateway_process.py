@@ -18,6 +18,7 @@ import uvicorn
 
 from gateway.app import create_app
 from gateway.settings import DEFAULT_CONFIG_DIR, load_settings
+from tests.eventually import eventually
 
 
 def _free_port() -> int:
@@ -37,11 +38,10 @@ async def main(path: Path) -> None:
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            return
-        await asyncio.sleep(0.02)
+    await eventually(lambda: server.started or task.done(), timeout=60, interval=0.02)
+    if task.done():
+        task.result()  # raises the startup error
+        return
     print(f"ready {port}", flush=True)
     await task  # uvicorn stops gracefully on SIGTERM
 

@@ -7,7 +7,7 @@ import sqlite3
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +17,10 @@ import orjson
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from gateway.events.component import EventBus
+from gateway.events.records import DeadLetter, DeadLetterQuery
 from process_apis.ports import DomainEvent
+from tests.eventually import eventually
 from tests.servers import free_port
 
 OUTBOX_DDL = (
@@ -45,29 +48,25 @@ def write_outbox(data_dir: Path, events: Iterable[DomainEvent]) -> None:
 
 
 async def xadd_events(redis_url: str, prefix: str, events: Iterable[DomainEvent]) -> None:
-    """XADD as the process APIs do: ``<prefix>:events`` with fields id, type, event."""
+    """XADD as the process APIs do: ``<prefix>events`` with fields id, type, event."""
     r = aioredis.Redis.from_url(redis_url)
     try:
         for e in events:
             await r.xadd(
-                f"{prefix}:events", {"id": e.id, "type": e.type, "event": e.model_dump_json()}
+                f"{prefix}events", {"id": e.id, "type": e.type, "event": e.model_dump_json()}
             )
     finally:
         await r.aclose()
 
 
-async def drop_prefix(redis_url: str, prefix: str) -> None:
-    r = aioredis.Redis.from_url(redis_url)
-    try:
-        keys = [k async for k in r.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await r.delete(*keys)
-    finally:
-        await r.aclose()
+async def dead_letters(bus: EventBus, count: int = 1) -> list[DeadLetter]:
+    """The bus's dead letters, once there are at least ``count``."""
 
+    async def letters() -> list[DeadLetter]:
+        found = await bus.store.dead_letters(DeadLetterQuery())
+        return found if len(found) >= count else []
 
-def unique_prefix() -> str:
-    return f"test-{uuid.uuid4().hex[:10]}"
+    return await eventually(letters, message=f"{count} dead letter(s)")
 
 
 def event(type_: str = "test.happened", **data: Any) -> DomainEvent:
@@ -101,12 +100,12 @@ class Receiver:
     def bodies(self) -> list[dict[str, Any]]:
         return [r["body"] for r in self.requests]
 
-    async def wait_for(self, predicate: Any, within: float = 15.0) -> None:
-        deadline = time.monotonic() + within
-        while not predicate(self):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"receiver condition not met; got {len(self.requests)} calls")
-            await asyncio.sleep(0.05)
+    async def wait_for(self, predicate: Callable[[Receiver], bool], within: float = 15.0) -> None:
+        def met() -> bool:
+            assert predicate(self), f"{len(self.requests)} calls so far"
+            return True
+
+        await eventually(met, timeout=within, message="receiver condition")
 
 
 @asynccontextmanager
@@ -116,7 +115,7 @@ async def receiver(**kw: Any) -> AsyncIterator[Receiver]:
     async def handle(request: web.Request) -> web.Response:
         raw = await request.read()
         if rec.delay_s:
-            await asyncio.sleep(rec.delay_s)
+            await asyncio.sleep(rec.delay_s)  # a slow partner
         body = orjson.loads(raw) if raw else None
         failing = rec.always_fail or len(rec.requests) < rec.fail_first
         event_id = request.headers.get("Trellis-Event-Id") or (body or {}).get("id")

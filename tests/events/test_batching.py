@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,8 @@ from gateway.events.sqlite_store import Claimed, Outcome, SqliteEventStore
 from gateway.events.subscriptions import Subscription
 from process_apis.ports import DomainEvent
 from tests.events.conftest import BusFactory
-from tests.events.helpers import FAST, drop_prefix, event, unique_prefix
+from tests.events.helpers import FAST, event
+from tests.eventually import eventually
 
 
 async def test_group_commit_answers_each_caller_and_isolates_failures() -> None:
@@ -105,13 +105,6 @@ async def test_sqlite_batch_of_outcomes_survives_one_bad_outcome(tmp_path: Path)
         await store.close()
 
 
-@pytest.fixture
-async def prefix(redis_url: str) -> AsyncIterator[str]:
-    p = unique_prefix()
-    yield p
-    await drop_prefix(redis_url, p)
-
-
 async def handled_once_within_the_concurrency(
     make_bus: BusFactory, redis_url: str | None, prefix: str | None
 ) -> None:
@@ -128,27 +121,28 @@ async def handled_once_within_the_concurrency(
 
     sub = Subscription("count", frozenset({"test.happened"}), handle, DeliveryPolicy(**FAST))
     bus_cfg: dict[str, object] = {"concurrency": 4, "poll_interval_s": 0.05}
-    if prefix:
-        bus_cfg["redis_prefix"] = prefix
     events = [event() for _ in range(300)]
-    async with make_bus({"bus": bus_cfg}, extra=[sub], redis_url=redis_url) as bus:
+    async with make_bus(
+        {"bus": bus_cfg}, extra=[sub], redis_url=redis_url, redis_prefix=prefix
+    ) as bus:
         await asyncio.gather(*(bus.publish([e]) for e in events))
-        deadline = time.monotonic() + 20
-        while len(handled) < len(events):
-            assert time.monotonic() < deadline, f"{len(handled)} handled"
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)
+        await eventually(
+            lambda: len(handled) >= len(events), timeout=20, message="every event handled"
+        )
+        await asyncio.sleep(0.3)  # the window a second handling of an event would happen in
     assert sorted(handled) == sorted(e.id for e in events)  # each once
     assert peak <= 4
 
 
+@pytest.mark.slow  # a running bus
 async def test_sqlite_many_events_each_handled_once_within_the_concurrency(
     make_bus: BusFactory,
 ) -> None:
     await handled_once_within_the_concurrency(make_bus, None, None)
 
 
+@pytest.mark.slow  # a running bus
 async def test_redis_many_events_each_handled_once_within_the_concurrency(
-    make_bus: BusFactory, redis_url: str, prefix: str
+    make_bus: BusFactory, redis_url: str, redis_prefix: str
 ) -> None:
-    await handled_once_within_the_concurrency(make_bus, redis_url, prefix)
+    await handled_once_within_the_concurrency(make_bus, redis_url, redis_prefix)

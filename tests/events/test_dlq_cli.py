@@ -7,12 +7,16 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+import pytest
 
 from gateway.events.records import DeadLetterQuery
 from tests.events.conftest import BusFactory
 from tests.events.helpers import FAST, event, hook, receiver, write_outbox
+from tests.eventually import eventually
+
+pytestmark = pytest.mark.slow  # `trellis dlq` subprocesses and delivery retries
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY = (
@@ -44,10 +48,11 @@ async def test_dlq_commands(make_bus: BusFactory, tmp_path: Path) -> None:
         first, second = event(), event()
         async with make_bus(cfg) as bus:
             write_outbox(tmp_path / "data", [first, second])
-            deadline = time.monotonic() + 15
-            while len(await bus.store.dead_letters(DeadLetterQuery())) < 2:
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+
+            async def two_letters() -> bool:
+                return len(await bus.store.dead_letters(DeadLetterQuery())) == 2
+
+            await eventually(two_letters, message="two dead letters")
 
         listed = trellis(tmp_path, "dlq", "list", "--json", "--subscriber", "webhook:t")
         assert listed.returncode == 0, listed.stderr
@@ -73,5 +78,5 @@ async def test_dlq_commands(make_bus: BusFactory, tmp_path: Path) -> None:
         calls = len(rec.requests)
         async with make_bus(cfg):  # the next gateway to run delivers the replayed letter
             await rec.wait_for(lambda r: r.event_ids()[first.id] == 1)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # the window a second, duplicate delivery would arrive in
         assert len(rec.requests) == calls + 1

@@ -3,8 +3,6 @@ process APIs' outbox, and the subscribers' effects appear in the CRM and marketi
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,12 +10,15 @@ import aiohttp
 import pytest
 
 from gateway.app import Gateway, create_app
-from gateway.events.records import DeliveryState
+from gateway.events.records import DeliveryState, EventSummary
 from process_apis.subscribers.lookup import marker
 from system_apis.sandbox import seed
 from tests.conftest import SandboxThread
+from tests.eventually import eventually
 from tests.gateway.helpers import test_settings, token
 from tests.servers import serve
+
+pytestmark = pytest.mark.slow  # a whole gateway, its bus delivering in real time
 
 PERSON = seed.people()[333]
 SKU = next(s.sku for s in seed.skus() if s.on_hand >= 150)
@@ -47,16 +48,16 @@ async def test_order_placed_reaches_crm_and_marketing(gateway: tuple[str, Gatewa
     ):
         order = await r.json()
         assert r.status == 201, order
-    deadline = time.monotonic() + 20
-    while True:
+
+    async def delivered() -> list[EventSummary]:
         found = await app.events.store.recent_events(
             "order.placed", order["id"], 5, app.events.wants
         )
         if found and all(d.state is DeliveryState.DELIVERED for d in found[0].deliveries):
-            break
-        assert time.monotonic() < deadline, found
-        await asyncio.sleep(0.1)
-    [summary] = found
+            return found
+        return []
+
+    [summary] = await eventually(delivered, timeout=20, interval=0.1, message="order.placed")
     assert {d.subscriber for d in summary.deliveries} == {
         "order-crm-activity",
         "order-confirmation-email",

@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import pytest
+
 from process_apis.ports import DomainEvent
 from process_apis.subscribers import SUBSCRIBERS
 from process_apis.subscribers.lookup import marker
@@ -13,6 +15,8 @@ from system_apis.crm import ContactCreate
 from tests.events.conftest import BusFactory
 from tests.events.helpers import write_outbox
 from tests.events.test_subscribers import delivered
+
+pytestmark = pytest.mark.slow  # subscribers' effects in the sandbox backends
 
 SUBSCRIBER = "order-cancelled-refund-ticket"
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -12,49 +10,33 @@ from gateway.events.records import DeadLetterQuery, DeliveryState, ReplayOutcome
 from tests.events.conftest import BusFactory
 from tests.events.helpers import (
     FAST,
-    drop_prefix,
+    dead_letters,
     event,
     hook,
     receiver,
-    unique_prefix,
     xadd_events,
 )
 
-
-@pytest.fixture
-async def prefix(redis_url: str) -> AsyncIterator[str]:
-    p = unique_prefix()
-    yield p
-    await drop_prefix(redis_url, p)
+pytestmark = pytest.mark.slow  # deliveries retried after real backoff delays
 
 
-def cfg(prefix: str, url: str, **extra: object) -> dict[str, object]:
+def cfg(url: str, **extra: object) -> dict[str, object]:
     return {
         "outbound_webhooks": {"t": hook(url, **FAST)},
-        "bus": {"redis_prefix": prefix, "claim_min_idle_s": 1.0, "poll_interval_s": 0.05},
+        "bus": {"claim_min_idle_s": 1.0, "poll_interval_s": 0.05},
         **extra,
     }
 
 
-async def wait_dead(bus, count: int = 1, within: float = 15.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within
-    while True:
-        letters = await bus.store.dead_letters(DeadLetterQuery())
-        if len(letters) >= count:
-            return letters
-        assert time.monotonic() < deadline, "no dead letter in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_redis_fails_twice_then_succeeds_once(
-    make_bus: BusFactory, redis_url: str, prefix: str
+    make_bus: BusFactory, redis_url: str, redis_prefix: str
 ) -> None:
     async with receiver(fail_first=2) as rec:
-        async with make_bus(cfg(prefix, rec.url), redis_url=redis_url) as bus:
+        async with make_bus(cfg(rec.url), redis_url=redis_url, redis_prefix=redis_prefix) as bus:
             ev = event(subject="r-1")
-            await xadd_events(redis_url, prefix, [ev])
+            await xadd_events(redis_url, redis_prefix, [ev])
             await rec.wait_for(lambda r: r.event_ids()[ev.id] == 1)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # the window a duplicate delivery would arrive in
             assert len(rec.requests) == 3 and rec.event_ids() == {ev.id: 1}
             gaps = [b - a for a, b in zip(rec.times, rec.times[1:])]
             assert all(g >= FAST["base_delay_s"] - 0.01 for g in gaps), gaps
@@ -64,14 +46,14 @@ async def test_redis_fails_twice_then_succeeds_once(
 
 
 async def test_redis_dead_letter_alert_and_replay(
-    make_bus: BusFactory, redis_url: str, prefix: str
+    make_bus: BusFactory, redis_url: str, redis_prefix: str
 ) -> None:
     async with receiver(always_fail=True) as rec, receiver() as alerts:
-        config = cfg(prefix, rec.url, alerts={"webhook_url": alerts.url})
-        async with make_bus(config, redis_url=redis_url) as bus:
+        config = cfg(rec.url, alerts={"webhook_url": alerts.url})
+        async with make_bus(config, redis_url=redis_url, redis_prefix=redis_prefix) as bus:
             ev = event()
-            await xadd_events(redis_url, prefix, [ev])
-            [letter] = await wait_dead(bus)
+            await xadd_events(redis_url, redis_prefix, [ev])
+            [letter] = await dead_letters(bus)
             await alerts.wait_for(lambda r: len(r.requests) == 1)
             assert len(rec.requests) == 3
             assert letter.attempts == 3 and [e.n for e in letter.errors] == [1, 2, 3]
@@ -83,7 +65,7 @@ async def test_redis_dead_letter_alert_and_replay(
             [result] = await bus.store.replay([letter.id])
             assert result.outcome is ReplayOutcome.REPLAYED
             await rec.wait_for(lambda r: r.event_ids()[ev.id] == 1)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # the window a duplicate delivery would arrive in
             assert len(rec.requests) == 4
             [again] = await bus.store.replay([letter.id])
             assert again.outcome is ReplayOutcome.NOT_DEAD
@@ -94,28 +76,28 @@ async def test_redis_dead_letter_alert_and_replay(
 
 
 async def test_redis_replay_of_event_handled_elsewhere(
-    make_bus: BusFactory, redis_url: str, prefix: str
+    make_bus: BusFactory, redis_url: str, redis_prefix: str
 ) -> None:
     async with receiver(always_fail=True) as rec:
-        async with make_bus(cfg(prefix, rec.url), redis_url=redis_url) as bus:
+        async with make_bus(cfg(rec.url), redis_url=redis_url, redis_prefix=redis_prefix) as bus:
             ev = event()
-            await xadd_events(redis_url, prefix, [ev])
-            [letter] = await wait_dead(bus)
+            await xadd_events(redis_url, redis_prefix, [ev])
+            [letter] = await dead_letters(bus)
             await bus.store.redis.set(bus.store.keys.done("webhook:t", ev.id), "1")
             rec.always_fail = False
             [result] = await bus.store.replay([letter.id])
             assert result.outcome is ReplayOutcome.ALREADY_DELIVERED
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # the window a wrongly replayed delivery would arrive in
             assert len(rec.requests) == 3
 
 
-async def test_redis_discard(make_bus: BusFactory, redis_url: str, prefix: str) -> None:
+async def test_redis_discard(make_bus: BusFactory, redis_url: str, redis_prefix: str) -> None:
     async with receiver(always_fail=True) as rec:
-        config = cfg(prefix, rec.url)
+        config = cfg(rec.url)
         config["outbound_webhooks"] = {"t": hook(rec.url, **{**FAST, "max_attempts": 1})}
-        async with make_bus(config, redis_url=redis_url) as bus:
-            await xadd_events(redis_url, prefix, [event()])
-            [letter] = await wait_dead(bus)
+        async with make_bus(config, redis_url=redis_url, redis_prefix=redis_prefix) as bus:
+            await xadd_events(redis_url, redis_prefix, [event()])
+            [letter] = await dead_letters(bus)
             done = await bus.store.discard(letter.id, "obsolete")
             assert (
                 done is not None and done.status.value == "discarded" and done.reason == "obsolete"

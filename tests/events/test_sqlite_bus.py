@@ -17,21 +17,14 @@ from gateway.events.subscriptions import Subscription
 from process_apis.ports import DomainEvent
 from process_apis.subscribers.base import PermanentFailure
 from tests.events.conftest import BusFactory
-from tests.events.helpers import FAST, event, hook, receiver, write_outbox
+from tests.events.helpers import FAST, dead_letters, event, hook, receiver, write_outbox
+from tests.eventually import eventually
+
+pytestmark = pytest.mark.slow  # deliveries retried after real backoff delays
 
 
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
-
-
-async def wait_dead(bus, count: int = 1, within: float = 15.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + within
-    while True:
-        letters = await bus.store.dead_letters(DeadLetterQuery())
-        if len(letters) >= count:
-            return letters
-        assert time.monotonic() < deadline, "no dead letter in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_fails_twice_then_succeeds_once_with_backoff(
@@ -65,7 +58,7 @@ async def test_always_failing_is_dead_lettered_alerted_and_replayed_once(
             ev = event()
             with caplog.at_level(logging.ERROR, logger="trellis.events"):
                 write_outbox(data_dir(tmp_path), [ev])
-                [letter] = await wait_dead(bus)
+                [letter] = await dead_letters(bus)
                 await alerts.wait_for(lambda r: len(r.requests) == 1)
             assert len(rec.requests) == 3  # exactly the configured attempts
             assert letter.attempts == 3 and len(letter.errors) == 3
@@ -86,7 +79,7 @@ async def test_always_failing_is_dead_lettered_alerted_and_replayed_once(
             [result] = await bus.store.replay([letter.id])
             assert result.outcome is ReplayOutcome.REPLAYED
             await rec.wait_for(lambda r: r.event_ids()[ev.id] == 1)
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # the window a second, duplicate delivery would arrive in
             assert rec.event_ids() == {ev.id: 1} and len(rec.requests) == 4
             [again] = await bus.store.replay([letter.id])
             assert again.outcome is ReplayOutcome.NOT_DEAD
@@ -101,7 +94,7 @@ async def test_replay_of_an_event_handled_elsewhere_is_not_applied_twice(
         async with make_bus({"outbound_webhooks": {"t": hook(rec.url, **FAST)}}) as bus:
             ev = event()
             write_outbox(data_dir(tmp_path), [ev])
-            [letter] = await wait_dead(bus)
+            [letter] = await dead_letters(bus)
             # meanwhile another worker handled it (its processed marker is there)
             conn = sqlite3.connect(data_dir(tmp_path) / "trellis.db")
             conn.execute(
@@ -113,7 +106,7 @@ async def test_replay_of_an_event_handled_elsewhere_is_not_applied_twice(
             rec.always_fail = False
             [result] = await bus.store.replay([letter.id, letter.id])
             assert result.outcome is ReplayOutcome.ALREADY_DELIVERED
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(1.0)  # the window a wrongly replayed delivery would arrive in
             assert len(rec.requests) == 3  # no fourth call
             [missing] = await bus.store.replay(["dlq_nope"])
             assert missing.outcome is ReplayOutcome.NOT_FOUND
@@ -140,7 +133,7 @@ async def test_permanent_failure_is_dead_lettered_at_once(
     sub = Subscription("bad", frozenset({"test.happened"}), bad, DeliveryPolicy(**FAST))
     async with make_bus({}, extra=[sub]) as bus:
         write_outbox(data_dir(tmp_path), [event()])
-        [letter] = await wait_dead(bus)
+        [letter] = await dead_letters(bus)
         assert letter.attempts == 1 and len(calls) == 1
         assert "PermanentFailure" in (letter.errors[0].error or "")
 
@@ -150,7 +143,7 @@ async def test_discard_with_reason(make_bus: BusFactory, tmp_path: Path) -> None
         policy = {**FAST, "max_attempts": 1}
         async with make_bus({"outbound_webhooks": {"t": hook(rec.url, **policy)}}) as bus:
             write_outbox(data_dir(tmp_path), [event()])
-            [letter] = await wait_dead(bus)
+            [letter] = await dead_letters(bus)
             done = await bus.store.discard(letter.id, "partner retired the endpoint")
             assert done is not None and done.status.value == "discarded"
             assert done.reason == "partner retired the endpoint" and done.resolved_at
@@ -167,7 +160,7 @@ async def test_outbound_webhook_is_signed_and_masked(make_bus: BusFactory, tmp_p
             )
             write_outbox(data_dir(tmp_path), [ev, event("other.type")])
             await rec.wait_for(lambda r: len(r.requests) == 1)
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.3)  # the unsubscribed type, were it sent, would have arrived
             [req] = rec.requests
             assert len(rec.requests) == 1  # only the subscribed type
             verify(req["raw"], req["headers"]["Trellis-Signature"], "whsec_partner_test_secret")
@@ -228,10 +221,7 @@ async def test_handling_joins_the_trace_of_the_cause(make_bus: BusFactory, tmp_p
     async with make_bus({}, extra=[sub], tracer_provider=provider):
         ev = event()
         write_outbox(data_dir(tmp_path), [ev])
-        deadline = time.monotonic() + 10
-        while not seen:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.05)
+        await eventually(lambda: seen, timeout=10, message="the event handled")
     _, trace_hex, parent_hex, _ = ev.traceparent.split("-")  # type: ignore[union-attr]
     [span] = [s for s in exporter.get_finished_spans() if s.name == "test.happened deliver rec"]
     assert span.context.trace_id == int(trace_hex, 16)

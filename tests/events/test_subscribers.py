@@ -3,14 +3,14 @@ put in the outbox (real SQLite outbox, real bus, real HTTP to the sandbox)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from gateway.events.component import EventBus
-from gateway.events.records import DeliveryState
+from gateway.events.records import Delivery, DeliveryState
 from process_apis.ports import DomainEvent
 from process_apis.subscribers import SUBSCRIBERS
 from process_apis.subscribers.lookup import marker
@@ -19,6 +19,9 @@ from system_apis.models import Contact
 from system_apis.registry import SystemApis
 from tests.events.conftest import BusFactory
 from tests.events.helpers import write_outbox
+from tests.eventually import eventually
+
+pytestmark = pytest.mark.slow  # subscribers' effects in every sandbox backend
 
 
 def unique_email() -> str:
@@ -38,19 +41,23 @@ async def new_contact(systems: SystemApis, status: str = "Prospect") -> Contact:
 
 async def delivered(bus: EventBus, events: list[DomainEvent], within: float = 20.0) -> None:
     """Wait until every subscriber of every event is delivered (fail on a dead letter)."""
-    deadline = time.monotonic() + within
     ids = {e.id for e in events}
-    while True:
+
+    async def settled() -> list[Delivery]:
+        """Every delivery's state, once all are delivered or one is dead (which ends it)."""
         summaries = [
             s for s in await bus.store.recent_events(None, None, 200, bus.wants) if s.id in ids
         ]
         states = [d for s in summaries for d in s.deliveries]
-        dead = [d for d in states if d.state is DeliveryState.DEAD_LETTERED]
-        assert not dead, dead
-        if len(summaries) == len(ids) and all(d.state is DeliveryState.DELIVERED for d in states):
-            return
-        assert time.monotonic() < deadline, states
-        await asyncio.sleep(0.1)
+        if any(d.state is DeliveryState.DEAD_LETTERED for d in states):
+            return states
+        assert len(summaries) == len(ids), states
+        assert all(d.state is DeliveryState.DELIVERED for d in states), states
+        return states
+
+    states = await eventually(settled, timeout=within, interval=0.1, message="events delivered")
+    dead = [d for d in states if d.state is DeliveryState.DEAD_LETTERED]
+    assert not dead, dead
 
 
 async def test_every_subscriber_has_its_effect(make_bus: BusFactory, tmp_path: Path) -> None:

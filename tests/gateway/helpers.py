@@ -36,7 +36,13 @@ def test_settings(sandbox_base_port: int, tmp: Path, **overrides: Any) -> Settin
         for cid, scopes in TEST_CLIENTS.items()
     }
     merged: dict[str, Any] = {
-        "gateway": {"sandbox": {"base_port": sandbox_base_port}, "data_dir": str(tmp / "data")},
+        "gateway": {
+            "sandbox": {"base_port": sandbox_base_port},
+            "data_dir": str(tmp / "data"),
+            # the startup freeze collects the whole heap: in a test process, with every module
+            # of the suite loaded, that is a large share of a short test; it has its own test
+            "gc": {"freeze_after_startup": False},
+        },
         "oauth": {"keys_dir": str(tmp / "keys"), "generate_if_missing": True},
         "clients": clients,
         # edge rate limits are tested on their own (tests/policies); whole-gateway tests that

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -15,7 +14,10 @@ import pytest
 
 from gateway.settings import DEFAULT_CONFIG_DIR
 from tests.conftest import free_port_block
+from tests.eventually import eventually_sync
 from tests.servers import free_port
+
+pytestmark = pytest.mark.slow  # `trellis run` subprocesses
 
 
 def _get(url: str) -> int:
@@ -28,18 +30,17 @@ def _get(url: str) -> int:
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, timeout_s: float) -> None:
     """Until the gateway's /readyz answers 200; fail with its output if it died or never did."""
-    deadline = time.monotonic() + timeout_s
-    status = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            status = _get(f"http://127.0.0.1:{port}/readyz")
-            if status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    output = proc.stdout.read() if proc.poll() is not None and proc.stdout else b""
-    raise AssertionError(f"not ready (status {status}, exit {proc.poll()}): {output!r}")
+
+    def ready_or_exited() -> bool:
+        return proc.poll() is not None or _get(f"http://127.0.0.1:{port}/readyz") == 200
+
+    try:
+        eventually_sync(ready_or_exited, timeout=timeout_s, interval=0.2)
+    except AssertionError as exc:
+        raise AssertionError(f"not ready: {exc}") from None
+    if proc.poll() is not None:
+        output = proc.stdout.read() if proc.stdout else b""
+        raise AssertionError(f"exited with {proc.returncode} before ready: {output!r}")
 
 
 def _listening(port: int) -> bool:
@@ -159,13 +160,7 @@ def test_sandbox_faults_from_config(run_config: tuple[Path, int, int]) -> None:
     )
     try:
         url = f"http://127.0.0.1:{base + 5}"
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if _get(url + "/__health") == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
+        eventually_sync(lambda: _get(url + "/__health") == 200, timeout=20, interval=0.1)
         stock = url + "/v1/stock/SKU-0001"
         request = urllib.request.Request(stock, headers={"X-Api-Key": "inv-sandbox-key"})
 
@@ -203,13 +198,14 @@ def test_bad_sandbox_faults_config_names_the_key(run_config: tuple[Path, int, in
 
 
 def test_several_workers_share_redis_stores(
-    run_config: tuple[Path, int, int], tmp_path: Path, redis_url: str
+    run_config: tuple[Path, int, int], tmp_path: Path, redis_url: str, redis_prefix: str
 ) -> None:
     """`--workers 2` with Redis: both workers serve, tokens from one validate on the other."""
     cfg, port, base = run_config
     env = {
         "PATH": "/usr/bin:/bin",
         "TRELLIS_REDIS_URL": redis_url,
+        "TRELLIS_GATEWAY__REDIS_PREFIX": redis_prefix,
         "TRELLIS_GATEWAY__SANDBOX__BASE_PORT": str(base),
         "TRELLIS_GATEWAY__DATA_DIR": str(tmp_path / "data"),
         "TRELLIS_OAUTH__KEYS_DIR": str(tmp_path / "keys"),

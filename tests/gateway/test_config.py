@@ -134,6 +134,7 @@ def test_backend_needs_url_unless_sandbox(config_dir: Path) -> None:
     assert "base_url is required" in problem
 
 
+@pytest.mark.slow  # `trellis check-config` subprocesses
 def test_check_config_command(config_dir: Path) -> None:
     ok = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "check-config", "--config", str(config_dir)],

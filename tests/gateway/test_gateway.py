@@ -312,7 +312,23 @@ async def test_backend_garbage_is_502(gw: Gw, clean_sandbox: SandboxThread) -> N
     assert "127.0.0.1" not in str(body)
 
 
+@pytest.mark.slow  # waits out the backend timeout
 async def test_backend_slow_is_504(gw: Gw, clean_sandbox: SandboxThread) -> None:
     await clean_sandbox.set_faults("inventory", latency_ms=1500)
     status, headers, body = await gw.call("GET", "/system/v1/inventory/stock/SKU-0002", gw.admin)
     assert_problem(status, headers, body, 504)
+
+
+async def test_readyz_probes_are_shared_between_callers(
+    clean_sandbox: SandboxThread, tmp_path: Path
+) -> None:
+    app = create_app(test_settings(clean_sandbox.base_port, tmp_path))
+    async with serve(app) as url:
+        for name in ("crm", "support"):
+            await clean_sandbox.reset_hits(name)
+        async with aiohttp.ClientSession() as s:
+            for _ in range(20):
+                async with s.get(url + "/readyz") as r:
+                    assert r.status == 200
+        for name in ("crm", "support"):
+            assert sum((await clean_sandbox.hits(name)).values()) <= 2, name

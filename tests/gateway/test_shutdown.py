@@ -24,6 +24,8 @@ from tests.conftest import free_port_block
 from tests.gateway.test_cli_run import wait_ready
 from tests.servers import free_port
 
+pytestmark = pytest.mark.slow  # subprocesses or real timeouts: not in make test-fast
+
 GRACE_S = 4.0
 SLACK_S = 6.0
 """Beyond the grace: process start-up of the signal handling and reaping on a loaded machine."""
@@ -69,13 +71,16 @@ def gone_within(pids: set[int], bound: float) -> set[int]:
 
 
 @pytest.fixture
-def run_env(tmp_path: Path, redis_url: str) -> tuple[Path, int, int, dict[str, str]]:
+def run_env(
+    tmp_path: Path, redis_url: str, redis_prefix: str
+) -> tuple[Path, int, int, dict[str, str]]:
     cfg = tmp_path / "config"
     shutil.copytree(DEFAULT_CONFIG_DIR, cfg)
     base = free_port_block(6)
     env = {
         "PATH": "/usr/bin:/bin",
         "TRELLIS_REDIS_URL": redis_url,
+        "TRELLIS_GATEWAY__REDIS_PREFIX": redis_prefix,  # this test's keys only
         "TRELLIS_GATEWAY__SANDBOX__BASE_PORT": str(base),
         "TRELLIS_GATEWAY__DATA_DIR": str(tmp_path / "data"),
         "TRELLIS_OAUTH__KEYS_DIR": str(tmp_path / "keys"),

@@ -25,7 +25,8 @@ from starlette.routing import Route, request_response
 from gateway.oauth import ClientConfig, OAuth, OAuthConfig, RequireScopes, requires
 from gateway.oauth.keys import load_local_keys
 from gateway.principal import principal_of
-from tests.servers import serve
+from gateway.stores.redis_options import DEFAULT_PREFIX
+from tests.servers import CLIENT_TLS, serve
 
 ISSUER = "https://trellis.test"
 AUDIENCE = "trellis"
@@ -164,19 +165,22 @@ def run_gateway(tmp_path: Path, clients: dict[str, ClientConfig]) -> RunFactory:
         *,
         data_dir: Path | None = None,
         redis_url: str | None = None,
+        redis_prefix: str | None = None,
         clients_override: dict[str, ClientConfig] | None = None,
         **overrides: Any,
     ) -> AsyncIterator[Running]:
+        assert not redis_url or redis_prefix, "a test on the shared Redis takes redis_prefix"
         config = oauth_config(tmp_path, **overrides)
         oauth = OAuth(
             config,
             clients_override or clients,
             redis_url=redis_url,
+            redis_prefix=redis_prefix or DEFAULT_PREFIX,
             data_dir=data_dir or tmp_path / "data",
         )
         async with (
             serve(build_app(oauth)) as base_url,
-            httpx.AsyncClient(base_url=base_url) as http,
+            httpx.AsyncClient(base_url=base_url, verify=CLIENT_TLS) as http,
         ):
             yield Running(base_url, oauth, http)
 

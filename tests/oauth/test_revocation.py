@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
+
+import redis.asyncio as aioredis
 
 from gateway.stores.revocations import RedisRevocationStore, SqliteRevocationStore
 
@@ -90,9 +91,9 @@ async def test_revocation_seen_by_a_second_process_sharing_sqlite(
 
 
 async def test_revocation_seen_by_a_second_process_sharing_redis(
-    run_gateway: RunFactory, redis_url: str
+    run_gateway: RunFactory, redis_url: str, redis_prefix: str
 ) -> None:
-    await _revocation_is_shared(run_gateway, redis_url=redis_url)
+    await _revocation_is_shared(run_gateway, redis_url=redis_url, redis_prefix=redis_prefix)
 
 
 async def test_sqlite_store_round_trip_and_pruning(tmp_path: Path) -> None:
@@ -112,14 +113,16 @@ async def test_sqlite_store_round_trip_and_pruning(tmp_path: Path) -> None:
         await b.close()
 
 
-async def test_redis_store_keys_expire_with_the_token(redis_url: str) -> None:
-    store = RedisRevocationStore(redis_url, key_prefix=f"trellis-test:{uuid.uuid4().hex}:")
+async def test_redis_store_keys_expire_with_the_token(redis_url: str, redis_prefix: str) -> None:
+    store = RedisRevocationStore(redis_url, prefix=redis_prefix)
+    client = aioredis.Redis.from_url(redis_url)
     await store.open()
     try:
         await store.revoke("j1", time.time() + 60)
         assert await store.is_revoked("j1")
         assert not await store.is_revoked("j2")
-        ttl = await store._redis.ttl(store.key_prefix + "j1")
+        ttl = await client.ttl(f"{redis_prefix}revoked:j1")
         assert 0 < ttl <= 121
     finally:
         await store.close()
+        await client.aclose()

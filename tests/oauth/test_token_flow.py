@@ -203,6 +203,7 @@ async def test_discovery_documents(run_gateway: RunFactory) -> None:
         assert "client_secret_basic" in meta["token_endpoint_auth_methods_supported"]
 
 
+@pytest.mark.slow  # argon2 of every shipped client
 async def test_shipped_sandbox_clients_authenticate_with_their_documented_secret() -> None:
     raw = yaml.safe_load(await asyncio.to_thread(Path("config/clients.yaml").read_text))
     shipped = {cid: ClientConfig.model_validate(v) for cid, v in raw.items()}

@@ -20,6 +20,8 @@ from tests.conftest import SandboxThread
 from tests.gateway.helpers import test_settings, token
 from tests.servers import serve
 
+pytestmark = pytest.mark.slow  # a whole gateway against every sandbox backend
+
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 import uuid
 from decimal import Decimal
 from typing import Any
 
 from process_apis.cancellation import activity_tag
-from system_apis.models import InvoiceStatus, OrderStatus, ReservationStatus
+from system_apis.models import InvoiceStatus, OrderStatus, ReservationStatus, Ticket
 from system_apis.sandbox import seed
+from tests.eventually import eventually
 from tests.process.harness import Gw, assert_problem
 
 PEOPLE = seed.people()
@@ -224,13 +224,11 @@ async def test_paid_invoice_is_kept_and_a_refund_ticket_opened(clean: Gw) -> Non
     support = clean.systems.support
     person = next(p for p in PEOPLE if p.crm_contact_id == order["customer_id"])
     subject = f"Refund for cancelled order {order['id']}"
-    deadline = time.monotonic() + 20
-    while True:
+
+    async def refund_tickets() -> list[Ticket]:
         page = await support.user_tickets_page(str(person.support_user_id), limit=100)
-        ours = [t for t in page.items if t.subject == subject]
-        if ours:
-            break
-        assert time.monotonic() < deadline, "no refund ticket"
-        await asyncio.sleep(0.2)
+        return [t for t in page.items if t.subject == subject]
+
+    ours = await eventually(refund_tickets, timeout=20, interval=0.2, message="refund ticket")
     assert len(ours) == 1 and "refund" in ours[0].tags
     assert event["id"] in (ours[0].description or "")

@@ -4,8 +4,6 @@ internal history comment on the ticket."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from typing import Any
 
@@ -13,6 +11,7 @@ from process_apis.subscribers.lookup import marker
 from system_apis.crm import ContactCreate
 from system_apis.models import TicketComment
 from system_apis.sandbox import seed
+from tests.eventually import eventually
 from tests.process.harness import Gw, assert_problem
 
 PEOPLE = seed.people()
@@ -37,15 +36,14 @@ def created_events(gw: Gw, ticket_id: str) -> list[dict[str, Any]]:
 
 async def history_comment(gw: Gw, ticket_id: str, event_id: str) -> TicketComment:
     """The ticket-customer-history subscriber's comment, once the bus has delivered it."""
-    deadline = time.monotonic() + 20
-    while True:
+
+    async def ours() -> list[TicketComment]:
         comments = [c async for c in gw.systems.support.iter_comments(ticket_id)]
-        ours = [c for c in comments if marker(event_id) in c.body]
-        if ours:
-            assert len(ours) == 1, ours
-            return ours[0]
-        assert time.monotonic() < deadline, comments
-        await asyncio.sleep(0.2)
+        return [c for c in comments if marker(event_id) in c.body]
+
+    found = await eventually(ours, timeout=20, interval=0.2, message="history comment")
+    assert len(found) == 1, found
+    return found[0]
 
 
 async def test_ticket_for_a_known_customer(clean: Gw) -> None:

@@ -30,8 +30,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         s: Any = SqliteOperationStore(tmp_path / "trellis.db")
     else:
         url = request.getfixturevalue("redis_url")
-        tag = uuid.uuid4().hex[:8]
-        s = RedisOperationStore(url, prefix=f"test-{tag}:", stream=f"test-{tag}:events")
+        s = RedisOperationStore(url, prefix=request.getfixturevalue("redis_prefix"))
     await s.open()
     yield s
     await s.close()
@@ -95,23 +94,26 @@ async def test_open_operation_store_picks_sqlite_without_redis(tmp_path: Path) -
 
 
 async def test_orders_through_a_redis_backed_gateway(
-    sandbox: SandboxThread, tmp_path: Path, redis_url: str, clean_sandbox: SandboxThread
+    sandbox: SandboxThread,
+    tmp_path: Path,
+    redis_url: str,
+    redis_prefix: str,
+    clean_sandbox: SandboxThread,
 ) -> None:
     """Keys, xrefs and events in Redis: the replay comes from Redis, the event is on the stream."""
     p = seed.people()[400]
     sku = next(s.sku for s in seed.skus() if s.on_hand >= 150)
     req = {"customer_id": p.crm_contact_id, "lines": [{"sku": sku, "quantity": 1}]}
     hdr = {"Idempotency-Key": uuid.uuid4().hex}
-    r = aioredis.Redis.from_url(redis_url)
-    last = await r.xrevrange("trellis:events", count=1)
-    since = "(" + last[0][0].decode() if last else "-"
-    async with running_gateway(sandbox, tmp_path, gateway={"redis_url": redis_url}) as gw:
+    shared = {"redis_url": redis_url, "redis_prefix": redis_prefix}
+    async with running_gateway(sandbox, tmp_path, gateway=shared) as gw:
         assert isinstance(gw.process.store, RedisOperationStore)
         status, _, first = await gw.call("POST", "/process/v1/orders", json=req, headers=hdr)
         assert status == 201, first
         status, headers, again = await gw.call("POST", "/process/v1/orders", json=req, headers=hdr)
         assert status == 201 and again == first and headers["Idempotent-Replayed"] == "true"
-        entries = await r.xrange("trellis:events", min=since)
+        r = aioredis.Redis.from_url(redis_url)
+        entries = await r.xrange(f"{redis_prefix}events")
         await r.aclose()
         subjects = [
             orjson.loads(f[b"event"])["subject"]

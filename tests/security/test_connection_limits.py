@@ -22,6 +22,8 @@ from gateway.server.config import ServerLimits
 from gateway.server.serving import server_config
 from tests.servers import serve
 
+pytestmark = pytest.mark.slow  # subprocesses or real timeouts: not in make test-fast
+
 PARSERS = ["httptools", "h11"]
 BOUND_S = 8.0
 """Generous: how long a limit may take to act on a loaded machine."""

@@ -17,7 +17,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import SandboxThread
+
+pytestmark = pytest.mark.slow  # subprocesses or real timeouts: not in make test-fast
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,11 +15,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 
 from gateway.policies.worker_metrics import WORKERS_METRIC, dump, merge
 from gateway.settings import DEFAULT_CONFIG_DIR
 from tests.servers import free_port
+
+pytestmark = pytest.mark.slow  # subprocesses or real timeouts: not in make test-fast
 
 
 def _family(kind: str, name: str, value: float, **labels: str) -> object:
@@ -77,13 +80,14 @@ def _workers(text: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def test_two_workers_one_metrics(tmp_path: Path, redis_url: str) -> None:
+def test_two_workers_one_metrics(tmp_path: Path, redis_url: str, redis_prefix: str) -> None:
     cfg = tmp_path / "config"
     shutil.copytree(DEFAULT_CONFIG_DIR, cfg)
     port = free_port()
     env = {
         "PATH": "/usr/bin:/bin",
         "TRELLIS_REDIS_URL": redis_url,
+        "TRELLIS_GATEWAY__REDIS_PREFIX": redis_prefix,  # this test's keys only
         "TRELLIS_GATEWAY__DATA_DIR": str(tmp_path / "data"),
         "TRELLIS_OAUTH__KEYS_DIR": str(tmp_path / "keys"),
     }

@@ -10,8 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from gateway.settings import DEFAULT_CONFIG_DIR
 from tests.servers import free_port
+
+pytestmark = pytest.mark.slow  # subprocesses or real timeouts: not in make test-fast
 
 BOUND_S = 8.0
 

@@ -21,6 +21,7 @@ from system_apis.errors import (
 )
 from system_apis.resilience import BreakerState, CircuitBreaker, OutboundPacer, parse_retry_after
 from system_apis.sandbox.faults import Faults, FaultState, install_faults
+from tests.eventually import eventually
 from tests.servers import free_port
 
 
@@ -187,6 +188,7 @@ async def test_404_is_typed_and_not_retried(backend: Backend, client: BackendCli
     assert backend.hits("GET /missing") == 1
 
 
+@pytest.mark.slow  # waits out a timeout
 async def test_stalled_backend_times_out(backend: Backend) -> None:
     c = make_client(backend.url, retry={"max_attempts": 2, "base_delay_s": 0.001})
     await c.start()
@@ -260,8 +262,7 @@ async def test_breaker_opens_then_recovers_through_half_open(backend: Backend) -
         with pytest.raises(CircuitOpen):
             await c.request("GET", "/items")
         assert backend.hits("GET /items") == 3  # the open breaker did not call the backend
-        await asyncio.sleep(0.35)
-        assert c.breaker.state is BreakerState.HALF_OPEN
+        await eventually(lambda: c.breaker.state is BreakerState.HALF_OPEN, interval=0.02)
         assert (await c.request("GET", "/items")).status == 200
         assert c.breaker.state is BreakerState.CLOSED
     finally:
@@ -279,7 +280,7 @@ async def test_half_open_failure_reopens(backend: Backend) -> None:
         backend.state.faults = Faults(fail_next=2, error_statuses=[503])
         with pytest.raises(BackendUnavailable):
             await c.request("GET", "/items")
-        await asyncio.sleep(0.25)
+        await eventually(lambda: c.breaker.state is BreakerState.HALF_OPEN, interval=0.02)
         with pytest.raises(BackendUnavailable):
             await c.request("GET", "/items")  # the trial call fails
         assert c.breaker.state is BreakerState.OPEN
@@ -322,6 +323,7 @@ async def test_bulkhead_bounds_calls_in_flight(backend: Backend) -> None:
         await c.close()
 
 
+@pytest.mark.slow  # paced in real time
 async def test_outbound_pacer_holds_the_vendor_rate(backend: Backend) -> None:
     c = make_client(backend.url, rate_limit={"rate": 20, "period_s": 1, "burst": 5})
     await c.start()

@@ -530,3 +530,9 @@ async def test_views_refuse_bad_input(views: httpx.AsyncClient) -> None:
         await views.post(f"/opportunities/{seed.crm_id('006', 1)}/stage", json={"stage": "won"})
     with pytest.raises(InvalidInput):
         await views.get("/leads")
+
+
+@pytest.mark.parametrize("bad", ["003TR0000000000001\n", "003TR000000000000\u0661"])
+async def test_contact_ids_are_ascii_and_whole(client: CrmClient, bad: str) -> None:
+    with pytest.raises(BackendNotFound):
+        await client.get_contact(bad)

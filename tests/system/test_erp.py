@@ -484,3 +484,8 @@ async def test_views_refuse_bad_input(views: httpx.AsyncClient) -> None:
         await views.post("/orders", json={"customer_number": "1", "lines": [], "channel": "web"})
     with pytest.raises(InvalidInput):
         await views.post("/orders/4500000001/cancel", json={"reason": ""})
+
+
+async def test_order_numbers_are_ascii_digits(client: ErpClient) -> None:
+    with pytest.raises(BackendNotFound):
+        await client.get_order("450000000\u0661")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import uuid
 from collections.abc import AsyncIterator
@@ -34,6 +33,8 @@ from system_apis.inventory import (
 from system_apis.models import OrderLine, ReservationStatus
 from system_apis.sandbox import seed
 from system_apis.sandbox.inventory import WAREHOUSE
+from tests.conftest import SandboxThread
+from tests.eventually import eventually
 
 
 def config(key: str = "inv-sandbox-key") -> BackendConfig:
@@ -294,15 +295,16 @@ async def test_unknown_sku_in_reservation_is_rejected(client: InventoryClient) -
     assert (await client.get_stock("SKU-0296")).available == before.available
 
 
+@pytest.mark.slow  # waits for a reservation to expire
 async def test_expiry_returns_stock(client: InventoryClient, clean_sandbox: Any) -> None:
     sku = "SKU-0295"
     before = await client.get_stock(sku)
     res = await client.reserve([OrderLine(sku=sku, quantity=1)], ref(), ttl_s=1)
     assert (await client.get_stock(sku)).available == before.available - 1
-    await asyncio.sleep(1.6)
-    # The background sweep expired it without any request reaching the backend...
+    # The background sweep expires it without any request reaching the backend...
     runner = clean_sandbox.sandbox.runners[BACKEND_NAMES.index("inventory")]
-    assert runner.app[WAREHOUSE].reservations[res.id].status == "expired"
+    reservations = runner.app[WAREHOUSE].reservations
+    await eventually(lambda: reservations[res.id].status == "expired", message="swept")
     # ...and every read sees the stock back.
     assert (await client.get_stock(sku)).available == before.available
     expired = await client.get_reservation(res.id)
@@ -387,3 +389,21 @@ async def test_views_reservation_lifecycle(api: httpx.AsyncClient) -> None:
     with pytest.raises(InvalidInput) as exc:
         await api.post(f"{base}/reservations", json={"reference": "x", "lines": []})
     assert exc.value.errors[0]["path"] == "lines"
+
+
+@pytest.mark.parametrize("bad", [".", ".."])
+async def test_dot_segments_never_reach_the_backend(clean_sandbox: SandboxThread, bad: str) -> None:
+    client = InventoryClient(
+        BackendConfig.model_validate(
+            {"sandbox": True, "auth": {"kind": "api_key", "key": "inv-sandbox-key"}}
+        ),
+        clean_sandbox.url("inventory"),
+    )
+    await client.start()
+    try:
+        await clean_sandbox.reset_hits("inventory")
+        with pytest.raises(BackendNotFound):
+            await client.get_stock(bad)
+        assert await clean_sandbox.hits("inventory") == {}
+    finally:
+        await client.close()

@@ -326,6 +326,7 @@ async def test_retried_ticket_create_makes_one_ticket(
 # --- the vendor's rate limit -----------------------------------------------------------------
 
 
+@pytest.mark.slow  # paced in real time
 async def test_pacer_keeps_a_burst_under_the_vendor_limit(clean_sandbox: Any) -> None:
     before = await ratelimit(clean_sandbox, per_second=20)
     c = await make_client(clean_sandbox)
@@ -338,6 +339,7 @@ async def test_pacer_keeps_a_burst_under_the_vendor_limit(clean_sandbox: Any) ->
     assert c.stats.retries == 0 and 429 not in c.stats.by_status
 
 
+@pytest.mark.slow  # retried after real waits
 async def test_without_pacer_a_burst_is_throttled_and_retried(clean_sandbox: Any) -> None:
     before = await ratelimit(clean_sandbox, per_second=20)
     c = await make_client(clean_sandbox, paced=False)
@@ -353,6 +355,7 @@ async def test_without_pacer_a_burst_is_throttled_and_retried(clean_sandbox: Any
     assert sum(hits.values()) == 60 + c.stats.retries
 
 
+@pytest.mark.slow  # waits out Retry-After
 async def test_injected_429_waits_for_retry_after(
     client: SupportClient, clean_sandbox: Any
 ) -> None:

@@ -32,6 +32,7 @@ from system_apis.transport import (
     ResponseTooLarge,
     Transport,
 )
+from tests.eventually import eventually
 from tests.servers import free_port
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -122,13 +123,6 @@ def answer_once(response: bytes) -> Handler:
     return handler
 
 
-async def wait_for(predicate: Callable[[], bool], within_s: float = 2.0) -> None:
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.01)
-
-
 # --- keep-alive -----------------------------------------------------------------------------
 
 
@@ -149,7 +143,7 @@ async def test_keep_alive_reuses_one_connection() -> None:
             assert srv.connections == made
         finally:
             await t.close()
-        await wait_for(lambda: srv.eofs == srv.connections)  # close() closed them all
+        await eventually(lambda: srv.eofs == srv.connections)  # close() closed them all
 
 
 async def test_pool_size_caps_connections() -> None:
@@ -202,7 +196,7 @@ async def test_idle_connections_expire_after_keepalive() -> None:
         t = srv.transport(keepalive_s=0.15)
         try:
             await t.request("GET", "/x")
-            await wait_for(lambda: srv.eofs == 1)  # the sweep closed the idle connection
+            await eventually(lambda: srv.eofs == 1)  # the sweep closed the idle connection
             assert t.idle_connections == 0
             await t.request("GET", "/x")
             assert srv.connections == 2
@@ -219,7 +213,7 @@ async def test_stale_connection_closed_while_idle_is_skipped() -> None:
         t = srv.transport()
         try:
             await t.request("GET", "/x")
-            await asyncio.sleep(0.05)
+            await eventually(lambda: t.idle_connections == 0, interval=0.005)  # the FIN seen
             assert (await t.request("GET", "/x")).body == b"ok"
             assert srv.connections == 2 and len(srv.requests) == 2  # each request sent once
         finally:
@@ -477,7 +471,7 @@ async def test_bytes_after_a_response_never_reach_its_headers() -> None:
             t = srv.transport()
             try:
                 r = await t.request(method, "/x")
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.1)  # the unasked-for bytes arrive before headers are read
                 assert r.status == 503
                 assert "retry-after" not in r.headers and "x-injected" not in r.headers
             finally:
@@ -519,7 +513,7 @@ async def test_read_timeout_when_headers_then_stall() -> None:
             with pytest.raises(TimeoutError):
                 await t.request("GET", "/x")
             assert 0.15 < time.monotonic() - started < 1.0
-            await wait_for(lambda: srv.eofs == 1)  # that connection was closed, not pooled
+            await eventually(lambda: srv.eofs == 1)  # that connection was closed, not pooled
             assert t.idle_connections == 0
         finally:
             await t.close()
@@ -566,6 +560,7 @@ async def test_total_timeout_bounds_a_trickling_answer() -> None:
             await t.close()
 
 
+@pytest.mark.slow  # waits out a timeout
 async def test_pool_full_waits_then_times_out_on_connect_timeout() -> None:
     async def slow(server: RawServer, reader: Any, writer: Any, n: int) -> None:
         while await server.read_request(reader) is not None:
@@ -576,7 +571,7 @@ async def test_pool_full_waits_then_times_out_on_connect_timeout() -> None:
         t = srv.transport(pool_size=1, connect_s=0.15, read_s=2, total_s=3)
         try:
             first = asyncio.create_task(t.request("GET", "/1"))
-            await asyncio.sleep(0.02)
+            await eventually(lambda: srv.requests, interval=0.005)  # /1 holds the one slot
             started = time.monotonic()
             with pytest.raises(TimeoutError):
                 await t.request("GET", "/2")  # waits for the one slot, not for ever
@@ -602,7 +597,7 @@ async def test_cancelled_call_frees_its_slot_and_drops_its_connection() -> None:
         t = srv.transport(pool_size=1)
         try:
             task = asyncio.create_task(t.request("GET", "/slow"))
-            await asyncio.sleep(0.05)
+            await eventually(lambda: srv.requests, interval=0.005)  # /slow is in flight
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -709,7 +704,7 @@ async def test_closed_transport_refuses_calls() -> None:
         t = srv.transport()
         await t.request("GET", "/x")
         await t.close()
-        await wait_for(lambda: srv.eofs == 1)
+        await eventually(lambda: srv.eofs == 1)
         with pytest.raises(ConnectFailed):
             await t.request("GET", "/x")
 
@@ -900,7 +895,7 @@ async def test_client_base_path_and_other_origins(started: list[BackendClient]) 
         assert elsewhere.targets() == [b"/next?cursor=a", b"/next?cursor=b"]
         assert home.connections == 1 and elsewhere.connections == 1
         await c.close()
-        await wait_for(lambda: home.eofs == 1 and elsewhere.eofs == 1)  # all closed
+        await eventually(lambda: home.eofs == 1 and elsewhere.eofs == 1)  # all closed
 
 
 async def test_sandbox_calls_share_one_kept_alive_connection(clean_sandbox: Any) -> None:
@@ -996,7 +991,7 @@ def test_works_on_uvloop() -> None:
             t = srv.transport()
             try:
                 await t.request("GET", "/x")
-                await asyncio.sleep(0.05)
+                await eventually(lambda: t.idle_connections == 0, interval=0.005)
                 assert (await t.request("GET", "/x")).body == b"ok"
             finally:
                 await t.close()

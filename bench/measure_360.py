@@ -1,6 +1,7 @@
 """Measure the customer 360's p50 with every sandbox backend at +50 ms (docs/performance.md,
-scenario 7): a script, not a test, because a timing on a shared 2-core box is a report, not
-a pass/fail. Run: ``.venv/bin/python -m tests.process.measure_360 [calls] [latency_ms]``.
+scenario 7), through a whole gateway on loopback built by the tests' harness: a timing on a
+shared 2-core box is a report, not a pass/fail.
+Run: ``.venv/bin/python -m bench.measure_360 [calls] [latency_ms]``.
 """
 
 from __future__ import annotations
