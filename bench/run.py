@@ -466,9 +466,17 @@ def servers_available(wanted: list[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def trellis_config(
-    tmp: Path, name: str, *, backend_port: int, sandbox_port: int, full: bool
+    tmp: Path,
+    name: str,
+    *,
+    backend_port: int,
+    sandbox_port: int,
+    full: bool,
+    src: str | None = None,
 ) -> Path:
-    """A copy of config/ pointed at the bench backend; ``full`` keeps every policy on.
+    """A copy of config/ (of the source tree ``src``, else of ``--trellis-src``, else of this
+    one: each tree with the configuration its code reads) pointed at the bench backend;
+    ``full`` keeps every policy on.
 
     Both variants: inventory is the bench backend, the sandbox is started by the bench
     (pinned with the load), vendor pacing is lifted so the 360 view measures fan-out, and the
@@ -479,7 +487,8 @@ def trellis_config(
     out = tmp / f"config-{name}"
     out.mkdir(parents=True, exist_ok=True)
     sections: dict[str, Any] = {}
-    for path in sorted((REPO / "config").glob("*.yaml")):
+    tree = Path(src or (TRELLIS_SRC[0] if TRELLIS_SRC else REPO))
+    for path in sorted((tree / "config").glob("*.yaml")):
         sections[path.stem] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     gw = sections.setdefault("gateway", {})
     gw["data_dir"] = str(tmp / f"data-{name}")  # each instance its own stores (run side by side)
@@ -734,6 +743,7 @@ class Bench:
             backend_port=self.backend_port,
             sandbox_port=self.sandbox_port,
             full=full,
+            src=src,
         )
         port = free_port()
         cmd, env = trellis_cmd(server, config, port, src)
