@@ -35,6 +35,22 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[rank]
 
 
+async def _next_turn(
+    next_at: float | None, end: float, budget: list[int], interval: float
+) -> float | None:
+    """Wait for a worker's next request (paced when ``interval``) and take it from the
+    shared ``budget``; the time of the one after, or None when the run is over."""
+    now = time.perf_counter()
+    if next_at is None or budget[0] <= 0 or now >= end:
+        return None
+    if interval:
+        if next_at > now:
+            await asyncio.sleep(next_at - now)
+        next_at += interval
+    budget[0] -= 1
+    return next_at
+
+
 async def _worker(
     session: aiohttp.ClientSession,
     url: str,
@@ -48,16 +64,8 @@ async def _worker(
     split: tuple[list[float], list[float]],
 ) -> None:
     admitted, refused = split
-    next_at = time.perf_counter()
-    while budget[0] > 0:
-        now = time.perf_counter()
-        if now >= end:
-            return
-        if interval:
-            if next_at > now:
-                await asyncio.sleep(next_at - now)
-            next_at += interval
-        budget[0] -= 1
+    next_at: float | None = time.perf_counter()
+    while (next_at := await _next_turn(next_at, end, budget, interval)) is not None:
         start = time.perf_counter()
         try:
             async with session.get(url, headers=headers) as resp:
@@ -89,17 +97,9 @@ async def _raw_worker(
     admitted, refused = split
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
-    next_at = time.perf_counter()
+    next_at: float | None = time.perf_counter()
     try:
-        while budget[0] > 0:
-            now = time.perf_counter()
-            if now >= end:
-                return
-            if interval:
-                if next_at > now:
-                    await asyncio.sleep(next_at - now)
-                next_at += interval
-            budget[0] -= 1
+        while (next_at := await _next_turn(next_at, end, budget, interval)) is not None:
             if writer is None or reader is None:
                 try:
                     reader, writer = await asyncio.open_connection(host, port)

@@ -8,6 +8,7 @@ Responses carry a strict Content-Security-Policy: scripts and styles only from
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -71,6 +72,7 @@ def _static(name: str) -> bytes:
 def _environment() -> Environment:
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"),
+        auto_reload=False,  # the templates ship with the package: no stat() on every render
         autoescape=select_autoescape(default=True),
         trim_blocks=True,
         lstrip_blocks=True,
@@ -387,7 +389,8 @@ class ConsolePages:
     # --- config ---------------------------------------------------------------------------
 
     async def config_page(self, request: Request, user: ConsoleUser) -> Response:
-        rows = config_rows(self.settings, self.config_dir)
+        # reads the configuration files: off the event loop
+        rows = await asyncio.to_thread(config_rows, self.settings, self.config_dir)
         return self.render("config.html", request, user, nav="config", rows=rows)
 
     # --- static ---------------------------------------------------------------------------
@@ -398,7 +401,7 @@ class ConsolePages:
         if media_type is None:
             return Response(b"not found", 404, media_type="text/plain", headers=_HEADERS)
         return Response(
-            _static(name),
+            await asyncio.to_thread(_static, name),  # read once, from disk, off the loop
             media_type=media_type,
             headers={"Cache-Control": "public, max-age=3600", "Content-Security-Policy": CSP},
         )
