@@ -1,4 +1,4 @@
-"""One gateway worker: ``python -m gateway.server.worker --fd N`` serves the app on the
+"""One gateway worker: ``python -m gateway.server.worker --fd N --parent P`` serves the app on the
 listening socket N it inherited from ``trellis run`` (configuration from the environment)."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import threading
 import time
 
 
-def stop_when_orphaned(interval_s: float = 1.0) -> None:
-    """SIGTERM this process (a graceful stop) once its parent is gone: a worker whose
-    ``trellis run`` was killed outright does not serve on alone."""
-    parent = os.getppid()
+def stop_when_orphaned(parent: int, interval_s: float = 1.0) -> None:
+    """SIGTERM this process (a graceful stop) once ``parent`` is no longer its parent: a
+    worker whose ``trellis run`` was killed outright does not serve on alone. The parent's
+    pid comes from the parent itself, so a parent killed before this runs is noticed too."""
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -28,14 +28,15 @@ def stop_when_orphaned(interval_s: float = 1.0) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway.server.worker")
     parser.add_argument("--fd", type=int, required=True, help="the inherited listening socket")
+    parser.add_argument("--parent", type=int, required=True, help="the pid of trellis run")
     args = parser.parse_args(argv)
+    stop_when_orphaned(args.parent)
 
     from gateway.app import create_app
     from gateway.settings import load_settings
 
     from .serving import BoundedServer, server_config
 
-    stop_when_orphaned()
     settings = load_settings()
     gw = settings.gateway
     sock = socket.socket(fileno=args.fd)

@@ -100,7 +100,10 @@ class Workers:
     def _spawn(self) -> subprocess.Popen[bytes]:
         fd = self.sock.fileno()
         return subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "gateway.server.worker", "--fd", str(fd)],
+            [
+                *(sys.executable, "-m", "gateway.server.worker"),
+                *("--fd", str(fd), "--parent", str(os.getpid())),
+            ],
             pass_fds=(fd,),
             env=self.env,
             # its own process group: a terminal's Ctrl+C reaches the parent only, which then

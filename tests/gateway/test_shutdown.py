@@ -317,3 +317,22 @@ def test_workers_stop_when_trellis_run_is_killed_outright(
         for pid in workers:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_worker_whose_parent_died_before_it_looked_stops() -> None:
+    """The parent may be killed while a worker is still importing: the worker compares its
+    parent with the pid it was given, not with whatever its parent is by the time it looks."""
+    orphan = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, time; from gateway.server.worker import stop_when_orphaned; "
+            "stop_when_orphaned(os.getppid() + 100_000, interval_s=0.05); time.sleep(30)",
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert orphan.wait(timeout=20) == -signal.SIGTERM
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
