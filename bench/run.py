@@ -497,6 +497,8 @@ def trellis_config(
     backends = sections["backends"]
     backends["inventory"]["sandbox"] = False
     backends["inventory"]["base_url"] = f"http://127.0.0.1:{backend_port}"
+    # a backend outside sandbox mode needs its credential given: the sandbox's own key
+    backends["inventory"].setdefault("auth", {})["key"] = "inv-sandbox-key"
     for cfg in backends.values():
         if cfg.get("rate_limit"):
             cfg["rate_limit"] = {"rate": 100_000, "period_s": 1}

@@ -182,6 +182,18 @@ class _Problem:
     message: str
 
 
+@dataclass(frozen=True)
+class _Default:
+    path: KeyPath
+    variables: tuple[str, ...]  # the unset variables whose default the value took
+    value: str  # what the file's value became
+
+
+SECRET_KEYS = frozenset({"secret", "client_secret", "key", "password", "token"})
+"""Keys whose value is a credential: one may fall back to a default written in the
+repository only where that default is the sandbox's own credential (``_repository_secrets``)."""
+
+
 @dataclass
 class ConfigFiles:
     """The sections read from the YAML files, with what reading them found."""
@@ -191,6 +203,7 @@ class ConfigFiles:
     unset: list[_Problem] = field(default_factory=list)  # ${VAR} with VAR unset, by key path
     unreadable: set[str] = field(default_factory=set)  # sections whose file is not valid
     referenced: set[str] = field(default_factory=set)  # every VAR a ${VAR} names
+    defaulted: list[_Default] = field(default_factory=list)  # ${VAR:-default} with VAR unset
 
 
 def _interpolate(value: Any, where: KeyPath, files: ConfigFiles) -> Any:
@@ -199,6 +212,7 @@ def _interpolate(value: Any, where: KeyPath, files: ConfigFiles) -> Any:
     if isinstance(value, list):
         return [_interpolate(v, (*where, i), files) for i, v in enumerate(value)]
     if isinstance(value, str) and "${" in value:
+        fell_back: list[str] = []
 
         def repl(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
@@ -207,12 +221,16 @@ def _interpolate(value: Any, where: KeyPath, files: ConfigFiles) -> Any:
             if env is not None:
                 return env
             if default is not None:
+                fell_back.append(name)
                 return default
             message = f"missing secret: environment variable {name} is not set"
             files.unset.append(_Problem(where, message))
             return ""
 
-        return _ENV_REF.sub(repl, value)
+        result = _ENV_REF.sub(repl, value)
+        if fell_back:
+            files.defaulted.append(_Default(where, tuple(fell_back), result))
+        return result
     return value
 
 
@@ -292,6 +310,53 @@ def _reference_problems(data: Mapping[str, Any]) -> list[_Problem]:
     return out
 
 
+def _repository_secrets(data: Mapping[str, Any], defaulted: Sequence[_Default]) -> list[_Problem]:
+    """Credentials that took the default written in the config files outside sandbox mode.
+
+    The shipped files default every credential to the sandbox's own (``${VAR:-sandbox value}``)
+    so that ``make run`` works with nothing set. That default is sandbox-only: under a backend
+    whose ``sandbox`` is not true, or an inbound webhook not named after a sandbox backend, the
+    variable must be set, or anyone who read the repository holds the credential.
+    """
+    backends = data.get("backends")
+    backends = backends if isinstance(backends, dict) else {}
+
+    def sandbox(name: Any) -> bool:
+        cfg = backends.get(name)
+        return isinstance(cfg, dict) and cfg.get("sandbox") is True
+
+    out: list[_Problem] = []
+    for found in defaulted:
+        path = found.path
+        if not path or str(path[-1]) not in SECRET_KEYS or _value_at(data, path) != found.value:
+            continue  # not a credential, or something else (an override) replaced it
+        if path[0] == "backends" and len(path) > 1 and sandbox(path[1]):
+            continue
+        if path[:2] == ("events", "inbound_webhooks") and len(path) > 2 and sandbox(path[2]):
+            continue
+        names = ", ".join(found.variables)
+        out.append(
+            _Problem(
+                path,
+                f"environment variable {names} is not set, and the default written in the "
+                "config file is the sandbox's credential: outside sandbox mode set "
+                f"{names}",
+            )
+        )
+    return out
+
+
+def _value_at(data: Any, path: KeyPath) -> Any:
+    for key in path:
+        if isinstance(data, dict):
+            data = data.get(key)
+        elif isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data):
+            data = data[key]
+        else:
+            return None
+    return data
+
+
 def _validation_problems(data: Mapping[str, Any]) -> tuple[Settings | None, list[_Problem]]:
     try:
         return Settings.model_validate(data), []
@@ -361,7 +426,7 @@ def inspect_config(config_dir: Path | str | None = None, **overrides: Any) -> Co
     settings, invalid = _validation_problems(data)
     found = [
         p
-        for p in invalid + _reference_problems(data)
+        for p in invalid + _reference_problems(data) + _repository_secrets(data, files.defaulted)
         if env.origin(p.path) is not None
         or not (_under(p.path, blank) or (p.path and p.path[0] in files.unreadable))
     ]

@@ -220,6 +220,49 @@ async def test_billing_sandbox_sends_signed_invoice_paid(gw: Gw, sandbox: Sandbo
                 assert r.status == 200
 
 
+async def test_a_signed_claim_for_an_invoice_billing_lacks_is_dead_lettered(
+    gw: Gw, sandbox: SandboxThread
+) -> None:
+    """A correctly signed invoice.paid for an invoice billing has never heard of (the signing
+    secret leaked, or a test event sent to production) changes nothing in the CRM."""
+    systems = gw.app.systems
+    account = await systems.crm.create_account(AccountCreate(name="Churn Co", status="Churned"))
+    email = f"churn-{uuid.uuid4().hex[:8]}@example.com"
+    contact = await systems.crm.create_contact(
+        ContactCreate(email=email, first_name="Chu", last_name="Rn", account_id=account.id)
+    )
+    customer = await systems.billing.create_customer(email, "Chu Rn", contact.id)
+    forged = stripe_event(
+        obj={
+            "id": f"in_{uuid.uuid4().hex[:14]}",
+            "object": "invoice",
+            "customer": customer.id,
+            "status": "paid",
+            "currency": "usd",
+            "total": 1000,
+            "amount_due": 0,
+            "amount_paid": 1000,
+            "metadata": {},
+            "created": int(time.time()),
+        }
+    )
+    status, _, answer = await post_hook(gw, forged, sign_payload(forged))
+    assert status == 200, answer  # the signature is right: the claim is accepted for checking
+    invoice_id = orjson.loads(forged)["data"]["object"]["id"]
+
+    async def dead() -> EventSummary:
+        [summary] = await gw.app.events.store.recent_events(
+            "invoice.paid", invoice_id, 5, gw.app.events.wants
+        )
+        [delivery] = summary.deliveries
+        assert delivery.state is DeliveryState.DEAD_LETTERED, delivery
+        return summary
+
+    summary = await eventually(dead, interval=0.1, message="the forged claim dead-lettered")
+    assert f"billing has no invoice {invoice_id}" in (summary.deliveries[0].last_error or "")
+    assert (await systems.crm.get_account(account.id)).status == "Churned"
+
+
 # --- admin views -------------------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ from process_apis.ports import DomainEvent
 from process_apis.subscribers import SUBSCRIBERS
 from process_apis.subscribers.lookup import marker
 from system_apis.crm import AccountCreate, ContactCreate
-from system_apis.models import Contact
+from system_apis.models import Contact, Invoice
 from system_apis.registry import SystemApis
 from tests.events.conftest import BusFactory
 from tests.events.helpers import write_outbox
@@ -83,10 +83,11 @@ async def test_every_subscriber_has_its_effect(make_bus: BusFactory, tmp_path: P
         )
         # invoice.paid -> CRM account status
         payer = await new_contact(systems, status="Prospect")
+        paid_invoice = await paid_invoice_of(systems, payer)
         paid = DomainEvent(
             type="invoice.paid",
-            subject="in_x",
-            data={"invoice_id": "in_x", "crm_contact_id": payer.id},
+            subject=paid_invoice.id,
+            data={"invoice_id": paid_invoice.id, "customer_id": paid_invoice.customer_id},
         )
         # deal.won -> off the nurture list
         nurtured = await systems.marketing.create_contact(
@@ -154,16 +155,76 @@ async def test_handlers_are_idempotent_on_redelivery(make_bus: BusFactory, tmp_p
         assert len([c for c in comments if marker(created.id) in c.body]) == 1
 
 
+async def paid_invoice_of(systems: SystemApis, payer: Contact) -> Invoice:
+    """An invoice of ``payer``'s billing customer (linked to the CRM contact), paid."""
+    customer = await systems.billing.create_customer(payer.email, "Pay Er", payer.id)
+    invoice = await systems.billing.create_invoice(customer.id, [Decimal("10.00")])
+    return await systems.billing.pay_invoice(invoice.id)
+
+
 async def test_invoice_paid_from_billing_ids_only(make_bus: BusFactory, tmp_path: Path) -> None:
     """The billing webhook names only the billing customer: its CRM link is followed."""
     async with make_bus({}, with_systems=True) as bus:
         systems = bus.systems
         payer = await new_contact(systems, status="Churned")
-        customer = await systems.billing.create_customer(payer.email, "Pay Er", payer.id)
-        invoice = await systems.billing.create_invoice(customer.id, [Decimal("10.00")])
+        invoice = await paid_invoice_of(systems, payer)
         ev = DomainEvent(
-            type="invoice.paid", data={"invoice_id": invoice.id, "customer_id": customer.id}
+            type="invoice.paid",
+            data={"invoice_id": invoice.id, "customer_id": invoice.customer_id},
         )
         await SUBSCRIBERS["invoice-paid-crm-status"].handle(ev, systems)
         assert payer.account_id is not None
         assert (await systems.crm.get_account(payer.account_id)).status == "Active"
+
+
+async def test_an_invoice_paid_claim_billing_does_not_confirm_changes_nothing(
+    make_bus: BusFactory, tmp_path: Path
+) -> None:
+    """A signed event is still only the vendor's claim: an invoice billing does not have, or
+    does not call paid, dead-letters the event with the reason, and the CRM keeps its status.
+    The event's own customer ids are not believed either: the invoice's customer is used."""
+    async with make_bus({}, subscribers=SUBSCRIBERS, with_systems=True) as bus:
+        systems = bus.systems
+        churned = await new_contact(systems, status="Churned")
+        customer = await systems.billing.create_customer(churned.email, "Chur Ned", churned.id)
+        unpaid = await systems.billing.create_invoice(customer.id, [Decimal("10.00")])
+        bystander = await new_contact(systems, status="Churned")
+        someone_elses = await paid_invoice_of(systems, bystander)
+        claims = [
+            DomainEvent(
+                type="invoice.paid",
+                data={"invoice_id": "in_1NotThere00000000000000", "customer_id": customer.id},
+            ),
+            DomainEvent(
+                type="invoice.paid",
+                data={"invoice_id": unpaid.id, "customer_id": customer.id},
+            ),
+            DomainEvent(  # a real paid invoice, but the claim names the churned customer
+                type="invoice.paid",
+                data={"invoice_id": someone_elses.id, "crm_contact_id": churned.id},
+            ),
+        ]
+        write_outbox(tmp_path / "data", claims)
+
+        unconfirmed = {e.id for e in claims[:2]}
+
+        async def dead_letters() -> list[Delivery]:
+            summaries = await bus.store.recent_events(None, None, 200, bus.wants)
+            found = [
+                d
+                for s in summaries
+                if s.id in unconfirmed
+                for d in s.deliveries
+                if d.state is DeliveryState.DEAD_LETTERED
+            ]
+            assert len(found) == 2, found
+            return found
+
+        dead = await eventually(dead_letters, message="both unconfirmed claims dead-lettered")
+        reasons = sorted(d.last_error or "" for d in dead)
+        assert any("billing has no invoice in_1NotThere" in r for r in reasons), reasons
+        assert any(f"invoice {unpaid.id} is open, not paid" in r for r in reasons), reasons
+        await delivered(bus, claims[2:])
+        assert churned.account_id is not None and bystander.account_id is not None
+        assert (await systems.crm.get_account(churned.account_id)).status == "Churned"
+        assert (await systems.crm.get_account(bystander.account_id)).status == "Active"

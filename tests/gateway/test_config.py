@@ -122,7 +122,10 @@ def test_unknown_file_and_missing_backends_file(config_dir: Path) -> None:
     assert any(p.startswith("config/backends.yaml: missing") for p in problems)
 
 
-def test_backend_needs_url_unless_sandbox(config_dir: Path) -> None:
+def test_backend_needs_url_unless_sandbox(
+    config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRELLIS_ERP_API_KEY", "a-real-key")  # outside the sandbox: its own
     text = (
         (config_dir / "backends.yaml")
         .read_text()
@@ -246,7 +249,11 @@ def test_wrong_override_names_the_environment_variable(config_dir: Path) -> None
 
 
 def test_override_that_breaks_a_rule_is_named_beside_the_file(config_dir: Path) -> None:
-    result = trellis("check-config", config_dir, {"TRELLIS_BACKENDS__ERP__SANDBOX": "false"})
+    result = trellis(
+        "check-config",
+        config_dir,
+        {"TRELLIS_BACKENDS__ERP__SANDBOX": "false", "TRELLIS_ERP_API_KEY": "a-real-key"},
+    )
     assert result.returncode == 2
     [problem] = problem_lines(result.stderr)
     assert problem.startswith("config/backends.yaml: erp: base_url is required")
@@ -320,3 +327,58 @@ def test_key_path_inside_a_tagged_union_is_the_files(config_dir: Path) -> None:
     (config_dir / "backends.yaml").write_text(text.replace(key, key + "    bogus: 1\n"))
     [problem] = problems_of(config_dir)
     assert problem == "config/backends.yaml: erp.auth.bogus: unknown key"
+
+
+def test_a_sandbox_credential_is_refused_outside_sandbox_mode(
+    config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend pointed at a real URL with its variable unset would otherwise call the vendor
+    with a credential anyone can read in the repository."""
+    for name in ("TRELLIS_BILLING_API_KEY", "TRELLIS_BILLING_WEBHOOK_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    text = (config_dir / "backends.yaml").read_text()
+    (config_dir / "backends.yaml").write_text(
+        text.replace(
+            "billing:\n  sandbox: true",
+            "billing:\n  sandbox: false\n  base_url: https://api.stripe.com",
+        )
+    )
+    found = problems_of(config_dir)
+    [key] = [p for p in found if p.startswith("config/backends.yaml: billing.auth.key:")]
+    assert "TRELLIS_BILLING_API_KEY is not set" in key
+    [secret] = [
+        p for p in found if p.startswith("config/events.yaml: inbound_webhooks.billing.secret:")
+    ]
+    assert "TRELLIS_BILLING_WEBHOOK_SECRET" in secret
+    assert len(found) == 2, found
+    assert "sk_test_trellis_sandbox" not in "\n".join(found)  # never echo a credential
+
+    monkeypatch.setenv("TRELLIS_BILLING_API_KEY", "sk_live_from_the_environment")
+    monkeypatch.setenv("TRELLIS_BILLING_WEBHOOK_SECRET", "whsec_from_the_environment")
+    settings = load_settings(config_dir)
+    assert settings.backends["billing"].auth.key.get_secret_value() == (  # type: ignore[union-attr]
+        "sk_live_from_the_environment"
+    )
+
+
+def test_sandbox_credentials_need_no_environment(
+    config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("TRELLIS_BILLING_API_KEY", "TRELLIS_BILLING_WEBHOOK_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings(config_dir)
+    assert settings.backends["billing"].sandbox
+    assert settings.events.inbound_webhooks["billing"].secret == "whsec_trellis_sandbox"
+
+
+def test_an_override_of_the_credential_itself_is_accepted(
+    config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TRELLIS_ERP_API_KEY", raising=False)
+    settings = load_settings(
+        config_dir,
+        backends={
+            "erp": {"sandbox": False, "base_url": "https://erp.example", "auth": {"key": "k-1"}}
+        },
+    )
+    assert settings.backends["erp"].auth.key.get_secret_value() == "k-1"  # type: ignore[union-attr]
