@@ -101,14 +101,14 @@ class Console:
         while True:
             await asyncio.sleep(self.config.sample_interval_s)
             try:
-                self.history.sample()
+                await self.history.take()
                 await self._count_dead_letters()
             except Exception:  # a sample lost is a gap in a chart, never a dead sampler
                 log.exception("console sample failed")
 
     async def start(self) -> None:
         """Sample now and every interval (also with the pages off: the DLQ gauge needs it)."""
-        self.history.sample()
+        await self.history.take()
         try:
             await self._count_dead_letters()
         except Exception:

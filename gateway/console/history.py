@@ -4,17 +4,26 @@ Every ``interval_s`` the console copies the cumulative values of the gateway's r
 backend series (``GatewayMetrics``: the very objects the Prometheus exposition renders) into a
 sample; rates, error ratios and latency quantiles over a window are differences between two
 samples, computed the way Prometheus's ``rate`` and ``histogram_quantile`` do. The ring holds
-one hour plus one sample, per worker, so its size is fixed by the interval.
+one hour plus one sample, so its size is fixed by the interval.
+
+With several workers sharing one ``/metrics`` (``GatewayMetrics.share``), a sample is taken
+from the same merge of every worker's series a scrape renders, so every worker's console
+shows the host's numbers, and they agree with ``/metrics`` (another worker's at most the
+share's interval old).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
 
 from gateway.policies.metrics import GatewayMetrics
 
@@ -42,7 +51,117 @@ class Sample:
     client_requests: dict[str, float] = field(default_factory=dict)
 
 
-def take_sample(metrics: GatewayMetrics, at: float) -> Sample:
+class Counted(Protocol):
+    @property
+    def values(self) -> Mapping[tuple[str, ...], float]: ...
+
+
+class Bucketed(Protocol):
+    @property
+    def bounds(self) -> Sequence[float]: ...
+
+    @property
+    def values(self) -> Mapping[tuple[str, ...], Sequence[float]]: ...
+
+
+class Series(Protocol):
+    """The request and backend series a sample reads (``GatewayMetrics`` has them)."""
+
+    @property
+    def requests(self) -> Counted: ...
+
+    @property
+    def latency(self) -> Bucketed: ...
+
+    @property
+    def backend_calls(self) -> Counted: ...
+
+    @property
+    def backend_errors(self) -> Counted: ...
+
+    @property
+    def backend_latency(self) -> Bucketed: ...
+
+
+@dataclass(slots=True)
+class _Counts:
+    values: dict[tuple[str, ...], float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Buckets:
+    bounds: Sequence[float]
+    values: dict[tuple[str, ...], list[float]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class MergedSeries:
+    """The series of ``metrics``, read back from merged metric families (every worker's)."""
+
+    requests: _Counts
+    latency: _Buckets
+    backend_calls: _Counts
+    backend_errors: _Counts
+    backend_latency: _Buckets
+
+    @classmethod
+    def of(cls, families: Iterable[Metric], metrics: GatewayMetrics) -> MergedSeries:
+        by_name = {f.name: f for f in families}
+        return cls(
+            requests=_counts(by_name, metrics.requests.name, metrics.requests.labels),
+            latency=_buckets(
+                by_name, metrics.latency.name, metrics.latency.labels, metrics.latency.bounds
+            ),
+            backend_calls=_counts(
+                by_name, metrics.backend_calls.name, metrics.backend_calls.labels
+            ),
+            backend_errors=_counts(
+                by_name, metrics.backend_errors.name, metrics.backend_errors.labels
+            ),
+            backend_latency=_buckets(
+                by_name,
+                metrics.backend_latency.name,
+                metrics.backend_latency.labels,
+                metrics.backend_latency.bounds,
+            ),
+        )
+
+
+def _counts(by_name: Mapping[str, Metric], name: str, labels: Sequence[str]) -> _Counts:
+    out = _Counts()
+    family = by_name.get(name)
+    for sample in family.samples if family is not None else ():
+        if sample.name == f"{name}_total":
+            out.values[tuple(sample.labels.get(label, "") for label in labels)] = sample.value
+    return out
+
+
+def _buckets(
+    by_name: Mapping[str, Metric], name: str, labels: Sequence[str], bounds: Sequence[float]
+) -> _Buckets:
+    """Cumulative ``le`` buckets back to a count per bucket, +Inf, then the sum."""
+    index = {floatToGoString(b): i for i, b in enumerate(bounds)}  # type: ignore[no-untyped-call]
+    index["+Inf"] = len(bounds)
+    cumulative: dict[tuple[str, ...], list[float]] = {}
+    out = _Buckets(bounds)
+    family = by_name.get(name)
+    for sample in family.samples if family is not None else ():
+        key = tuple(sample.labels.get(label, "") for label in labels)
+        if sample.name == f"{name}_bucket" and sample.labels.get("le") in index:
+            into = cumulative.setdefault(key, [0.0] * (len(bounds) + 1))
+            into[index[sample.labels["le"]]] = sample.value
+        elif sample.name == f"{name}_sum":
+            out.values.setdefault(key, [0.0] * (len(bounds) + 2))[-1] = sample.value
+    for key, running in cumulative.items():
+        entry = out.values.setdefault(key, [0.0] * (len(bounds) + 2))
+        before = 0.0
+        for i, total in enumerate(running):
+            entry[i] = total - before
+            before = total
+    return out
+
+
+def take_sample(metrics: Series, at: float) -> Sample:
     """Copy the cumulative numbers now (on the event loop, where the series are updated)."""
     sample = Sample(at=at)
     for (backend, _method, _status), value in metrics.backend_calls.values.items():
@@ -147,7 +266,19 @@ class History:
         self.samples: deque[Sample] = deque(maxlen=math.ceil(HOUR_S / interval_s) + 1)
 
     def sample(self) -> Sample:
+        """Take and keep a sample of this worker's own series."""
         taken = take_sample(self.metrics, self._clock())
+        self.samples.append(taken)
+        return taken
+
+    async def take(self) -> Sample:
+        """Take and keep a sample: of every worker's series when they share ``/metrics``
+        (their files are read in a worker thread), else of this worker's."""
+        share = self.metrics.share
+        if share is None:
+            return self.sample()
+        families = await asyncio.to_thread(share.merged, self.metrics.current())
+        taken = take_sample(MergedSeries.of(families, self.metrics), self._clock())
         self.samples.append(taken)
         return taken
 
@@ -160,7 +291,11 @@ class History:
 
     def now(self) -> Sample:
         """The current numbers as a sample (not kept): take it once per page and pass it to
-        ``window`` and ``counts``, since each take walks every series."""
+        ``window`` and ``counts``, since each take walks every series. With workers sharing
+        ``/metrics`` it is the last sample taken (``take``): the others' numbers are no
+        fresher than that anyway."""
+        if self.metrics.share is not None and self.samples:
+            return self.samples[-1]
         return take_sample(self.metrics, self._clock())
 
     def window(

@@ -150,12 +150,16 @@ class WorkerMetricsShare:
             out.write(orjson.dumps(content))
         os.replace(temporary, self.own)
 
-    def render(self, own: list[Metric]) -> bytes:
-        """The exposition of every worker's series summed with ``own`` (blocking: call it
+    def merged(self, own: list[Metric]) -> list[Metric]:
+        """Every worker's series summed with ``own``: what a scrape shows (blocking: call it
         in a worker thread)."""
         running, retired = self._read_others()
+        return merge(dump(own), running, retired)
+
+    def render(self, own: list[Metric]) -> bytes:
+        """The exposition of ``merged`` (blocking: call it in a worker thread)."""
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Merged(merge(dump(own), running, retired)))
+        registry.register(_Merged(self.merged(own)))
         return generate_latest(registry)
 
     def _read_others(self) -> tuple[list[Samples], list[Samples]]:

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+from pathlib import Path
+
 import pytest
 
 from gateway.console.history import History, quantile
 from gateway.policies.metrics import GatewayMetrics, MetricsConfig
+from gateway.policies.worker_metrics import WorkerMetricsShare
+from gateway.stores.private_files import private_dir
+from tests.eventually import eventually
 
 
 def test_quantile_interpolates_inside_the_bucket_as_prometheus_does() -> None:
@@ -81,3 +88,43 @@ def test_requests_refusals_and_clients_come_from_the_request_counter() -> None:
     assert history.counts("client_requests", 300) == {"a": 2.0, "b": 1.0}
     stats = history.window("route", "/system/v1/crm/x", 300)
     assert stats.count == 3 and stats.error_ratio == pytest.approx(1 / 3)
+
+
+async def test_with_workers_sharing_metrics_every_console_shows_the_hosts_numbers(
+    tmp_path: Path,
+) -> None:
+    """Two workers' series in one shared directory: each worker's console sample is the sum a
+    scrape of /metrics renders, not its own share of the traffic."""
+    config = MetricsConfig(latency_buckets=[0.01, 0.1, 1.0])
+    workers = [GatewayMetrics(config), GatewayMetrics(config)]
+    shares = [WorkerMetricsShare(tmp_path / "metrics", interval_s=60) for _ in workers]
+    shares[1].own = tmp_path / "metrics" / f"{os.getpid()}-1.json"  # two workers, one pid
+    for metrics, share in zip(workers, shares, strict=True):
+        metrics.share = share
+    clock = Clock()
+    history = History(workers[0], interval_s=10, clock=clock)
+    await asyncio.to_thread(private_dir, tmp_path / "metrics")
+    await history.take()
+
+    for _ in range(3):
+        workers[0].on_attempt("crm", "GET", 200, None, 0.005, 1, "closed")
+    for _ in range(4):
+        workers[1].on_attempt("crm", "GET", 503, None, 0.05, 1, "closed")
+    workers[1].requests.inc("/system/v1/crm/x", "GET", "429", "b")
+    await shares[1].start(workers[1].current)  # writes its file now, then every interval
+    try:
+        await eventually(shares[1].own.is_file, message="worker 1's series written")
+    finally:
+        await shares[1].close()
+    clock.now += 10
+    await history.take()
+
+    crm = history.window("backend", "crm", 300)
+    assert crm.count == 7 and crm.error_ratio == pytest.approx(4 / 7)
+    assert crm.p50 is not None and 0.01 < crm.p50 <= 0.1  # most calls were worker 1's
+    assert history.counts("refusals", 300) == {"b": 1.0}
+    scraped = (await workers[0].scrape()).decode()
+    assert 'trellis_backend_requests_total{backend="crm",method="GET",status="503"} 4.0' in (
+        scraped
+    )
+    assert history.now() is history.samples[-1]
