@@ -264,9 +264,19 @@ class BackendClient:
             else:
                 status = last_status = resp.status
                 self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
-                if status < 400:
+                if status < 300:
                     self.breaker.record_success()
                     return resp
+                if status < 400:  # redirects are not followed: no answer to this call
+                    self.breaker.record_success()  # the vendor is up; the URL is not its API
+                    log.warning(
+                        "backend answered a redirect",
+                        extra={"backend": self.name, "status": status},
+                    )
+                    self.stats.failures += 1
+                    raise BadBackendData(
+                        self.name, f"answered {status}: redirects are not followed (base_url?)"
+                    )
                 if status == 401 and authenticated and self.auth.refreshable and not auth_refreshed:
                     # A cached token may have been revoked or expired early: refresh once.
                     self.breaker.release_trial()

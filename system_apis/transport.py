@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import zlib
 from collections.abc import Mapping
 from functools import cache
 from typing import cast
@@ -149,6 +150,7 @@ class _Connection(asyncio.Protocol):
     __slots__ = (
         "body",
         "closed",
+        "coding",
         "deadline",
         "got_bytes",
         "headers_done",
@@ -178,6 +180,7 @@ class _Connection(asyncio.Protocol):
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
         self.received = 0
+        self.coding: bytes | None = None
         self.headers_done = False
         self.got_bytes = False
         self.is_head = False
@@ -201,6 +204,7 @@ class _Connection(asyncio.Protocol):
         self.raw_headers = []
         self.body = []
         self.received = 0
+        self.coding = None
         self.headers_done = self.got_bytes = self.reusable = False
         self.is_head = is_head
         self.deadline = deadline
@@ -283,23 +287,38 @@ class _Connection(asyncio.Protocol):
             self.reusable = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.headers_done:  # a trailer field after a chunked body: not a header
+            return
         self.raw_headers.append((name, value))
+        n = len(name)
         # refuse a body announced too large before any of it arrives (not for HEAD: no body)
-        if len(name) == 14 and name.lower() == b"content-length" and not self.is_head:
+        if n == 14 and name.lower() == b"content-length" and not self.is_head:
             declared = value.strip()
-            if declared.isdigit() and int(declared) > self.pool.max_response_bytes:
+            coded = self.coding is not None and self.coding != b"identity"
+            if declared.isdigit() and int(declared) > self.pool.max_response_bytes and not coded:
                 self._fail(ResponseTooLarge(f"the response declares {int(declared)} bytes"))
+        elif n == 16 and name.lower() == b"content-encoding":
+            self.coding = value.strip().lower()
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
         if self.is_head and self.waiter is not None:
-            status = self.parser.get_status_code()
+            parser = self.parser
+            status = parser.get_status_code()
             if status >= 200:
                 # The parser cannot be told the request was HEAD (it would wait for the body
-                # the headers announce): the response ends here and the connection is closed.
+                # the headers announce): the response ends here, and the next exchange gets a
+                # fresh parser. Bytes after it (a body sent to a HEAD) reach the old parser
+                # with no request waiting, which drops the connection (on_body).
+                keep = parser.should_keep_alive() and parser.get_http_version() == "1.1"
                 self._complete(status)
+                self.parser = httptools.HttpResponseParser(self)
+                self.reusable = keep
 
     def on_body(self, body: bytes) -> None:
+        if self.waiter is None:  # a body after a HEAD response, or unasked-for: out of step
+            self.discard()
+            return
         self.received += len(body)
         if self.received > self.pool.max_response_bytes:
             if self.waiter is not None:
@@ -333,7 +352,18 @@ class _Connection(asyncio.Protocol):
             self.timer = None
         if fut is None or fut.done():
             return
-        fut.set_result(Response(status, self.raw_headers, b"".join(self.body)))
+        body = b"".join(self.body)
+        raw_headers = self.raw_headers
+        if self.coding is not None and self.coding != b"identity" and not self.is_head:
+            try:  # the vendor compressed the body (asked for or not): pass it on decoded
+                body, raw_headers = _decoded(
+                    self.coding, body, raw_headers, self.pool.max_response_bytes
+                )
+            except BadResponse as exc:
+                fut.set_exception(exc)
+                self.raw_headers = []
+                return
+        fut.set_result(Response(status, raw_headers, body))
         # the response keeps this list (decoded on first use): bytes the server sends after
         # it (a second, unasked-for response) must not land in it
         self.raw_headers = []
@@ -662,6 +692,39 @@ class Transport:
             conn.discard()
         self._conns.clear()
         await asyncio.sleep(0)  # let the transports run their connection_lost
+
+
+_DECODERS = {b"gzip": 31, b"x-gzip": 31, b"deflate": 15}
+"""zlib ``wbits`` per content coding (deflate is the zlib format, RFC 9110 §8.4.1.2)."""
+
+
+def _decoded(
+    coding: bytes, body: bytes, raw_headers: list[tuple[bytes, bytes]], limit: int
+) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The body decoded from its content coding, at most ``limit`` bytes decoded (a small
+    compressed body may inflate to gigabytes); the headers without those of the wire form."""
+    wbits = _DECODERS.get(coding)
+    if wbits is None:
+        raise BadResponse(f"unsupported content-encoding {coding.decode('latin-1')!r}")
+    decoder = zlib.decompressobj(wbits)
+    try:
+        out = decoder.decompress(body, limit + 1)
+    except zlib.error:
+        if coding != b"deflate":
+            raise BadResponse("a corrupt compressed body") from None
+        decoder = zlib.decompressobj(-15)  # some servers send raw deflate, no zlib header
+        try:
+            out = decoder.decompress(body, limit + 1)
+        except zlib.error:
+            raise BadResponse("a corrupt compressed body") from None
+    if len(out) > limit or decoder.unconsumed_tail:
+        raise ResponseTooLarge(f"the decoded response body exceeds {limit} bytes")
+    if not decoder.eof:
+        raise BadResponse("a compressed body cut short")
+    kept = [
+        (k, v) for k, v in raw_headers if k.lower() not in (b"content-encoding", b"content-length")
+    ]
+    return out, kept
 
 
 def _clean_target(target: str) -> str:

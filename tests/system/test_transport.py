@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gzip
 import ipaddress
 import ssl
 import threading
@@ -110,6 +111,12 @@ async def keep_alive(server: RawServer, reader: Any, writer: Any, n: int) -> Non
     """Answers ``ok`` to every request on the connection, until the client closes it."""
     while await server.read_request(reader) is not None:
         writer.write(OK)
+
+
+async def head_aware(server: RawServer, reader: Any, writer: Any, n: int) -> None:
+    """As ``keep_alive``, but a HEAD gets the headers only, as a server must answer it."""
+    while (request := await server.read_request(reader)) is not None:
+        writer.write(OK[: -len(b"ok")] if request.startswith(b"HEAD ") else OK)
 
 
 def answer_once(response: bytes) -> Handler:
@@ -420,14 +427,97 @@ async def test_garbage_response_is_bad_response(garbage: bytes) -> None:
             await t.close()
 
 
-async def test_head_response_has_no_body() -> None:
+async def test_a_body_sent_after_a_head_response_drops_the_connection() -> None:
     async with RawServer(keep_alive) as srv:  # answers Content-Length: 2 (and the body)
         t = srv.transport()
         try:
             r = await t.request("HEAD", "/x")
             assert (r.status, r.body, r.headers["content-length"]) == (200, b"", "2")
-            assert (await t.request("GET", "/x")).body == b"ok"  # HEAD's connection not reused
+            assert (await t.request("GET", "/x")).body == b"ok"  # not the stray body
             assert srv.connections == 2
+        finally:
+            await t.close()
+
+
+async def test_head_keeps_its_connection() -> None:
+    """A HEAD response ends at its headers and leaves the connection reusable: three HEADs and
+    a GET share one connection."""
+    async with RawServer(head_aware) as srv:
+        t = srv.transport()
+        try:
+            for _ in range(3):
+                r = await t.request("HEAD", "/x")
+                assert (r.status, r.body, r.headers["content-length"]) == (200, b"", "2")
+            assert (await t.request("GET", "/x")).body == b"ok"
+            assert srv.connections == 1
+        finally:
+            await t.close()
+
+
+async def test_trailers_are_not_merged_into_headers() -> None:
+    response = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n"
+        b"2\r\nok\r\n0\r\nX-Checksum: abc\r\nRetry-After: 86400\r\n\r\n"
+    )
+    async with RawServer(answer_once(response)) as srv:
+        t = srv.transport()
+        try:
+            r = await t.request("GET", "/x")
+            assert r.body == b"ok"
+            assert "x-checksum" not in r.headers and "retry-after" not in r.headers
+        finally:
+            await t.close()
+
+
+def gzipped(payload: bytes, **headers: str) -> bytes:
+    body = gzip.compress(payload)
+    extra = "".join(f"{k.replace('_', '-')}: {v}\r\n" for k, v in headers.items()).encode()
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n%s\r\n"
+        % (len(body), extra)
+        + body
+    )
+
+
+async def test_a_compressed_body_is_decoded_even_unasked() -> None:
+    """A server that gzips despite ``Accept-Encoding: identity`` is decoded, not passed on
+    compressed; the decoded response no longer claims an encoding or the wire length."""
+    payload = b'{"sku": "A-1", "on_hand": 3}' * 20
+    async with RawServer(answer_once(gzipped(payload))) as srv:
+        t = srv.transport()
+        try:
+            r = await t.request("GET", "/x")
+            assert r.body == payload
+            assert "content-encoding" not in r.headers and "content-length" not in r.headers
+            assert b"Accept-Encoding: identity" in srv.requests[0]
+        finally:
+            await t.close()
+
+
+async def test_a_decoded_body_over_the_limit_fails() -> None:
+    """The size cap applies to the decoded body: a small gzip that inflates past it fails."""
+    bomb = gzipped(b"\0" * 200_000)
+    assert len(bomb) < 4096
+    async with RawServer(answer_once(bomb)) as srv:
+        t = srv.transport(max_response_bytes=50_000)
+        try:
+            with pytest.raises(ResponseTooLarge, match="decoded"):
+                await t.request("GET", "/x")
+        finally:
+            await t.close()
+
+
+@pytest.mark.parametrize("encoding", ["br", "gzip, br"])
+async def test_an_unknown_content_encoding_is_a_bad_response(encoding: str) -> None:
+    response = (
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: 2\r\n\r\nok"
+        % encoding.encode()
+    )
+    async with RawServer(answer_once(response)) as srv:
+        t = srv.transport()
+        try:
+            with pytest.raises(BadResponse, match="content-encoding"):
+                await t.request("GET", "/x")
         finally:
             await t.close()
 
@@ -855,6 +945,19 @@ async def test_client_answers_502_to_a_response_over_its_limit(
         with pytest.raises(BadBackendData) as err:
             await c.request("GET", "/x")
         assert err.value.status == 502 and "larger than 4096 bytes" in str(err.value)
+
+
+@pytest.mark.parametrize("status", [301, 302, 304, 307])
+async def test_client_a_redirect_is_not_a_success(started: list[BackendClient], status: int) -> None:
+    """Redirects are not followed, so a 3xx is no answer to the call: a 502 naming the status,
+    and the breaker counts the vendor as healthy."""
+    response = b"HTTP/1.1 %d Moved\r\nLocation: http://elsewhere/x\r\nContent-Length: 0\r\n\r\n"
+    async with RawServer(answer_once(response % status)) as srv:
+        c = await client_for(started, srv.url)
+        with pytest.raises(BadBackendData) as err:
+            await c.request("GET", "/x")
+        assert err.value.status == 502 and f"answered {status}" in str(err.value)
+        assert c.breaker.state.value == "closed" and c.stats.failures == 1
 
 
 async def test_client_connect_refused_and_ping(started: list[BackendClient]) -> None:
