@@ -1,9 +1,15 @@
 """A lean HTTP/1.1 client for the backend calls: ``asyncio.Protocol`` + ``httptools``.
 
 One :class:`Transport` per origin (scheme, host, port) keeps a pool of keep-alive connections.
-It does what the backend calls need and nothing else (no cookies, no redirects, no
-compression, no proxies), so a GET costs a fraction of the CPU of a general-purpose client
-(docs/decisions.md, "Backend calls").
+It does what the backend calls need and nothing else (no cookies, no redirects, no proxies),
+so a GET costs a fraction of the CPU of a general-purpose client (docs/decisions.md, "Backend
+calls"). It is one implementation of ``egress.OriginTransport``; a backend that needs a
+proxy uses the aiohttp one (``library_transport.py``).
+
+* Bodies: a response body in gzip or deflate is decoded (asked for with ``accept_encoding``
+  or not), the size cap applying to the decoded size; another coding is a ``BadResponse``.
+  A HEAD response ends at its headers and keeps its connection; trailer fields after a
+  chunked body are dropped, never merged into the headers.
 
 * Pool: at most ``pool_size`` requests in flight (and so at most that many connections);
   callers beyond it wait for a slot until the connect timeout. Idle connections are reused
@@ -28,7 +34,6 @@ import re
 import ssl
 import zlib
 from collections.abc import Mapping
-from functools import cache
 from typing import cast
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -36,8 +41,10 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .resilience import Slots
+from .tls import default_ssl_context
 
 __all__ = [
+    "DEFAULT_PORTS",
     "BadResponse",
     "BodyCutShort",
     "ConnectFailed",
@@ -47,6 +54,9 @@ __all__ = [
     "ResponseTooLarge",
     "Transport",
     "TransportError",
+    "check_request",
+    "clean_target",
+    "default_ssl_context",
     "split_url",
 ]
 
@@ -121,12 +131,6 @@ _SPECIAL_HEADERS = frozenset(
 _METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE", "POST", "PATCH"})
 _SLACK_S = 0.001
 """Timers may fire up to a clock tick early: a deadline this close counts as reached."""
-
-
-@cache
-def default_ssl_context() -> ssl.SSLContext:
-    """The system's trust store, hostname checked (made once: loading it is not free)."""
-    return ssl.create_default_context()
 
 
 def split_url(url: str) -> tuple[Origin, str]:
@@ -420,6 +424,8 @@ class Transport:
         ssl_context: ssl.SSLContext | None = None,
         user_agent: str = "trellis",
         max_response_bytes: int = 16 * 1024 * 1024,
+        server_name: str | None = None,
+        accept_encoding: str = "identity",
     ) -> None:
         scheme = scheme.lower()
         if scheme not in DEFAULT_PORTS:
@@ -440,6 +446,8 @@ class Transport:
         self._ssl: ssl.SSLContext | None = None
         if scheme == "https":
             self._ssl = ssl_context or default_ssl_context()
+        self._server_name = server_name or host
+        """Sent in SNI and checked against the certificate (the host unless configured)."""
         if not _HOST.fullmatch(host):
             raise ValueError(f"bad host {host!r}")
         authority = f"[{host}]" if ":" in host else host
@@ -447,7 +455,9 @@ class Transport:
             authority = f"{authority}:{self.port}"
         self._host_line = f"Host: {authority}\r\n"
         self._ua_line = f"User-Agent: {user_agent}\r\n"
-        self._ae_line = "Accept-Encoding: identity\r\n"
+        if not _TOKEN.fullmatch(accept_encoding.replace(", ", ",").replace(",", "")):
+            raise ValueError(f"bad Accept-Encoding {accept_encoding!r}")
+        self._ae_line = f"Accept-Encoding: {accept_encoding}\r\n"
         self._fixed = self._host_line + self._ua_line + self._ae_line
         self._idle: list[_Connection] = []  # oldest first: taken from the end, expired from 0
         self._conns: set[_Connection] = set()
@@ -537,7 +547,7 @@ class Transport:
         if params:
             target = f"{target}{'&' if '?' in target else '?'}{urlencode(params)}"
         if not target.startswith("/") or _UNSAFE_TARGET.search(target):
-            target = _clean_target(target)
+            target = clean_target(target)
         if headers:
             block = "".join(map("%s: %s\r\n".__mod__, headers.items()))  # no Python frame
             n = len(headers)
@@ -658,7 +668,7 @@ class Transport:
                     self.host,
                     self.port,
                     ssl=self._ssl,
-                    server_hostname=self.host if self._ssl is not None else None,
+                    server_hostname=self._server_name if self._ssl is not None else None,
                 )
         except TimeoutError:
             raise TimeoutError(
@@ -727,7 +737,30 @@ def _decoded(
     return out, kept
 
 
-def _clean_target(target: str) -> str:
+def check_request(
+    method: str,
+    target: str,
+    params: Mapping[str, str | int] | None,
+    headers: Mapping[str, str] | None,
+) -> str:
+    """The checks of ``Transport._encode`` for another transport: the method a token, no CR,
+    LF or NUL in a header, no framing header from the caller; the target with ``params``
+    appended and odd characters quoted."""
+    if method not in _METHODS and not _TOKEN.fullmatch(method):
+        raise ValueError(f"bad HTTP method {method!r}")
+    if params:
+        target = f"{target}{'&' if '?' in target else '?'}{urlencode(params)}"
+    if not target.startswith("/") or _UNSAFE_TARGET.search(target):
+        target = clean_target(target)
+    for name, value in (headers or {}).items():
+        if any(c in name or c in value for c in "\r\n\x00"):
+            raise ValueError("header injection: CR, LF or NUL in a header name or value")
+        if name.strip().lower() in ("content-length", "transfer-encoding"):
+            raise ValueError(f"{name} is set by the transport from the body")
+    return target
+
+
+def clean_target(target: str) -> str:
     """Origin-form of an odd target: leading ``/``, no fragment, unsafe characters quoted."""
     target = target.split("#", 1)[0]
     if not target.startswith("/"):

@@ -1,7 +1,10 @@
-"""The lean HTTP/1.1 transport against real servers on loopback.
+"""Both backend transports against real servers on loopback.
 
-Most tests use a raw asyncio server that writes exactly the bytes a case needs (a stall, a
-cut, garbage) and counts its connections; the rest use the sandbox through the real clients.
+Every test runs against the own HTTP/1.1 transport (``transport.Transport``) and the aiohttp
+one (``library_transport.LibraryTransport``), through the ``impl`` fixture; the few that read
+the own transport's pool directly run for it alone. Most tests use a raw asyncio server that
+writes exactly the bytes a case needs (a stall, a cut, garbage) and counts its connections;
+the rest use the sandbox through the real clients.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ import pytest
 from system_apis.client import BackendClient
 from system_apis.config import BackendConfig
 from system_apis.crm import CrmClient
+from system_apis.egress import OriginTransport
 from system_apis.errors import BackendTimeout, BackendUnavailable, BadBackendData
 from system_apis.inventory import InventoryClient
+from system_apis.library_transport import LibraryTransport
 from system_apis.sandbox import seed
 from system_apis.transport import (
     BadResponse,
@@ -37,6 +42,31 @@ from tests.eventually import eventually
 from tests.servers import free_port
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+IMPLS = {"own": Transport, "library": LibraryTransport}
+_impl = ["own"]
+
+
+@pytest.fixture(params=sorted(IMPLS), autouse=True)
+def impl(request: pytest.FixtureRequest) -> str:
+    """Which transport this run of the test uses (``own`` or ``library``)."""
+    name: str = request.param
+    if name != "own" and request.node.get_closest_marker("own_only"):
+        pytest.skip(str(request.node.get_closest_marker("own_only").args[0]))
+    _impl[0] = name
+    return name
+
+
+def make(scheme: str, host: str, port: int, **kw: Any) -> Any:
+    """A transport of the implementation under test (typed loosely: tests read the own
+    transport's pool attributes where they run for it)."""
+    return IMPLS[_impl[0]](scheme, host, port, **kw)
+
+
+def idle(t: OriginTransport) -> int | None:
+    """The own transport's idle connections; None for aiohttp (no public count)."""
+    return t.idle_connections if isinstance(t, Transport) else None
+
 
 Handler = Callable[["RawServer", asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
 
@@ -71,8 +101,8 @@ class RawServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def transport(self, **kw: Any) -> Transport:
-        return Transport("http", "127.0.0.1", self.port, **kw)
+    def transport(self, **kw: Any) -> Any:
+        return make("http", "127.0.0.1", self.port, **kw)
 
     def targets(self) -> list[bytes]:
         return [r.split(b" ", 2)[1] for r in self.requests]
@@ -141,7 +171,7 @@ async def test_keep_alive_reuses_one_connection() -> None:
                 r = await t.request("GET", "/x")
                 assert (r.status, r.body) == (200, b"ok")
             assert srv.connections == 1 and t.connections_made == 1
-            assert t.idle_connections == 1
+            assert idle(t) in (1, None)
             # concurrent calls open more, bounded by the pool, then reuse them
             await asyncio.gather(*(t.request("GET", "/x") for _ in range(20)))
             assert srv.connections <= 20
@@ -167,7 +197,10 @@ async def test_pool_size_caps_connections() -> None:
     "response",
     [
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-        b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok",
+        pytest.param(
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok",
+            marks=pytest.mark.own_only("aiohttp keeps an HTTP/1.0 keep-alive connection"),
+        ),
     ],
     ids=["server-says-close", "http-1.0"],
 )
@@ -186,6 +219,7 @@ async def test_connection_not_reused_after_close_or_http_1_0(response: bytes) ->
             await t.close()
 
 
+@pytest.mark.own_only("aiohttp leaves closing to the server")
 async def test_connection_not_reused_when_we_say_close() -> None:
     async with RawServer(keep_alive) as srv:
         t = srv.transport()
@@ -204,7 +238,7 @@ async def test_idle_connections_expire_after_keepalive() -> None:
         try:
             await t.request("GET", "/x")
             await eventually(lambda: srv.eofs == 1)  # the sweep closed the idle connection
-            assert t.idle_connections == 0
+            assert idle(t) in (0, None)
             await t.request("GET", "/x")
             assert srv.connections == 2
         finally:
@@ -220,7 +254,7 @@ async def test_stale_connection_closed_while_idle_is_skipped() -> None:
         t = srv.transport()
         try:
             await t.request("GET", "/x")
-            await eventually(lambda: t.idle_connections == 0, interval=0.005)  # the FIN seen
+            await eventually(lambda: idle(t) in (0, None), interval=0.005)  # the FIN seen
             assert (await t.request("GET", "/x")).body == b"ok"
             assert srv.connections == 2 and len(srv.requests) == 2  # each request sent once
         finally:
@@ -268,6 +302,7 @@ async def test_stale_retry_only_for_idempotent_requests() -> None:
             await t.close()
 
 
+@pytest.mark.own_only("aiohttp resends an idempotent request once on any lost connection")
 async def test_fresh_connection_lost_before_any_byte_is_not_retried() -> None:
     async def handler(server: RawServer, reader: Any, writer: Any, n: int) -> None:
         await server.read_request(reader)  # and close without a byte
@@ -290,7 +325,14 @@ async def test_fresh_connection_lost_before_any_byte_is_not_retried() -> None:
     ],
     ids=["in-headers", "in-body"],
 )
-async def test_no_retry_after_a_partial_response(partial: bytes, error: type[Exception]) -> None:
+async def test_no_retry_after_a_partial_response(
+    impl: str, partial: bytes, error: type[Exception]
+) -> None:
+    """Never resent once response bytes arrived (aiohttp resends a GET whose headers were cut,
+    so for it the headers case is left out)."""
+    if impl == "library" and error is ConnectionLost:
+        pytest.skip("aiohttp resends an idempotent request lost in the response headers")
+
     async def handler(server: RawServer, reader: Any, writer: Any, n: int) -> None:
         await server.read_request(reader)
         writer.write(OK)
@@ -347,7 +389,7 @@ async def test_body_read_until_close() -> None:
         try:
             r = await t.request("GET", "/x")
             assert (r.status, r.body) == (200, b"hello world")
-            assert t.idle_connections == 0
+            assert idle(t) in (0, None)
         finally:
             await t.close()
 
@@ -387,7 +429,7 @@ async def test_a_body_over_the_limit_fails_declared_or_streamed() -> None:
             assert time.monotonic() - started < 1  # not waiting for a body it refuses
             with pytest.raises(ResponseTooLarge, match="exceeds"):
                 await t.request("GET", "/big")
-            assert srv.connections == 2 and t.idle_connections == 0
+            assert srv.connections == 2 and idle(t) in (0, None)
             small = srv.transport(max_response_bytes=20_000)
             try:
                 assert (await small.request("GET", "/ok")).body == b"x" * 10 * 1024
@@ -427,6 +469,7 @@ async def test_garbage_response_is_bad_response(garbage: bytes) -> None:
             await t.close()
 
 
+@pytest.mark.own_only("aiohttp reads the stray body as the next response (BadResponse)")
 async def test_a_body_sent_after_a_head_response_drops_the_connection() -> None:
     async with RawServer(keep_alive) as srv:  # answers Content-Length: 2 (and the body)
         t = srv.transport()
@@ -544,7 +587,7 @@ async def test_repeated_headers_are_kept_in_a_multidict() -> None:
             await t.close()
 
 
-async def test_bytes_after_a_response_never_reach_its_headers() -> None:
+async def test_bytes_after_a_response_never_reach_its_headers(impl: str) -> None:
     """Headers are decoded on first use: a second, unasked-for response in the same segment
     must not add its headers to the first (nor the HEAD response's, which ends early)."""
     extra = b"HTTP/1.1 200 OK\r\nRetry-After: 86400\r\nX-Injected: yes\r\nContent-Length: 0\r\n\r\n"
@@ -560,6 +603,10 @@ async def test_bytes_after_a_response_never_reach_its_headers() -> None:
         async with RawServer(two_at_once) as srv:
             t = srv.transport()
             try:
+                if impl == "library" and method == "HEAD":  # aiohttp parses "no" as a response
+                    with pytest.raises(BadResponse):
+                        await t.request(method, "/x")
+                    continue
                 r = await t.request(method, "/x")
                 await asyncio.sleep(0.1)  # the unasked-for bytes arrive before headers are read
                 assert r.status == 503
@@ -572,7 +619,7 @@ async def test_bytes_after_a_response_never_reach_its_headers() -> None:
 
 
 async def test_connect_refused() -> None:
-    t = Transport("http", "127.0.0.1", free_port())
+    t = make("http", "127.0.0.1", free_port())
     try:
         with pytest.raises(ConnectFailed):
             await t.request("GET", "/x")
@@ -581,7 +628,7 @@ async def test_connect_refused() -> None:
 
 
 async def test_unresolvable_host_is_connect_failed() -> None:
-    t = Transport("http", "no-such-host.invalid", 80, connect_s=5)
+    t = make("http", "no-such-host.invalid", 80, connect_s=5)
     try:
         with pytest.raises(ConnectFailed):
             await t.request("GET", "/x")
@@ -604,7 +651,7 @@ async def test_read_timeout_when_headers_then_stall() -> None:
                 await t.request("GET", "/x")
             assert 0.15 < time.monotonic() - started < 1.0
             await eventually(lambda: srv.eofs == 1)  # that connection was closed, not pooled
-            assert t.idle_connections == 0
+            assert idle(t) in (0, None)
         finally:
             await t.close()
 
@@ -862,8 +909,8 @@ async def test_tls_verified_against_the_given_trust(tmp_path: Path) -> None:
     server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_ctx)
     port = int(server.sockets[0].getsockname()[1])
     trusting = ssl.create_default_context(cafile=str(cert))
-    good = Transport("https", "127.0.0.1", port, ssl_context=trusting)
-    default = Transport("https", "127.0.0.1", port)  # the system store does not know it
+    good = make("https", "127.0.0.1", port, ssl_context=trusting)
+    default = make("https", "127.0.0.1", port)  # the system store does not know it
     try:
         for _ in range(2):
             assert (await good.request("GET", "/secure")).body == b"ok"
@@ -883,6 +930,7 @@ async def test_tls_verified_against_the_given_trust(tmp_path: Path) -> None:
 def vendor(url: str, **cfg: Any) -> BackendClient:
     base: dict[str, Any] = {
         "base_url": url,
+        "transport": _impl[0],
         "retry": {"max_attempts": 1},
         "timeouts": {"connect_s": 1, "read_s": 0.3, "total_s": 1},
     }
@@ -948,7 +996,9 @@ async def test_client_answers_502_to_a_response_over_its_limit(
 
 
 @pytest.mark.parametrize("status", [301, 302, 304, 307])
-async def test_client_a_redirect_is_not_a_success(started: list[BackendClient], status: int) -> None:
+async def test_client_a_redirect_is_not_a_success(
+    started: list[BackendClient], status: int
+) -> None:
     """Redirects are not followed, so a 3xx is no answer to the call: a 502 naming the status,
     and the breaker counts the vendor as healthy."""
     response = b"HTTP/1.1 %d Moved\r\nLocation: http://elsewhere/x\r\nContent-Length: 0\r\n\r\n"
@@ -1005,6 +1055,7 @@ async def test_sandbox_calls_share_one_kept_alive_connection(clean_sandbox: Any)
     cfg = BackendConfig.model_validate(
         {
             "sandbox": True,
+            "transport": _impl[0],
             "auth": {"kind": "api_key", "header": "X-Api-Key", "key": "inv-sandbox-key"},
         }
     )
@@ -1024,6 +1075,7 @@ async def test_sandbox_oauth_token_fetch_goes_through_the_transport(clean_sandbo
     cfg = BackendConfig.model_validate(
         {
             "sandbox": True,
+            "transport": _impl[0],
             "auth": {
                 "kind": "oauth_client_credentials",
                 "token_url": "/services/oauth2/token",
@@ -1047,6 +1099,7 @@ async def test_sandbox_truncated_body_is_unavailable(clean_sandbox: Any) -> None
     cfg = BackendConfig.model_validate(
         {
             "sandbox": True,
+            "transport": _impl[0],
             "auth": {"kind": "api_key", "header": "X-Api-Key", "key": "inv-sandbox-key"},
             "retry": {"max_attempts": 1},
         }
@@ -1094,7 +1147,7 @@ def test_works_on_uvloop() -> None:
             t = srv.transport()
             try:
                 await t.request("GET", "/x")
-                await eventually(lambda: t.idle_connections == 0, interval=0.005)
+                await eventually(lambda: idle(t) in (0, None), interval=0.005)
                 assert (await t.request("GET", "/x")).body == b"ok"
             finally:
                 await t.close()
