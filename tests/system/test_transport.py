@@ -25,7 +25,7 @@ import pytest
 from system_apis.client import BackendClient
 from system_apis.config import BackendConfig
 from system_apis.crm import CrmClient
-from system_apis.egress import OriginTransport
+from system_apis.egress import OriginTransport, accept_encoding
 from system_apis.errors import BackendTimeout, BackendUnavailable, BadBackendData
 from system_apis.inventory import InventoryClient
 from system_apis.library_transport import LibraryTransport
@@ -1181,3 +1181,42 @@ def test_works_on_uvloop() -> None:
     assert not thread.is_alive()
     if failure:
         raise failure[0]
+
+
+async def test_client_asks_for_gzip_and_caps_the_decoded_size(
+    started: list[BackendClient],
+) -> None:
+    """``accept_encoding: gzip``: the vendor's compressed answer is decoded; one that inflates
+    past ``max_response_bytes`` (a zip bomb) fails the call with a 502."""
+    payload = b'{"items": [' + b",".join(b'{"sku": "A-%d", "on_hand": 1}' % i for i in range(400))
+    payload += b"]}"
+    bomb = gzipped(b" " * 5_000_000)
+
+    async def handler(server: RawServer, reader: Any, writer: Any, n: int) -> None:
+        while (request := await server.read_request(reader)) is not None:
+            if b"Accept-Encoding: gzip" not in request:
+                writer.write(b"HTTP/1.1 406 Not Acceptable\r\nContent-Length: 0\r\n\r\n")
+            else:
+                writer.write(bomb if b"/bomb" in request else gzipped(payload))
+
+    async with RawServer(handler) as srv:
+        c = await client_for(started, srv.url, accept_encoding="gzip", max_response_bytes=100_000)
+        r = await c.request("GET", "/items")
+        assert r.body == payload and len(payload) > 10 * len(gzipped(payload))
+        with pytest.raises(BadBackendData) as err:
+            await c.request("GET", "/bomb")
+        assert err.value.status == 502 and "larger than 100000 bytes" in str(err.value)
+
+
+def test_gzip_is_asked_for_across_a_network_only() -> None:
+    """``accept_encoding: auto``: gzip from a vendor across a network; identity on loopback
+    and from the sandbox, where bytes are free and compressing costs CPU at both ends."""
+    remote = BackendConfig.model_validate({"base_url": "https://api.vendor.example"})
+    assert accept_encoding(remote, "api.vendor.example") == "gzip"
+    assert accept_encoding(remote, "127.0.0.1") == "identity"
+    sandbox = BackendConfig.model_validate({"sandbox": True})
+    assert accept_encoding(sandbox, "vendor.example") == "identity"
+    forced = BackendConfig.model_validate(
+        {"base_url": "http://x.example", "accept_encoding": "identity"}
+    )
+    assert accept_encoding(forced, "x.example") == "identity"
