@@ -171,7 +171,7 @@ class LibraryTransport:
                     raise BadResponse(f"unsupported content-encoding {coding!r}")
                 coded = coding != "identity"
                 declared = resp.content_length
-                if declared is not None and declared > limit and not coded and method != "HEAD":
+                if declared is not None and declared > limit and method != "HEAD":
                     raise ResponseTooLarge(f"the response declares {declared} bytes")
                 chunks: list[bytes] = []
                 received = 0

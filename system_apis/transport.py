@@ -129,6 +129,8 @@ _SPECIAL_HEADERS = frozenset(
     {"host", "user-agent", "accept-encoding", "connection", "content-length", "transfer-encoding"}
 )
 _METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE", "POST", "PATCH"})
+_WATCHED = frozenset({14, 16})
+"""Lengths of the header names on_header looks at: content-length, content-encoding."""
 _SLACK_S = 0.001
 """Timers may fire up to a clock tick early: a deadline this close counts as reached."""
 
@@ -163,6 +165,7 @@ class _Connection(asyncio.Protocol):
         "is_head",
         "last_read",
         "loop",
+        "n_headers",
         "parser",
         "pool",
         "raw_headers",
@@ -185,6 +188,8 @@ class _Connection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.received = 0
         self.coding: bytes | None = None
+        """The response's content coding, unless identity."""
+        self.n_headers = 0
         self.headers_done = False
         self.got_bytes = False
         self.is_head = False
@@ -291,21 +296,24 @@ class _Connection(asyncio.Protocol):
             self.reusable = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.headers_done:  # a trailer field after a chunked body: not a header
-            return
         self.raw_headers.append((name, value))
-        n = len(name)
-        # refuse a body announced too large before any of it arrives (not for HEAD: no body)
-        if n == 14 and name.lower() == b"content-length" and not self.is_head:
-            declared = value.strip()
-            coded = self.coding is not None and self.coding != b"identity"
-            if declared.isdigit() and int(declared) > self.pool.max_response_bytes and not coded:
-                self._fail(ResponseTooLarge(f"the response declares {int(declared)} bytes"))
-        elif n == 16 and name.lower() == b"content-encoding":
-            self.coding = value.strip().lower()
+        # Content-Length (14) or Content-Encoding (16); not a trailer (dropped in _complete)
+        if len(name) in _WATCHED and not self.headers_done:
+            low = name.lower()
+            if low == b"content-length":
+                # refuse a body announced too large before any arrives (HEAD has no body)
+                declared = value.strip()
+                if declared.isdigit() and int(declared) > self.pool.max_response_bytes:
+                    if not self.is_head:
+                        self._fail(ResponseTooLarge(f"the response declares {int(declared)} bytes"))
+            elif low == b"content-encoding":
+                coding = value.strip().lower()
+                if coding != b"identity":
+                    self.coding = coding
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
+        self.n_headers = len(self.raw_headers)
         if self.is_head and self.waiter is not None:
             parser = self.parser
             status = parser.get_status_code()
@@ -358,7 +366,9 @@ class _Connection(asyncio.Protocol):
             return
         body = b"".join(self.body)
         raw_headers = self.raw_headers
-        if self.coding is not None and self.coding != b"identity" and not self.is_head:
+        if len(raw_headers) != self.n_headers:  # trailer fields are not headers
+            del raw_headers[self.n_headers :]
+        if self.coding is not None and not self.is_head:
             try:  # the vendor compressed the body (asked for or not): pass it on decoded
                 body, raw_headers = _decoded(
                     self.coding, body, raw_headers, self.pool.max_response_bytes

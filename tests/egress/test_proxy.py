@@ -226,3 +226,19 @@ def test_trellis_run_with_http_proxy_and_no_no_proxy(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
     eventually_sync(lambda: proc.poll() is not None)
+
+
+def test_an_environment_proxy_overrides_transport_own(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The own transport cannot tunnel: a proxy from the environment still applies, through
+    the library transport, and the start log says so."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://egress.corp.example:3128")
+    c = client("https://wms.vendor.example", transport="own")
+    with caplog.at_level("WARNING", logger="trellis.system"):
+        t = c._make_transport(("https", "wms.vendor.example", 443))
+    assert isinstance(t, LibraryTransport) and t.proxy is not None
+    assert t.proxy.source == "HTTPS_PROXY"
+    assert any("no proxy support" in r.getMessage() for r in caplog.records)
+    monkeypatch.setenv("NO_PROXY", "vendor.example")
+    assert isinstance(c._make_transport(("https", "wms.vendor.example", 443)), Transport)
