@@ -4,9 +4,12 @@ Same contract as :class:`system_apis.transport.Transport` (``egress.OriginTransp
 instance per origin, a pool of at most ``pool_size`` keep-alive connections, the connect /
 read / total timeouts, the response size cap applied to the decoded body, redirects not
 followed, and the same errors (``TransportError`` subclasses, ``TimeoutError``, ``ValueError``
-for header injection). aiohttp resends a request lost on a reused connection once, for
-idempotent methods only; unlike the own transport it does not resend a POST the caller marks
-idempotent.
+for header injection). Where it differs, on servers that misbehave: aiohttp resends an
+idempotent request once when its connection is lost before the whole response head, fresh
+connection or not (the own transport only on a reused one, and only before any byte); it does
+not resend a POST the caller marks idempotent; it keeps an HTTP/1.0 keep-alive connection; a
+body sent after a HEAD answer fails the next call instead of being dropped
+(tests/system/test_transport.py runs those cases for the own transport alone).
 """
 
 from __future__ import annotations
