@@ -242,3 +242,16 @@ def test_an_environment_proxy_overrides_transport_own(
     assert any("no proxy support" in r.getMessage() for r in caplog.records)
     monkeypatch.setenv("NO_PROXY", "vendor.example")
     assert isinstance(c._make_transport(("https", "wms.vendor.example", 443)), Transport)
+
+
+def test_proxy_credentials_are_masked_in_the_console_and_errors(tmp_path: Path) -> None:
+    from gateway.console.settings_view import config_rows
+    from gateway.settings import inspect_config
+
+    backends = {"erp": {"proxy": "http://trellis:hunter2@egress.corp.example:3128"}}
+    report = inspect_config(DEFAULT_CONFIG_DIR, backends=backends)
+    assert report.settings is not None
+    rows = {row.key: row.value for row in config_rows(report.settings, DEFAULT_CONFIG_DIR)}
+    assert rows["backends.erp.proxy"] == "http://[REDACTED]@egress.corp.example:3128"
+    bad = inspect_config(DEFAULT_CONFIG_DIR, backends={"erp": {"proxy": "https://u:hunter2@p:1"}})
+    assert bad.settings is None and "hunter2" not in " ".join(bad.problems)

@@ -208,6 +208,7 @@ async def test_verify_off_is_a_warning_in_readyz_and_at_start(
             ]
 
 
+@pytest.mark.slow  # a `trellis check-config` process
 def test_check_config_names_a_missing_ca_file(tmp_path: Path) -> None:
     config = tmp_path / "config"
     shutil.copytree(DEFAULT_CONFIG_DIR, config)
