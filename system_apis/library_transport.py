@@ -194,8 +194,6 @@ class LibraryTransport:
             raise
         except TimeoutError:
             raise TimeoutError(f"no complete response from {self._base} in time") from None
-        except aiohttp.ContentTypeError as exc:  # pragma: no cover - json() is never called
-            raise BadResponse(str(exc)) from exc
         except aiohttp.ClientHttpProxyError as exc:
             raise ConnectFailed(f"the proxy refused the tunnel: {exc.status}") from exc
         except aiohttp.ClientConnectorError as exc:

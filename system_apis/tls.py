@@ -10,7 +10,7 @@ gateway then warns at start, in ``check-config`` and in ``/readyz``.
 from __future__ import annotations
 
 import ssl
-from functools import cache
+from functools import cache, lru_cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, model_validator
@@ -56,9 +56,10 @@ def default_ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-@cache
+@lru_cache(maxsize=64)
 def ssl_context(tls: TlsConfig | None) -> ssl.SSLContext:
-    """The client context for ``tls`` (one per distinct config: loading CAs is not free)."""
+    """The client context for ``tls``, one per distinct config (loading CAs is not free; the
+    check at config load makes it, the backend's start reuses it)."""
     if tls is None:
         return default_ssl_context()
     ctx = ssl.create_default_context(cafile=str(tls.ca_bundle) if tls.ca_bundle else None)
