@@ -255,3 +255,35 @@ def test_proxy_credentials_are_masked_in_the_console_and_errors(tmp_path: Path) 
     assert rows["backends.erp.proxy"] == "http://[REDACTED]@egress.corp.example:3128"
     bad = inspect_config(DEFAULT_CONFIG_DIR, backends={"erp": {"proxy": "https://u:hunter2@p:1"}})
     assert bad.settings is None and "hunter2" not in " ".join(bad.problems)
+
+
+async def test_the_oauth_token_fetch_goes_through_the_backend_proxy(
+    sandbox: SandboxThread, proxy: RunningProxy
+) -> None:
+    """Every call of a proxied backend takes the proxy, its OAuth token request included."""
+    from system_apis.crm import CrmClient
+
+    port = int(sandbox.url("crm").rsplit(":", 1)[1])
+    url = f"http://{VENDOR}:{port}"
+    cfg = BackendConfig.model_validate(
+        {
+            "base_url": url,
+            "proxy": proxy.url,
+            "auth": {
+                "kind": "oauth_client_credentials",
+                "token_url": "/services/oauth2/token",
+                "client_id": "trellis-sandbox",
+                "client_secret": "crm-sandbox-secret",
+            },
+        }
+    )
+    c = CrmClient(cfg, url)
+    await c.start()
+    try:
+        person = seed.people()[0]
+        assert (await c.get_contact(person.crm_contact_id)).id == person.crm_contact_id
+    finally:
+        await c.close()
+    seen = [(s["method"], s["target"].split("?")[0]) for s in proxy.seen()]
+    assert seen[0] == ("POST", f"{url}/services/oauth2/token")
+    assert seen[1][0] == "GET" and seen[1][1].startswith(f"{url}/services/data/")
