@@ -984,6 +984,23 @@ class Bench:
         row.extra["overload"] = {"base_connections": base, "levels": levels}
         row.note = f"{loadgen.tool}-raw; limit = {base} in flight; see the overload table"
 
+    def compression(self, row: Row) -> None:
+        """Accept-Encoding gzip against identity on the backend call (bench/compression.py):
+        ratios of wire bytes, client CPU and loopback wall time, small and list answers."""
+        from bench.compression import measure, text
+
+        calls = max(200, int(400 * self.opts.duration))
+        result = measure(rounds=max(3, self.opts.rounds), calls=calls)
+        row.server = "own transport"
+        small, big = result["small"], result["list"]
+        row.note = (
+            f"list x{big['ratio_gzip_to_identity']['wire_bytes']} bytes, "
+            f"x{big['ratio_gzip_to_identity']['cpu_us_per_call']} CPU; "
+            f"small x{small['ratio_gzip_to_identity']['cpu_us_per_call']} CPU"
+        )
+        row.extra["compression"] = result
+        self.say("\n" + text(result))
+
     def events(self, row: Row, store: str) -> None:
         from bench.events import EventsUnavailable, run_events
 
@@ -1340,7 +1357,7 @@ def chart(rows: list[Row], path: Path) -> str | None:
 
 # --- entry point -----------------------------------------------------------------------------
 
-ALL = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "o"]
+ALL = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "o", "z"]
 
 
 def parse(argv: list[str] | None) -> Options:
@@ -1356,7 +1373,7 @@ def parse(argv: list[str] | None) -> Options:
         "-s",
         "--scenarios",
         default=",".join(ALL),
-        help="comma list of 1-9 and o (overload) (default all)",
+        help="comma list of 1-9, o (overload) and z (gzip from vendors) (default all)",
     )
     p.add_argument(
         "--servers",
@@ -1519,6 +1536,7 @@ def main(argv: list[str] | None = None) -> int:
         b.scenario("8s", "events published->handled, SQLite")(lambda row: b.events(row, "sqlite"))
         b.scenario("8r", "events published->handled, Redis")(lambda row: b.events(row, "redis"))
         b.scenario("o", "overload: full chain at 1x, 2x, 4x peak concurrency")(b.overload)
+        b.scenario("z", "gzip from vendors: cost and saving per call")(b.compression)
         if opts.scenarios & {"5", "6", "9"}:
             for server in servers:
                 if server not in checks:

@@ -65,6 +65,11 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+"""urllib without the proxy variables: the sandbox is ours, on this host, never behind a proxy
+(with HTTP_PROXY set and no NO_PROXY, urllib would send even a loopback URL to the proxy)."""
+
+
 def _start_sandbox(settings: Settings, config_dir: str | None) -> subprocess.Popen[bytes]:
     sb = settings.gateway.sandbox
     cmd = [
@@ -89,7 +94,7 @@ def _start_sandbox(settings: Settings, config_dir: str | None) -> subprocess.Pop
             raise SystemExit(f"trellis: the sandbox exited with status {proc.returncode}")
         try:
             url = settings.sandbox_url(pending[0]) + "/__health"
-            with urllib.request.urlopen(url, timeout=0.5):  # noqa: S310 - loopback URL we built
+            with _DIRECT.open(url, timeout=0.5):
                 pending.pop(0)
         except OSError:
             time.sleep(0.1)

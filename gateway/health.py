@@ -3,8 +3,9 @@
 ``/healthz`` says the process is alive. ``/readyz`` says it can serve: config loaded, the
 required backends answer, and not every breaker is open; otherwise 503. It is public (load
 balancers call it without a token), so it says only ready or not; the reasons, each backend's
-reachability and each breaker's state are for a caller with the ``admin`` scope, since an
-outsider watching a breaker open learns when a backend is weak.
+reachability, each breaker's state and the warnings (a backend whose TLS certificate is not
+verified) are for a caller with the ``admin`` scope, since an outsider watching a breaker open
+learns when a backend is weak, and one told that verification is off learns where to listen.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from system_apis.egress import tls_warning
 from system_apis.http.common import json_response
 from system_apis.registry import SystemApis
 from system_apis.resilience import BreakerState
@@ -36,6 +38,9 @@ def health_routes(settings: Settings, systems: SystemApis) -> list[Route]:
     async def healthz(request: Request) -> Response:
         return json_response({"status": "ok"})
 
+    warnings = [  # settings that weaken a backend's security, shown for as long as they hold
+        f"{name}: {why}" for name, c in systems.all().items() if (why := tls_warning(c.config))
+    ]
     cache: dict[str, tuple[float, dict[str, str | None]]] = {}
     lock = asyncio.Lock()
 
@@ -69,6 +74,7 @@ def health_routes(settings: Settings, systems: SystemApis) -> list[Route]:
                 for name, why in probes.items()
             },
             "reasons": reasons,
+            "warnings": warnings,
         }
         return json_response(body, status=status)
 

@@ -436,7 +436,15 @@ def inspect_config(config_dir: Path | str | None = None, **overrides: Any) -> Co
         *(f"environment {b.variable}: {dotted(b.path)}: {b.message}" for b in env.bad),
         *(_describe(p, directory, env, before_env) for p in found),
     ]
-    return ConfigReport(None if problems else settings, problems, list(env.warnings))
+    warnings = list(env.warnings)
+    if settings is not None:  # valid, but weakened on purpose: said at every start
+        warnings += [
+            f"backends.{name}.tls.verify is false: its certificate is not checked, anyone on "
+            "the path can read and change its traffic"
+            for name, cfg in settings.backends.items()
+            if cfg.tls is not None and not cfg.tls.verify
+        ]
+    return ConfigReport(None if problems else settings, problems, warnings)
 
 
 def load_settings(config_dir: Path | str | None = None, **overrides: Any) -> Settings:

@@ -1,9 +1,10 @@
 """The shared client base every backend module builds on.
 
-One keep-alive connection pool per backend (``transport.Transport``, a lean HTTP/1.1 client on
-asyncio + httptools, made in the gateway's lifespan; another per origin for absolute URLs
-elsewhere), a timeout on every call, retries only where safe with full-jitter backoff honouring
-Retry-After, a circuit breaker, a bulkhead and an outbound pacer at the vendor's rate.
+One keep-alive connection pool per backend (an ``egress.OriginTransport``: the own HTTP/1.1
+client on asyncio + httptools, or aiohttp where a proxy is needed; made in the gateway's
+lifespan; another per origin for absolute URLs elsewhere), a timeout on every call, retries
+only where safe with full-jitter backoff honouring Retry-After, a circuit breaker, a bulkhead
+and an outbound pacer at the vendor's rate.
 
 Transport failures map to typed errors: a timeout is ``BackendTimeout``, a body cut short or
 any other connection failure ``BackendUnavailable``.
@@ -32,6 +33,7 @@ from multidict import CIMultiDictProxy
 from . import observe
 from .backend_auth import AuthProvider, make_auth_provider
 from .config import BackendConfig
+from .egress import OriginTransport, make_transport, tls_warning
 from .errors import (
     BackendAuthFailed,
     BackendConflict,
@@ -58,7 +60,6 @@ from .transport import (
     Origin,
     Response,
     ResponseTooLarge,
-    Transport,
     TransportError,
     split_url,
 )
@@ -136,8 +137,8 @@ class BackendClient:
         )
         self._origin, _ = split_url(self.base_url)
         self._base_path = urlsplit(self.base_url).path  # "" or a prefix such as "/api"
-        self._transport: Transport | None = None
-        self._transports: dict[Origin, Transport] = {}
+        self._transport: OriginTransport | None = None
+        self._transports: dict[Origin, OriginTransport] = {}
         """Every transport of this client by origin, the base URL's included."""
         self._send_fn = self._send  # bound once: handed to the auth provider on every attempt
         self.stats = ClientStats()
@@ -151,6 +152,12 @@ class BackendClient:
 
     async def start(self) -> None:
         if self._transport is None:
+            if warning := tls_warning(self.config):
+                log.warning(
+                    "backend TLS verification is off: anyone on the path can read and change "
+                    "its traffic",
+                    extra={"backend": self.name, "warning": warning},
+                )
             self._transport = self._make_transport(self._origin)
             self._transports[self._origin] = self._transport
 
@@ -161,23 +168,10 @@ class BackendClient:
         for transport in transports:
             await transport.close()
 
-    def _make_transport(self, origin: Origin) -> Transport:
-        cfg = self.config
-        t = cfg.timeouts
-        scheme, host, port = origin
-        return Transport(
-            scheme,
-            host,
-            port,
-            pool_size=cfg.pool_size,
-            keepalive_s=cfg.keepalive_s,
-            connect_s=t.connect_s,
-            read_s=t.read_s,
-            total_s=t.total_s,
-            max_response_bytes=cfg.max_response_bytes,
-        )
+    def _make_transport(self, origin: Origin) -> OriginTransport:
+        return make_transport(self.config, origin, name=self.name)
 
-    def _route(self, url: str) -> tuple[Transport, str]:
+    def _route(self, url: str) -> tuple[OriginTransport, str]:
         """The transport and request target (path and query) for an absolute URL."""
         transport = self._transport
         if transport is None:
@@ -264,9 +258,19 @@ class BackendClient:
             else:
                 status = last_status = resp.status
                 self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
-                if status < 400:
+                if status < 300:
                     self.breaker.record_success()
                     return resp
+                if status < 400:  # redirects are not followed: no answer to this call
+                    self.breaker.record_success()  # the vendor is up; the URL is not its API
+                    log.warning(
+                        "backend answered a redirect",
+                        extra={"backend": self.name, "status": status},
+                    )
+                    self.stats.failures += 1
+                    raise BadBackendData(
+                        self.name, f"answered {status}: redirects are not followed (base_url?)"
+                    )
                 if status == 401 and authenticated and self.auth.refreshable and not auth_refreshed:
                     # A cached token may have been revoked or expired early: refresh once.
                     self.breaker.release_trial()

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    model_validator,
+)
+
+from .proxies import check_proxy_url
+from .tls import TlsConfig
 
 BACKEND_NAMES: tuple[str, ...] = ("crm", "erp", "billing", "support", "marketing", "inventory")
 """The six backends, in the order of their sandbox ports (base_port + index)."""
@@ -99,9 +110,18 @@ class BackendConfig(Strict):
     rate_limit: VendorRateLimit | None = None
     health_path: str = "/__health"
     critical: bool = Field(False, description="System of record: its failure fails composites.")
+    # how it is reached (system_apis/egress.py; docs/operations.md, "TLS and proxies")
+    tls: TlsConfig | None = None
+    proxy: Annotated[str, AfterValidator(check_proxy_url)] | None = Field(
+        None, description="http://[user:pass@]host:port, or direct; default: HTTPS_PROXY etc."
+    )
+    transport: Literal["auto", "own", "library"] = "auto"
+    accept_encoding: Literal["auto", "gzip", "identity"] = "auto"
 
     @model_validator(mode="after")
     def _where(self) -> BackendConfig:
         if not self.sandbox and self.base_url is None:
             raise ValueError("base_url is required unless sandbox is true")
+        if self.transport == "own" and self.proxy not in (None, "direct"):
+            raise ValueError("transport: own has no proxy support; use auto or library")
         return self

@@ -1,9 +1,15 @@
 """A lean HTTP/1.1 client for the backend calls: ``asyncio.Protocol`` + ``httptools``.
 
 One :class:`Transport` per origin (scheme, host, port) keeps a pool of keep-alive connections.
-It does what the backend calls need and nothing else (no cookies, no redirects, no
-compression, no proxies), so a GET costs a fraction of the CPU of a general-purpose client
-(docs/decisions.md, "Backend calls").
+It does what the backend calls need and nothing else (no cookies, no redirects, no proxies),
+so a GET costs a fraction of the CPU of a general-purpose client (docs/decisions.md, "Backend
+calls"). It is one implementation of ``egress.OriginTransport``; a backend that needs a
+proxy uses the aiohttp one (``library_transport.py``).
+
+* Bodies: a response body in gzip or deflate is decoded (asked for with ``accept_encoding``
+  or not), the size cap applying to the decoded size; another coding is a ``BadResponse``.
+  A HEAD response ends at its headers and keeps its connection; trailer fields after a
+  chunked body are dropped, never merged into the headers.
 
 * Pool: at most ``pool_size`` requests in flight (and so at most that many connections);
   callers beyond it wait for a slot until the connect timeout. Idle connections are reused
@@ -26,8 +32,8 @@ from __future__ import annotations
 import asyncio
 import re
 import ssl
+import zlib
 from collections.abc import Mapping
-from functools import cache
 from typing import cast
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -35,8 +41,10 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .resilience import Slots
+from .tls import default_ssl_context
 
 __all__ = [
+    "DEFAULT_PORTS",
     "BadResponse",
     "BodyCutShort",
     "ConnectFailed",
@@ -46,6 +54,9 @@ __all__ = [
     "ResponseTooLarge",
     "Transport",
     "TransportError",
+    "check_request",
+    "clean_target",
+    "default_ssl_context",
     "split_url",
 ]
 
@@ -118,14 +129,10 @@ _SPECIAL_HEADERS = frozenset(
     {"host", "user-agent", "accept-encoding", "connection", "content-length", "transfer-encoding"}
 )
 _METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE", "POST", "PATCH"})
+_WATCHED = frozenset({14, 16})
+"""Lengths of the header names on_header looks at: content-length, content-encoding."""
 _SLACK_S = 0.001
 """Timers may fire up to a clock tick early: a deadline this close counts as reached."""
-
-
-@cache
-def default_ssl_context() -> ssl.SSLContext:
-    """The system's trust store, hostname checked (made once: loading it is not free)."""
-    return ssl.create_default_context()
 
 
 def split_url(url: str) -> tuple[Origin, str]:
@@ -149,6 +156,7 @@ class _Connection(asyncio.Protocol):
     __slots__ = (
         "body",
         "closed",
+        "coding",
         "deadline",
         "got_bytes",
         "headers_done",
@@ -157,6 +165,7 @@ class _Connection(asyncio.Protocol):
         "is_head",
         "last_read",
         "loop",
+        "n_headers",
         "parser",
         "pool",
         "raw_headers",
@@ -178,6 +187,9 @@ class _Connection(asyncio.Protocol):
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
         self.received = 0
+        self.coding: bytes | None = None
+        """The response's content coding, unless identity."""
+        self.n_headers = 0
         self.headers_done = False
         self.got_bytes = False
         self.is_head = False
@@ -201,6 +213,7 @@ class _Connection(asyncio.Protocol):
         self.raw_headers = []
         self.body = []
         self.received = 0
+        self.coding = None
         self.headers_done = self.got_bytes = self.reusable = False
         self.is_head = is_head
         self.deadline = deadline
@@ -284,22 +297,40 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.raw_headers.append((name, value))
-        # refuse a body announced too large before any of it arrives (not for HEAD: no body)
-        if len(name) == 14 and name.lower() == b"content-length" and not self.is_head:
-            declared = value.strip()
-            if declared.isdigit() and int(declared) > self.pool.max_response_bytes:
-                self._fail(ResponseTooLarge(f"the response declares {int(declared)} bytes"))
+        # Content-Length (14) or Content-Encoding (16); not a trailer (dropped in _complete)
+        if len(name) in _WATCHED and not self.headers_done:
+            low = name.lower()
+            if low == b"content-length":
+                # refuse a body announced too large before any arrives (HEAD has no body)
+                declared = value.strip()
+                if declared.isdigit() and int(declared) > self.pool.max_response_bytes:
+                    if not self.is_head:
+                        self._fail(ResponseTooLarge(f"the response declares {int(declared)} bytes"))
+            elif low == b"content-encoding":
+                coding = value.strip().lower()
+                if coding != b"identity":
+                    self.coding = coding
 
     def on_headers_complete(self) -> None:
         self.headers_done = True
+        self.n_headers = len(self.raw_headers)
         if self.is_head and self.waiter is not None:
-            status = self.parser.get_status_code()
+            parser = self.parser
+            status = parser.get_status_code()
             if status >= 200:
                 # The parser cannot be told the request was HEAD (it would wait for the body
-                # the headers announce): the response ends here and the connection is closed.
+                # the headers announce): the response ends here, and the next exchange gets a
+                # fresh parser. Bytes after it (a body sent to a HEAD) reach the old parser
+                # with no request waiting, which drops the connection (on_body).
+                keep = parser.should_keep_alive() and parser.get_http_version() == "1.1"
                 self._complete(status)
+                self.parser = httptools.HttpResponseParser(self)
+                self.reusable = keep
 
     def on_body(self, body: bytes) -> None:
+        if self.waiter is None:  # a body after a HEAD response, or unasked-for: out of step
+            self.discard()
+            return
         self.received += len(body)
         if self.received > self.pool.max_response_bytes:
             if self.waiter is not None:
@@ -317,6 +348,7 @@ class _Connection(asyncio.Protocol):
             self.body = []
             self.received = 0
             self.headers_done = False
+            self.coding = None
             return
         keep = parser.should_keep_alive() and parser.get_http_version() == "1.1"
         self._complete(status)
@@ -333,7 +365,20 @@ class _Connection(asyncio.Protocol):
             self.timer = None
         if fut is None or fut.done():
             return
-        fut.set_result(Response(status, self.raw_headers, b"".join(self.body)))
+        body = b"".join(self.body)
+        raw_headers = self.raw_headers
+        if len(raw_headers) != self.n_headers:  # trailer fields are not headers
+            del raw_headers[self.n_headers :]
+        if self.coding is not None and not self.is_head:
+            try:  # the vendor compressed the body (asked for or not): pass it on decoded
+                body, raw_headers = _decoded(
+                    self.coding, body, raw_headers, self.pool.max_response_bytes
+                )
+            except BadResponse as exc:
+                fut.set_exception(exc)
+                self.raw_headers = []
+                return
+        fut.set_result(Response(status, raw_headers, body))
         # the response keeps this list (decoded on first use): bytes the server sends after
         # it (a second, unasked-for response) must not land in it
         self.raw_headers = []
@@ -390,6 +435,8 @@ class Transport:
         ssl_context: ssl.SSLContext | None = None,
         user_agent: str = "trellis",
         max_response_bytes: int = 16 * 1024 * 1024,
+        server_name: str | None = None,
+        accept_encoding: str = "identity",
     ) -> None:
         scheme = scheme.lower()
         if scheme not in DEFAULT_PORTS:
@@ -410,6 +457,8 @@ class Transport:
         self._ssl: ssl.SSLContext | None = None
         if scheme == "https":
             self._ssl = ssl_context or default_ssl_context()
+        self._server_name = server_name or host
+        """Sent in SNI and checked against the certificate (the host unless configured)."""
         if not _HOST.fullmatch(host):
             raise ValueError(f"bad host {host!r}")
         authority = f"[{host}]" if ":" in host else host
@@ -417,7 +466,9 @@ class Transport:
             authority = f"{authority}:{self.port}"
         self._host_line = f"Host: {authority}\r\n"
         self._ua_line = f"User-Agent: {user_agent}\r\n"
-        self._ae_line = "Accept-Encoding: identity\r\n"
+        if "\r" in accept_encoding or "\n" in accept_encoding:
+            raise ValueError("header injection: CR or LF in Accept-Encoding")
+        self._ae_line = f"Accept-Encoding: {accept_encoding}\r\n"
         self._fixed = self._host_line + self._ua_line + self._ae_line
         self._idle: list[_Connection] = []  # oldest first: taken from the end, expired from 0
         self._conns: set[_Connection] = set()
@@ -507,7 +558,7 @@ class Transport:
         if params:
             target = f"{target}{'&' if '?' in target else '?'}{urlencode(params)}"
         if not target.startswith("/") or _UNSAFE_TARGET.search(target):
-            target = _clean_target(target)
+            target = clean_target(target)
         if headers:
             block = "".join(map("%s: %s\r\n".__mod__, headers.items()))  # no Python frame
             n = len(headers)
@@ -628,7 +679,7 @@ class Transport:
                     self.host,
                     self.port,
                     ssl=self._ssl,
-                    server_hostname=self.host if self._ssl is not None else None,
+                    server_hostname=self._server_name if self._ssl is not None else None,
                 )
         except TimeoutError:
             raise TimeoutError(
@@ -664,7 +715,63 @@ class Transport:
         await asyncio.sleep(0)  # let the transports run their connection_lost
 
 
-def _clean_target(target: str) -> str:
+_DECODERS = {b"gzip": 31, b"x-gzip": 31, b"deflate": 15}
+"""zlib ``wbits`` per content coding (deflate is the zlib format, RFC 9110 §8.4.1.2)."""
+
+
+def _decoded(
+    coding: bytes, body: bytes, raw_headers: list[tuple[bytes, bytes]], limit: int
+) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The body decoded from its content coding, at most ``limit`` bytes decoded (a small
+    compressed body may inflate to gigabytes); the headers without those of the wire form."""
+    wbits = _DECODERS.get(coding)
+    if wbits is None:
+        raise BadResponse(f"unsupported content-encoding {coding.decode('latin-1')!r}")
+    decoder = zlib.decompressobj(wbits)
+    try:
+        out = decoder.decompress(body, limit + 1)
+    except zlib.error:
+        if coding != b"deflate":
+            raise BadResponse("a corrupt compressed body") from None
+        decoder = zlib.decompressobj(-15)  # some servers send raw deflate, no zlib header
+        try:
+            out = decoder.decompress(body, limit + 1)
+        except zlib.error:
+            raise BadResponse("a corrupt compressed body") from None
+    if len(out) > limit or decoder.unconsumed_tail:
+        raise ResponseTooLarge(f"the decoded response body exceeds {limit} bytes")
+    if not decoder.eof:
+        raise BadResponse("a compressed body cut short")
+    kept = [
+        (k, v) for k, v in raw_headers if k.lower() not in (b"content-encoding", b"content-length")
+    ]
+    return out, kept
+
+
+def check_request(
+    method: str,
+    target: str,
+    params: Mapping[str, str | int] | None,
+    headers: Mapping[str, str] | None,
+) -> str:
+    """The checks of ``Transport._encode`` for another transport: the method a token, no CR,
+    LF or NUL in a header, no framing header from the caller; the target with ``params``
+    appended and odd characters quoted."""
+    if method not in _METHODS and not _TOKEN.fullmatch(method):
+        raise ValueError(f"bad HTTP method {method!r}")
+    if params:
+        target = f"{target}{'&' if '?' in target else '?'}{urlencode(params)}"
+    if not target.startswith("/") or _UNSAFE_TARGET.search(target):
+        target = clean_target(target)
+    for name, value in (headers or {}).items():
+        if any(c in name or c in value for c in "\r\n\x00"):
+            raise ValueError("header injection: CR, LF or NUL in a header name or value")
+        if name.strip().lower() in ("content-length", "transfer-encoding"):
+            raise ValueError(f"{name} is set by the transport from the body")
+    return target
+
+
+def clean_target(target: str) -> str:
     """Origin-form of an odd target: leading ``/``, no fragment, unsafe characters quoted."""
     target = target.split("#", 1)[0]
     if not target.startswith("/"):
