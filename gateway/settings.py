@@ -186,7 +186,6 @@ class _Problem:
 class _Default:
     path: KeyPath
     variables: tuple[str, ...]  # the unset variables whose default the value took
-    value: str  # what the file's value became
 
 
 SECRET_KEYS = frozenset({"secret", "client_secret", "key", "password", "token"})
@@ -229,7 +228,7 @@ def _interpolate(value: Any, where: KeyPath, files: ConfigFiles) -> Any:
 
         result = _ENV_REF.sub(repl, value)
         if fell_back:
-            files.defaulted.append(_Default(where, tuple(fell_back), result))
+            files.defaulted.append(_Default(where, tuple(fell_back)))
         return result
     return value
 
@@ -310,7 +309,9 @@ def _reference_problems(data: Mapping[str, Any]) -> list[_Problem]:
     return out
 
 
-def _repository_secrets(data: Mapping[str, Any], defaulted: Sequence[_Default]) -> list[_Problem]:
+def _repository_secrets(
+    data: Mapping[str, Any], defaulted: Sequence[_Default], given: Mapping[str, Any]
+) -> list[_Problem]:
     """Credentials that took the default written in the config files outside sandbox mode.
 
     The shipped files default every credential to the sandbox's own (``${VAR:-sandbox value}``)
@@ -328,8 +329,8 @@ def _repository_secrets(data: Mapping[str, Any], defaulted: Sequence[_Default]) 
     out: list[_Problem] = []
     for found in defaulted:
         path = found.path
-        if not path or str(path[-1]) not in SECRET_KEYS or _value_at(data, path) != found.value:
-            continue  # not a credential, or something else (an override) replaced it
+        if not path or str(path[-1]) not in SECRET_KEYS or has_path(given, path):
+            continue  # not a credential, or an override (option or variable) gave it
         if path[0] == "backends" and len(path) > 1 and sandbox(path[1]):
             continue
         if path[:2] == ("events", "inbound_webhooks") and len(path) > 2 and sandbox(path[2]):
@@ -344,17 +345,6 @@ def _repository_secrets(data: Mapping[str, Any], defaulted: Sequence[_Default]) 
             )
         )
     return out
-
-
-def _value_at(data: Any, path: KeyPath) -> Any:
-    for key in path:
-        if isinstance(data, dict):
-            data = data.get(key)
-        elif isinstance(data, list) and isinstance(key, int) and 0 <= key < len(data):
-            data = data[key]
-        else:
-            return None
-    return data
 
 
 def _validation_problems(data: Mapping[str, Any]) -> tuple[Settings | None, list[_Problem]]:
@@ -413,8 +403,10 @@ def inspect_config(config_dir: Path | str | None = None, **overrides: Any) -> Co
     directory = Path(config_dir or os.environ.get("TRELLIS_CONFIG_DIR") or default_config_dir())
     files = read_config_dir(directory)
     data = files.data
+    given: dict[str, Any] = {}  # what options and variables set, over the files
     for section, value in overrides.items():
         data[section] = _deep_merge(data.get(section, {}), value)
+        given[section] = value
     if redis := os.environ.get("TRELLIS_REDIS_URL"):
         data.setdefault("gateway", {})["redis_url"] = redis
     env = read_environment(Settings, os.environ, files.referenced)
@@ -426,7 +418,9 @@ def inspect_config(config_dir: Path | str | None = None, **overrides: Any) -> Co
     settings, invalid = _validation_problems(data)
     found = [
         p
-        for p in invalid + _reference_problems(data) + _repository_secrets(data, files.defaulted)
+        for p in invalid
+        + _reference_problems(data)
+        + _repository_secrets(data, files.defaulted, _deep_merge(given, env.layer()))
         if env.origin(p.path) is not None
         or not (_under(p.path, blank) or (p.path and p.path[0] in files.unreadable))
     ]
