@@ -29,7 +29,7 @@ from .client import BackendClient
 from .config import BackendConfig, VendorRateLimit
 from .crm import AccountCreate, ContactCreate, domain_from_website
 from .errors import BadBackendData
-from .ids import OPAQUE_CURSOR, IdSyntax
+from .ids import CursorSyntax, IdSyntax
 from .mapping import build_model
 from .models import (
     Account,
@@ -175,6 +175,8 @@ PRIMARY_COMPANY = frozenset({CONTACT_TO_PRIMARY_COMPANY, DEAL_TO_PRIMARY_COMPANY
 # --- the vendor's id syntax -------------------------------------------------------------------
 RECORD_ID = IdSyntax(BACKEND, "record", r"[1-9][0-9]{0,18}")
 """HubSpot record ids: positive integers, sent and answered as strings."""
+AFTER = CursorSyntax(r"[A-Za-z0-9_=-]{1,512}")
+"""A ``paging.next.after`` token: an id or an opaque URL-safe token."""
 
 
 # --- pure mapping ---------------------------------------------------------------------------
@@ -603,7 +605,7 @@ class HubSpotCrmClient(BackendClient):
             "properties": ",".join(CONTACT_PROPERTIES),
             "associations": "companies",
         }
-        after = OPAQUE_CURSOR(cursor)
+        after = AFTER(cursor)
         if after is not None:
             params["after"] = after
         data = (await self.request("GET", f"{OBJECTS}/contacts", params=params)).json_object()
