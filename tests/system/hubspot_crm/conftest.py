@@ -19,7 +19,7 @@ from system_apis.config import BackendConfig
 from system_apis.hubspot_crm import HubSpotCrmClient
 from system_apis.sandbox.hubspot_crm import TOKEN
 from system_apis.sandbox.server import make_backend_app
-from tests.servers import free_port
+from tests.servers import CLIENT_TLS, free_port
 
 
 class HubSpotSandbox:
@@ -63,7 +63,7 @@ class HubSpotSandbox:
         self.thread.join(10)
 
     async def control(self, method: str, path: str, body: Any = None) -> Any:
-        async with httpx.AsyncClient(base_url=self.url) as h:
+        async with httpx.AsyncClient(base_url=self.url, verify=CLIENT_TLS) as h:
             r = await h.request(method, path, json=body)
         assert r.status_code == 200, r.text
         return r.json()
@@ -91,7 +91,7 @@ async def hubspot(hubspot_sandbox: HubSpotSandbox) -> AsyncIterator[HubSpotSandb
 async def api(hubspot: HubSpotSandbox) -> AsyncIterator[httpx.AsyncClient]:
     """Raw HTTP to the sandbox with the private app's token."""
     headers = {"Authorization": f"Bearer {TOKEN}"}
-    async with httpx.AsyncClient(base_url=hubspot.url, headers=headers) as h:
+    async with httpx.AsyncClient(base_url=hubspot.url, headers=headers, verify=CLIENT_TLS) as h:
         yield h
 
 
