@@ -1021,6 +1021,19 @@ def _filter(kind: ObjectType, raw: Any) -> Predicate:
     return compare
 
 
+def _sort_key(record: Record, name: str) -> tuple[int, Decimal | str]:
+    """Numbers as numbers, text case-insensitively; a record without the value sorts last."""
+    value = record.properties.get(name)
+    if value is None:
+        return (1, "")
+    if name == "hs_object_id" or name in record.type.numbers:
+        try:
+            return (0, Decimal(value))
+        except InvalidOperation:
+            pass
+    return (0, value.lower())
+
+
 async def search_objects(request: web.Request) -> web.Response:
     """Filters in a group are ANDed, groups ORed; results by id, ``after`` an offset."""
     portal = _portal(request)
@@ -1051,6 +1064,16 @@ async def search_objects(request: web.Request) -> web.Response:
         parsed.append([_filter(kind, f) for f in filters])
     if count > MAX_FILTERS:
         raise _validation(f"a search takes at most {MAX_FILTERS} filters in all")
+    sorts = body.get("sorts", [])
+    if not isinstance(sorts, list) or len(sorts) > 1:
+        raise _validation("sorts takes at most one sort")
+    order: tuple[str, bool] | None = None
+    for sort in sorts:
+        name = sort.get("propertyName") if isinstance(sort, dict) else None
+        direction = sort.get("direction", "ASCENDING") if isinstance(sort, dict) else None
+        if name not in kind.known or direction not in ("ASCENDING", "DESCENDING"):
+            raise _validation(f"Invalid sort: {sort}")
+        order = (name, direction == "DESCENDING")
     props = body.get("properties")
     if props is not None and (
         not isinstance(props, list) or not all(isinstance(p, str) for p in props)
@@ -1064,6 +1087,9 @@ async def search_objects(request: web.Request) -> web.Response:
         if not table[i].archived
         and (not parsed or any(all(p(portal, table[i]) for p in g) for g in parsed))
     ]
+    if order is not None:
+        name, descending = order
+        hits.sort(key=lambda r: _sort_key(r, name), reverse=descending)
     out: dict[str, Any] = {
         "total": len(hits),
         "results": [r.to_v3(wanted) for r in hits[start : start + limit]],
