@@ -84,7 +84,7 @@ def test_trellis_run_serves_and_stops_cleanly(
         text = out.decode()
         assert proc.returncode == 0, text
         assert f"gateway    http://127.0.0.1:{port}" in text
-        assert f"sandbox crm        http://127.0.0.1:{base}" in text
+        assert f"sandbox crm        http://127.0.0.1:{base + 1}" in text  # billing is first
         assert "trellis: stopped" in text
         assert not _listening(port)
         assert not any(_listening(base + i) for i in range(6))  # the sandbox stopped too
