@@ -40,6 +40,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"configuration OK: {len(settings.backends)} backends, {len(settings.clients)} clients, "
         f"stores {'Redis' if settings.shared_stores else 'embedded'}"
     )
+    serving = settings.role_instances()
+    print(
+        "roles: "
+        + ", ".join(
+            f"{role}={name} ({settings.backends[name].connector})"
+            for role, name in sorted(serving.items())
+        )
+    )
     return 0
 
 
