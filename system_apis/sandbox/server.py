@@ -60,7 +60,7 @@ class Sandbox:
 
     async def start(self, faults: Mapping[str, Faults] | None = None) -> None:
         ports = self.ports
-        for name, connector in sorted(self.instances.items()):
+        for name, connector in self.instances.items():  # runners in the order given
             app = make_backend_app(name, (faults or {}).get(name), connector)
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()

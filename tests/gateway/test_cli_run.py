@@ -159,7 +159,7 @@ def test_sandbox_faults_from_config(run_config: tuple[Path, int, int]) -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        url = f"http://127.0.0.1:{base + 5}"
+        url = f"http://127.0.0.1:{base + 3}"  # inventory: 4th of the instance names, sorted
         eventually_sync(lambda: _get(url + "/__health") == 200, timeout=20, interval=0.1)
         stock = url + "/v1/stock/SKU-0001"
         request = urllib.request.Request(stock, headers={"X-Api-Key": "inv-sandbox-key"})
