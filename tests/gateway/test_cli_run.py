@@ -179,6 +179,34 @@ def test_sandbox_faults_from_config(run_config: tuple[Path, int, int]) -> None:
     assert b"sandbox inventory  faults {" in out and b"'fail_next': 2" in out
 
 
+def test_sandbox_serves_only_instances_marked_sandbox(
+    run_config: tuple[Path, int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An instance that points elsewhere gets no sandbox; the others keep their ports."""
+    cfg, _, base = run_config
+    monkeypatch.setenv("TRELLIS_INVENTORY_API_KEY", "a-real-warehouse-key")
+    text = (cfg / "backends.yaml").read_text()
+    old = "inventory:\n  sandbox: true\n"
+    assert old in text
+    (cfg / "backends.yaml").write_text(
+        text.replace(old, "inventory:\n  sandbox: false\n  base_url: https://wms.example\n")
+    )
+    cmd = [sys.executable, "-m", "gateway.cli", "sandbox", "--base-port", str(base)]
+    proc = subprocess.Popen(
+        [*cmd, "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        support = f"http://127.0.0.1:{base + 5}"  # the last of the sorted instance names
+        eventually_sync(lambda: _get(support + "/__health") == 200, timeout=20, interval=0.1)
+        assert not _listening(base + 3)  # inventory's port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert f"sandbox support    http://127.0.0.1:{base + 5}  (zendesk)".encode() in out
+    assert b"sandbox inventory" not in out
+
+
 def test_bad_sandbox_faults_config_names_the_key(run_config: tuple[Path, int, int]) -> None:
     cfg, _, _ = run_config
     text = (cfg / "gateway.yaml").read_text()

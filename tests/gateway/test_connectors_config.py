@@ -202,3 +202,28 @@ def test_a_third_party_package_adds_a_connector_by_being_installed(
     )
     assert out.returncode == 2
     assert "config/backends.yaml: billing.connector: unknown connector 'acme-billing'" in out.stderr
+
+
+def test_a_broken_connector_package_is_named(config_dir: Path, tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    (site / "broken_trellis").mkdir(parents=True)
+    (site / "broken_trellis" / "__init__.py").write_text("connector = {'name': 'broken'}\n")
+    dist = site / "broken_trellis-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-trellis\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[trellis.connectors]\nbroken = broken_trellis:connector\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *sys.path])}
+    out = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "check-config", "--config", str(config_dir)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert out.returncode == 2
+    assert (
+        "config/backends.yaml: (top level): entry point 'broken' = 'broken_trellis:connector' "
+        "(group trellis.connectors): not a Connector but dict"
+    ) in out.stderr
