@@ -150,7 +150,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         tracer_provider=tracer_provider,
         log_level=settings.gateway.log_level,
     )
-    systems = SystemApis.from_config(settings.backends, settings.backend_url)
+    systems = SystemApis.from_config(settings.backends, settings.backend_url, settings.roles)
     gw = settings.gateway
     oauth = OAuth(
         with_issuer(settings.oauth, public_base_url(gw.public_url, gw.host, gw.port)),

@@ -6,12 +6,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..crm import CURSOR, ContactCreate, CrmClient
+from ..crm import CURSOR, CrmClient
 from ..models import (
     Account,
     Activity,
     Canonical,
     Contact,
+    ContactCreate,
     Lead,
     Opportunity,
     OpportunityStage,
