@@ -27,14 +27,16 @@ from typing import Any
 
 from .client import BackendClient
 from .config import BackendConfig, VendorRateLimit
-from .crm import AccountCreate, ContactCreate, domain_from_website
+from .crm import domain_from_website
 from .errors import BadBackendData
 from .ids import CursorSyntax, IdSyntax
 from .mapping import build_model
 from .models import (
     Account,
+    AccountCreate,
     Activity,
     Contact,
+    ContactCreate,
     Lead,
     LeadStatus,
     Opportunity,
