@@ -1,4 +1,4 @@
-"""The six connectors shipped with Trellis, registered in ``pyproject.toml`` under the
+"""The connectors shipped with Trellis, registered in ``pyproject.toml`` under the
 ``trellis.connectors`` entry point group like any third-party connector."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from ..http import erp as erp_http
 from ..http import inventory as inventory_http
 from ..http import marketing as marketing_http
 from ..http import support as support_http
+from ..hubspot_crm import HubSpotCrmClient
 from ..inventory import InventoryClient
 from ..marketing import MarketingClient
 from ..support import SupportClient
@@ -24,6 +25,14 @@ salesforce = Connector(
     routes=crm_http.routes,
     sandbox="system_apis.sandbox.crm:create_app",
     summary="Salesforce REST API v60: contacts, accounts, opportunities, tasks, leads",
+)
+hubspot_crm = Connector[HubSpotCrmClient](
+    name="hubspot-crm",
+    roles=("crm",),
+    client=HubSpotCrmClient,
+    routes=crm_http.routes,
+    sandbox="system_apis.sandbox.hubspot_crm:create_app",
+    summary="HubSpot CRM v3 objects: contacts, companies, deals, tasks, associations",
 )
 sap = Connector(
     name="sap",

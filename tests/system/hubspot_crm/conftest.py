@@ -34,7 +34,9 @@ class HubSpotSandbox:
 
     async def _start(self) -> None:
         self._runner = web.AppRunner(
-            make_backend_app("hubspot_crm"), access_log=None, handle_signals=False
+            make_backend_app("hubspot-crm", connector="hubspot-crm"),
+            access_log=None,
+            handle_signals=False,
         )
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
