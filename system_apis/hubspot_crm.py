@@ -659,6 +659,11 @@ class HubSpotCrmClient(BackendClient):
         raw = await self._create("companies", account_to_vendor(new))
         return await self.get_account(_record(raw, "company")[0])
 
+    async def set_account_status(self, account_id: str, status: str) -> Account:
+        """The company's customer status (the ``customer_status`` property)."""
+        await self._patch("companies", account_id, {"customer_status": status})
+        return await self.get_account(account_id)
+
     # --- opportunities ------------------------------------------------------------------
 
     async def _deals(self, raws: list[Any]) -> list[Opportunity]:
