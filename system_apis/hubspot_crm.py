@@ -659,10 +659,9 @@ class HubSpotCrmClient(BackendClient):
         raw = await self._create("companies", account_to_vendor(new))
         return await self.get_account(_record(raw, "company")[0])
 
-    async def set_account_status(self, account_id: str, status: str) -> Account:
+    async def set_account_status(self, account_id: str, status: str) -> None:
         """The company's customer status (the ``customer_status`` property)."""
         await self._patch("companies", account_id, {"customer_status": status})
-        return await self.get_account(account_id)
 
     # --- opportunities ------------------------------------------------------------------
 
