@@ -26,7 +26,7 @@ salesforce = Connector(
     sandbox="system_apis.sandbox.crm:create_app",
     summary="Salesforce REST API v60: contacts, accounts, opportunities, tasks, leads",
 )
-hubspot_crm = Connector[HubSpotCrmClient](
+hubspot_crm: Connector[HubSpotCrmClient] = Connector(
     name="hubspot-crm",
     roles=("crm",),
     client=HubSpotCrmClient,
