@@ -16,7 +16,7 @@ from system_apis.config import sandbox_ports
 from system_apis.connectors import UnknownConnector, connectors, get
 from system_apis.roles import ROLE_NAMES
 
-INSTALLED = "['hubspot-marketing', 'inventory', 'salesforce', 'sap', 'stripe', 'zendesk']"
+INSTALLED = "['hubspot-crm', 'hubspot-marketing', 'inventory', 'salesforce', 'sap', 'stripe', 'zendesk']"
 
 
 @pytest.fixture
@@ -44,6 +44,7 @@ def test_builtin_connectors_are_entry_points_and_cover_every_role() -> None:
     provided = {role for c in installed.values() for role in c.roles}
     assert provided == set(ROLE_NAMES)
     assert get("salesforce").roles == ("crm",)
+    assert get("hubspot-crm").roles == ("crm",)
 
 
 def test_unknown_connector_suggests_the_closest() -> None:
