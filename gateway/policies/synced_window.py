@@ -62,6 +62,11 @@ class SyncedCounters:
         self.failures = 0
         """Syncs that failed (Redis down or slower than the timeout)."""
 
+    @property
+    def pending_hits(self) -> int:
+        """Hits decided here and not yet in Redis."""
+        return sum(self._pending.values())
+
     def note(self, key: str, window: int, now: float, admitted: bool) -> None:
         """A decision on ``key``: an admission is a hit to push; a refusal asks for the
         global counts all the same (the caller is active)."""
@@ -84,7 +89,11 @@ class SyncedCounters:
         while True:
             await asyncio.sleep(self.interval_s)
             if self._pending:
-                await self.sync()
+                try:
+                    await self.sync()
+                except Exception as exc:  # never end the task: the next tick tries again
+                    self.failures += 1
+                    self._on_error(exc)
 
     async def sync(self) -> None:
         """Push the pending hits and pull the global counts: one pipelined round trip."""

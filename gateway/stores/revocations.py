@@ -274,13 +274,10 @@ class RedisRevocationStore:
     async def _read_version(self) -> None:
         """One read of the version for every request that needs it at the same time."""
         refresh = self._refresh
-        if refresh is None:
+        if refresh is None or refresh.done():
             refresh = self._refresh = asyncio.ensure_future(self._fetch_version())
-        try:
-            await asyncio.shield(refresh)
-        finally:
-            if self._refresh is refresh and refresh.done():
-                self._refresh = None
+        # shielded: a caller that goes away does not cancel the read the others wait for
+        await asyncio.shield(refresh)
 
     async def _fetch_version(self) -> None:
         sent = self._clock()

@@ -8,6 +8,7 @@ a route's ``exact: true`` spend the shared counters on every request.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.eventually import eventually
+from tests.servers import free_port
 from tests.policies.test_ratelimit import (
     as_client,
     config,
@@ -168,3 +170,24 @@ async def test_two_processes_stay_within_the_accuracy_bound(
 
             await eventually(b_refuses, message="b refuses what a spent")
             assert admitted_by_b < quota
+
+
+async def test_redis_down_each_process_limits_alone_and_keeps_its_hits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    closed_port = free_port()  # nothing listens there
+    cfg = synced(3, shared={"mode": "synced", "sync_interval_ms": 10_000}, fail_open=True)
+    caplog.set_level(logging.WARNING, logger="trellis.ratelimit")
+    who = as_client(fresh_id())
+    async with running(cfg, f"redis://127.0.0.1:{closed_port}/0") as (http, policy):
+        assert policy.synced is not None
+        codes = [(await http.get("/items", headers=who)).status_code for _ in range(5)]
+        assert codes == [200, 200, 200, 429, 429]  # the local counters still limit
+        await policy.synced.sync()
+        await policy.synced.sync()
+        assert policy.synced.failures == 2 and policy.synced.syncs == 0
+        assert policy.stats()["storage_errors"] == {"synced": 2}
+        # the hits not pushed are kept for the next sync
+        assert policy.synced.pending_hits == 3
+    failures = [r.getMessage() for r in caplog.records if "storage failed" in r.getMessage()]
+    assert failures and "each process limits alone" in failures[0]
