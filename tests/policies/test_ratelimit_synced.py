@@ -17,7 +17,6 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.eventually import eventually
-from tests.servers import free_port
 from tests.policies.test_ratelimit import (
     as_client,
     config,
@@ -26,6 +25,7 @@ from tests.policies.test_ratelimit import (
     running,
     wait_ready,
 )
+from tests.servers import free_port
 
 
 @pytest.fixture
