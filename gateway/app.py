@@ -164,6 +164,8 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         settings.ratelimit,
         redis_url=settings.gateway.redis_url,
         redis_prefix=settings.gateway.redis_prefix,
+        # exact limits hold a connection per request in progress: one each, opened on demand
+        max_connections=settings.gateway.admission.max_in_flight,
     )
     admission = AdmissionLimit(settings.gateway.admission)
     layers = build_layers(settings, systems)
