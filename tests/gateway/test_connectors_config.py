@@ -16,7 +16,9 @@ from system_apis.config import sandbox_ports
 from system_apis.connectors import UnknownConnector, connectors, get
 from system_apis.roles import ROLE_NAMES
 
-INSTALLED = "['hubspot-crm', 'hubspot-marketing', 'inventory', 'salesforce', 'sap', 'stripe', 'zendesk']"
+INSTALLED = (
+    "['hubspot-crm', 'hubspot-marketing', 'inventory', 'salesforce', 'sap', 'stripe', 'zendesk']"
+)
 
 
 @pytest.fixture
