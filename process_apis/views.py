@@ -9,6 +9,7 @@ from starlette.routing import BaseRoute, Route
 from gateway.principal import principal_of
 
 from . import cancellation, customers, deals, leads, orders, tickets
+from .durable import durable_once
 from .idempotency import HEADER, fingerprint, key_of, once
 from .models import (
     CancelledOrder,
@@ -129,12 +130,13 @@ def routes(apis: ProcessApis) -> list[BaseRoute]:
         key = key_of(request, "orders", caller(request))
         body = await read_model(request, PlaceOrderRequest)
         assert key is not None
-        response, replayed = await once(
-            apis.store,
+        response, replayed = await durable_once(
+            apis.saga_log,
+            "order",
             key,
             fingerprint(body),
-            lambda: orders.place_order(apis, body, key),
-            apis.idempotency_ttl_s,
+            lambda journal: orders.place_order(apis, body, key, journal),
+            apis.durable,
         )
         return stored(response, replayed, request)
 
