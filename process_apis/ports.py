@@ -173,7 +173,8 @@ class SagaLog(Protocol):
         ...
 
     async def restart(self, op_id: str, owner: str, lease_s: float) -> OperationRecord | None:
-        """Take a retryable operation back into running for another attempt (None if not)."""
+        """Take a finished operation back into running for another attempt (None while it runs
+        or is stuck). Callers restart only what may run again (a retryable one)."""
         ...
 
     async def get(self, op_id: str) -> OperationRecord | None: ...

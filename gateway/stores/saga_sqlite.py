@@ -176,7 +176,7 @@ class SqliteSagaLog:
         changed = conn.execute(
             "UPDATE operations SET state = 'running', owner = ?, lease_until = ?,"
             " updated_at = ?, status = NULL, body = NULL, detail = NULL"
-            " WHERE id = ? AND state = 'retryable'",
+            " WHERE id = ? AND state NOT IN ('running', 'stuck')",
             (owner, now + lease_s, now, op_id),
         ).rowcount
         return self._where(conn, "id = ?", (op_id,)) if changed else None
