@@ -96,7 +96,7 @@ class Replayed(BackendError):
 
 def problem_of(exc: BackendError) -> StoredResponse:
     """The problem ``exc`` renders as, in the form the log keeps for replays."""
-    extra = getattr(exc, "problem_extra", dict)()
+    extra: dict[str, object] = getattr(exc, "problem_extra", dict)()
     body = {"problem_type": exc.problem_type, "backend": exc.backend, "detail": exc.detail}
     return StoredResponse(exc.status, {**body, **extra})
 
