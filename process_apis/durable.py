@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from system_apis.errors import BackendConflict, BackendError, BackendUnavailable
+from system_apis.errors import BackendError, BackendUnavailable
 
 from .errors import KeyInProgress, StepFailed
 from .idempotency import HEADER, reference_of
@@ -384,10 +384,8 @@ async def _undo_step(
             await saga_log.step(op.id, step.name, StepState.FAILED, error="not found at the vendor")
             return None
         await saga_log.step(op.id, step.name, StepState.DONE, result=result)
-    try:
+    try:  # each undo checks the record first: one already undone is left as it is
         await undo(apis, op, result)
-    except BackendConflict:
-        pass  # already in the undone state (cancelled, void, released): nothing left to undo
     except Exception as exc:
         await saga_log.step(op.id, step.name, StepState.UNDO_FAILED, error=repr(exc)[:500])
         return f"undo failed: {type(exc).__name__}"
