@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route, Router
+from starlette.routing import BaseRoute, Mount, Route, Router, request_response
 
 from gateway.oauth.scopes import RequireScopes
 from process_apis.durable import OWNER, DurableConfig, recover
@@ -240,7 +241,7 @@ def operation_routes(apis: ProcessApis) -> list[BaseRoute]:
             Route("/{id}/retry", retry_operation, methods=["POST"]),
         ]
     )
-    listing = Router(routes=[Route(PREFIX, list_operations, methods=["GET"])])
+    listing = functools.update_wrapper(request_response(list_operations), list_operations)
     return [  # before the events' /admin/v1 mount, which would answer these paths 404
         Route(PREFIX, RequireScopes(listing, read=["admin"]), methods=["GET"]),
         Mount(PREFIX, app=RequireScopes(one, read=["admin"])),
