@@ -159,6 +159,29 @@ async def test_erp_slower_than_the_timeout_leaves_no_second_order(clean: Gw) -> 
     assert_nothing_kept(before, after)
 
 
+async def test_invoice_slower_than_the_timeout_leaves_no_live_draft(clean: Gw) -> None:
+    """Billing makes the invoice but answers after our timeout: the draft it made is found by
+    the order it names (``metadata.order_ref``) and voided, with the order undone."""
+    p, sku = PEOPLE[next(_people)], next(_skus)
+    before = await records(clean, p, sku)
+    req = {"customer_id": p.crm_contact_id, "lines": [{"sku": sku, "quantity": 1}]}
+    await clean.sandbox.set_faults("billing", response_ms=3500, paths=["/v1/invoices"])
+    status, headers, body = await clean.call("POST", "/process/v1/orders", json=req, headers=key())
+    await clean.sandbox.clear_faults()
+    assert_problem(status, headers, body, 504)
+    assert body["step"] == "billing.create_invoice"
+
+    async def reconciled() -> dict[str, Any] | None:
+        now = await records(clean, p, sku)
+        made = now["invoices"].keys() - before["invoices"].keys()
+        done = made and all(now["invoices"][i].status is InvoiceStatus.VOID for i in made)
+        return now if done else None
+
+    after = await eventually(reconciled)
+    assert len(after["invoices"].keys() - before["invoices"].keys()) == 1
+    assert_nothing_kept(before, after)
+
+
 async def test_failed_undo_becomes_a_stuck_operation_an_operator_retries(clean: Gw) -> None:
     p, sku = PEOPLE[next(_people)], next(_skus)
     before = await records(clean, p, sku)
