@@ -202,13 +202,13 @@ def _mismatch() -> InvalidInput:
     )
 
 
-def _answer(op: OperationRecord, fp: str) -> StoredResponse | None:
+def _answer(op: OperationRecord, fp: str, rerun_failed: bool) -> StoredResponse | None:
     """The recorded outcome for a retry of ``op``; None when the retry should run it again."""
     if op.fingerprint != fp:
         raise _mismatch()
     if op.state is OpState.DONE and op.response is not None:
         return op.response
-    if op.state is OpState.RETRYABLE:
+    if op.state is OpState.RETRYABLE or (rerun_failed and op.state is OpState.FAILED):
         return None
     if op.response is not None and op.response.status >= 400:
         raise Replayed(op.response.body, op.response.status)
@@ -225,8 +225,13 @@ async def durable_once(
     fp: str,
     run: Callable[[Journal], Awaitable[StoredResponse]],
     config: DurableConfig,
+    *,
+    rerun_failed: bool = False,
 ) -> tuple[StoredResponse, bool]:
-    """Run ``run`` once per ``key`` under the saga log; the answer and whether it is a replay."""
+    """Run ``run`` once per ``key`` under the saga log; the answer and whether it is a replay.
+
+    ``rerun_failed``: the key is not the caller's request but the record acted on (a deal), so
+    a failure that was fully undone runs again on the next request, under a new reference."""
     try:
         op, created = await saga_log.start(
             kind, key, fp, reference_of(f"{key}#{uuid.uuid4().hex}"), OWNER, config.lease_s
@@ -237,10 +242,11 @@ async def durable_once(
             "the operation log is unavailable; nothing was done, retry later"
         ) from exc
     if not created:
-        replay = _answer(op, fp)
+        replay = _answer(op, fp, rerun_failed)
         if replay is not None:
             return replay, True
-        restarted = await saga_log.restart(op.id, OWNER, config.lease_s)
+        fresh = reference_of(f"{key}#{uuid.uuid4().hex}") if op.state is OpState.FAILED else None
+        restarted = await saga_log.restart(op.id, OWNER, config.lease_s, fresh)
         if restarted is None:
             raise KeyInProgress(retry_after=1.0)
         op = restarted
@@ -385,7 +391,7 @@ async def _undo_step(
             return None
         await saga_log.step(op.id, step.name, StepState.DONE, result=result)
     try:  # each undo checks the record first: one already undone is left as it is
-        await undo(apis, op, result)
+        await undo(apis, op, {**step.intent, **result})
     except Exception as exc:
         await saga_log.step(op.id, step.name, StepState.UNDO_FAILED, error=repr(exc)[:500])
         return f"undo failed: {type(exc).__name__}"

@@ -172,9 +172,12 @@ class SagaLog(Protocol):
         """Create the operation for ``key`` (True), or answer the one that exists (False)."""
         ...
 
-    async def restart(self, op_id: str, owner: str, lease_s: float) -> OperationRecord | None:
+    async def restart(
+        self, op_id: str, owner: str, lease_s: float, reference: str | None = None
+    ) -> OperationRecord | None:
         """Take a finished operation back into running for another attempt (None while it runs
-        or is stuck). Callers restart only what may run again (a retryable one)."""
+        or is stuck). Callers restart only what may run again. ``reference`` replaces the one
+        the backends got when what it made was undone: it must not be handed back."""
         ...
 
     async def get(self, op_id: str) -> OperationRecord | None: ...

@@ -170,14 +170,22 @@ class SqliteSagaLog:
         return created, True
 
     def _restart(
-        self, conn: sqlite3.Connection, op_id: str, owner: str, lease_s: float
+        self,
+        conn: sqlite3.Connection,
+        op_id: str,
+        owner: str,
+        lease_s: float,
+        reference: str | None,
     ) -> OperationRecord | None:
         now = time.time()
+        if reference is not None:  # a new run: the old run's steps are history, not progress
+            conn.execute("DELETE FROM operation_steps WHERE op_id = ?", (op_id,))
         changed = conn.execute(
             "UPDATE operations SET state = 'running', owner = ?, lease_until = ?,"
-            " updated_at = ?, status = NULL, body = NULL, detail = NULL"
+            " updated_at = ?, status = NULL, body = NULL, detail = NULL,"
+            " reference = COALESCE(?, reference)"
             " WHERE id = ? AND state NOT IN ('running', 'stuck')",
-            (owner, now + lease_s, now, op_id),
+            (owner, now + lease_s, now, reference, op_id),
         ).rowcount
         return self._where(conn, "id = ?", (op_id,)) if changed else None
 
@@ -294,8 +302,12 @@ class SqliteSagaLog:
         )
         return result
 
-    async def restart(self, op_id: str, owner: str, lease_s: float) -> OperationRecord | None:
-        result: OperationRecord | None = await self._run(self._restart, op_id, owner, lease_s)
+    async def restart(
+        self, op_id: str, owner: str, lease_s: float, reference: str | None = None
+    ) -> OperationRecord | None:
+        result: OperationRecord | None = await self._run(
+            self._restart, op_id, owner, lease_s, reference
+        )
         return result
 
     async def get(self, op_id: str) -> OperationRecord | None:
