@@ -99,25 +99,34 @@ async def post_order(url: str, bearer: str, req: dict[str, Any], idem: str) -> t
         return r.status, await r.json(content_type=None)
 
 
+KILLED_IN = [  # the step the kill lands in: its backend, the path it posts to, a customer
+    ("billing.create_invoice", "billing", "/v1/invoices", 690),
+    ("crm.log_activity", "crm", "/services/data/v60.0/sobjects/Task", 691),
+]
+
+
+@pytest.mark.parametrize(
+    ("step", "backend", "path", "who"), KILLED_IN, ids=[k[0] for k in KILLED_IN]
+)
 async def test_sigkill_mid_order_is_undone_by_the_next_process(
-    clean: Gw, sandbox: SandboxThread, tmp_path: Path
+    clean: Gw, sandbox: SandboxThread, tmp_path: Path, step: str, backend: str, path: str, who: int
 ) -> None:
-    p = seed.people()[690]
-    sku = [s.sku for s in seed.skus() if s.on_hand >= 150][-1]
+    p = seed.people()[who]
+    sku = [s.sku for s in seed.skus() if s.on_hand >= 150][-1 - who % 2]
     before = await records(clean, p, sku)
     req = {"customer_id": p.crm_contact_id, "lines": [{"sku": sku, "quantity": 2}]}
     idem = uuid.uuid4().hex
     settings = config(sandbox, tmp_path)
-    await sandbox.set_faults("billing", response_ms=3000, paths=["/v1/invoices"])
+    await sandbox.set_faults(backend, response_ms=3000, paths=[path])
     with gateway(settings, tmp_path, "first") as (proc, url):
         bearer = await token(url, CLIENT)
         placing = asyncio.create_task(post_order(url, bearer, req, idem))
 
-        async def invoice_requested() -> bool:
-            stats = await sandbox.control("billing", "GET", "/__stats")
-            return any(k.startswith("POST /v1/invoices") for k in stats.get("hits", {}))
+        async def step_requested() -> bool:
+            stats = await sandbox.control(backend, "GET", "/__stats")
+            return any(k.startswith(f"POST {path}") for k in stats.get("hits", {}))
 
-        await eventually(invoice_requested)
+        await eventually(step_requested)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         with contextlib.suppress(aiohttp.ClientError):
@@ -140,7 +149,7 @@ async def test_sigkill_mid_order_is_undone_by_the_next_process(
             lambda: _undone(clean, p, sku, before), message="the order was not undone"
         )
     assert_nothing_kept(before, after)
-    assert after["tasks"] - before["tasks"] <= 1
+    assert after["tasks"] - before["tasks"] <= 1  # the CRM step is never run twice
     db = tmp_path / "data" / "trellis.db"
     with contextlib.closing(sqlite3.connect(db)) as conn:
         subjects = {
