@@ -56,6 +56,10 @@ class Layers:
         self.sweeper = Sweeper(self.process, self.saga_log, self.operations)
         self.sweeper.start()  # takes over what a stopped process left running
 
+    def stuck_counts(self) -> dict[str, int]:
+        """Operations found stuck (an operator is needed), by kind, since this process started."""
+        return dict(self.sweeper.stuck) if self.sweeper is not None else {}
+
     async def close(self) -> None:
         if self.sweeper is not None:
             await self.sweeper.close()

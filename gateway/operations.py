@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections import Counter
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route, Router, request_response
 
 from gateway.oauth.scopes import RequireScopes
-from process_apis.durable import OWNER, DurableConfig, recover
+from process_apis.durable import OWNER, RECOVERY, DurableConfig, recover
 from process_apis.ports import OperationRecord, OpState, SagaLog
 from process_apis.service import ProcessApis
 from process_apis.web import InvalidInput, QueryParam, json_response, operation
@@ -69,6 +70,10 @@ class Sweeper:
     def __init__(self, apis: ProcessApis, saga_log: SagaLog, config: OperationsConfig) -> None:
         self.apis, self.saga_log, self.config = apis, saga_log, config
         self._task: asyncio.Task[None] | None = None
+        self.stuck: Counter[str] = Counter(
+            {kind: 0 for kind, rec in RECOVERY.items() if not rec.resumable}
+        )
+        """Operations this process found stuck, by kind (``trellis_operations_stuck_total``)."""
 
     async def sweep(self) -> int:
         """One pass: take over what is due and finish or undo it. Answers how many."""
@@ -78,6 +83,8 @@ class Sweeper:
         for op in claimed:
             try:
                 state = await recover(self.apis, self.saga_log, op, self.config.durable())
+                if state is OpState.STUCK:
+                    self.stuck[op.kind] += 1
                 log.info(
                     "operation recovered",
                     extra={"operation": op.id, "kind": op.kind, "state": state.value},

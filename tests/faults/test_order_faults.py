@@ -24,6 +24,7 @@ PEOPLE = seed.people()
 _people = itertools.count(600)
 _skus = itertools.cycle([s.sku for s in seed.skus() if s.on_hand >= 150][5:])
 ORDERS_PATH = "/sap/zsd/v1/SalesOrders"
+STUCK_SERIES = 'trellis_operations_stuck_total{kind="order"}'
 
 
 def key() -> dict[str, str]:
@@ -202,6 +203,10 @@ async def test_failed_undo_becomes_a_stuck_operation_an_operator_retries(clean: 
         return [op for op in listing["items"] if op["status"] == 503 and op["kind"] == "order"]
 
     (op,) = await eventually(stuck)
+    async with clean.session.get(f"{clean.url}/metrics", headers=admin) as r:
+        exposition = await r.text()
+    (line,) = [ln for ln in exposition.splitlines() if ln.startswith(STUCK_SERIES)]
+    assert float(line.split()[-1]) >= 1  # the alert's series
     status, _, detail = await clean.call(
         "GET", f"/admin/v1/operations/{op['id']}", client=None, headers=admin
     )
