@@ -280,8 +280,8 @@ async def _record_failure(
     config: DurableConfig,
 ) -> None:
     problem = problem_of(exc)
-    unresolved = {
-        k: v for k, v in exc.not_undone.items() if "kept" not in v and "log entry" not in v
+    unresolved = {  # what the sweeper must still settle; a kept step is a fact, not a debt
+        k: v for k, v in exc.not_undone.items() if v.startswith(("undo failed", "outcome unknown"))
     }
     try:
         if (exc.resumable and not exc.compensated) or (not journal.made and not exc.not_undone):
