@@ -27,6 +27,7 @@ from process_apis.durable import OWNER, RECOVERY, DurableConfig, recover
 from process_apis.ports import OperationRecord, OpState, SagaLog
 from process_apis.service import ProcessApis
 from process_apis.web import InvalidInput, QueryParam, json_response, operation
+from system_apis.http.common import query_enum, query_int
 
 log = logging.getLogger("trellis.operations")
 
@@ -172,19 +173,6 @@ def view_of(op: OperationRecord) -> OperationView:
     )
 
 
-def _state(raw: str | None) -> OpState | None:
-    if not raw:
-        return None
-    try:
-        return OpState(raw)
-    except ValueError:
-        allowed = ", ".join(s.value for s in OpState)
-        raise InvalidInput(
-            f"state must be one of {allowed}",
-            [{"path": "query/state", "message": "unknown state", "type": "enum"}],
-        ) from None
-
-
 def operation_routes(apis: ProcessApis) -> list[BaseRoute]:
     """``/admin/v1/operations`` and below, behind the ``admin`` scope."""
 
@@ -199,16 +187,8 @@ def operation_routes(apis: ProcessApis) -> list[BaseRoute]:
         tags=TAGS,
     )
     async def list_operations(request: Request) -> Response:
-        try:
-            limit = int(request.query_params.get("limit", "50"))
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= 500:
-            raise InvalidInput(
-                "limit must be 1-500",
-                [{"path": "query/limit", "message": "1-500", "type": "value_error"}],
-            )
-        ops = await apis.saga_log.listing(_state(request.query_params.get("state")), limit)
+        limit = query_int(request, "limit", 50, 1, 500)
+        ops = await apis.saga_log.listing(query_enum(request, "state", OpState), limit)
         return json_response(OperationList(items=[view_of(op) for op in ops]))
 
     async def _get(op_id: str) -> OperationRecord:
