@@ -201,6 +201,12 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
                     lambda: {"memory": ratelimit.stats()["counters_evicted"]},
                 )
             obs.metrics.watch_counts(
+                "trellis_operations_stuck",
+                "Operations whose undo kept failing: an operator is needed (/admin/v1/operations).",
+                "kind",
+                layers.stuck_counts,
+            )
+            obs.metrics.watch_counts(
                 "trellis_admission_rejections",
                 "Requests answered 503 at the worker's limit of requests in progress.",
                 "limit",

@@ -32,6 +32,7 @@ from gateway.events.config import EventsConfig
 from gateway.gc_tuning import GcSettings
 from gateway.oauth.config import ClientConfig, OAuthConfig
 from gateway.observability import ObservabilityConfig
+from gateway.operations import OperationsConfig
 from gateway.policies.admission import AdmissionConfig
 from gateway.policies.edge import EdgeConfig
 from gateway.policies.ratelimit import RateLimitConfig
@@ -123,6 +124,10 @@ class GatewaySettings(Strict):
         description="Per-worker limit of requests in progress (policies/admission.py).",
     )
     server: ServerLimits = Field(default_factory=ServerLimits)
+    operations: OperationsConfig = Field(
+        default_factory=OperationsConfig,
+        description="Durable multi-step operations: leases, the sweeper, undo retries.",
+    )
 
 
 class Settings(BaseModel):

@@ -14,6 +14,7 @@ from typing import TypeVar
 from system_apis.errors import BackendError, BackendNotFound
 
 from .customer360 import payment_status
+from .durable import RECOVERY, Recovery
 from .errors import NotFound
 from .idempotency import reference_of
 from .models import (
@@ -177,3 +178,7 @@ async def ticket_context(apis: ProcessApis, ticket_id: str) -> TicketContext:
         partial=bool(unavailable),
         unavailable=sorted(set(unavailable)),
     )
+
+
+RECOVERY["ticket"] = Recovery(undo={}, lookup={}, resumable=True)
+"""Interrupted, it is finished by the same request: each step reuses what its reference made."""

@@ -389,6 +389,15 @@ class ErpClient(BackendClient):
         )
         return order_from_vendor(resp.xml())
 
+    async def find_order_by_reference(self, customer_number: str, reference: str) -> Order | None:
+        """The customer's order carrying our ``reference`` (customer PO, BSTKD), if any: how a
+        create whose answer was lost is found."""
+        params = {**self._filters(customer_number, None), "BSTKD": reference}
+        async for row in self._iterate("SalesOrders", "SalesOrder", params):
+            if (row.findtext("BSTKD") or "") == reference:
+                return order_from_vendor(row)
+        return None
+
     async def cancel_order(self, number: str, reason: str) -> Order:
         """Cancel (reject) an order; shipped or invoiced ones are ``BackendConflict``.
         Cancelling twice answers the cancelled order, so retries are safe."""
