@@ -19,6 +19,7 @@ from system_apis.registry import SystemApis
 
 from .settings import Settings
 from .stores.operations import RedisOperationStore, SqliteOperationStore, open_operation_store
+from .stores.postgres_records import PostgresOperationStore
 from .stores.redis_options import DEFAULT_PREFIX
 
 CHANNEL_SCOPES: dict[str, str] = {
@@ -37,13 +38,17 @@ class Layers:
     redis_url: str | None = None
     redis_prefix: str = DEFAULT_PREFIX
     data_dir: Path = Path("var")
-    store: SqliteOperationStore | RedisOperationStore | None = None
+    database_url: str | None = None
+    store: SqliteOperationStore | RedisOperationStore | PostgresOperationStore | None = None
 
     async def start(self) -> None:
         if self.process is None:
             return
         self.store = await open_operation_store(
-            self.redis_url, self.data_dir, redis_prefix=self.redis_prefix
+            self.redis_url,
+            self.data_dir,
+            redis_prefix=self.redis_prefix,
+            database_url=self.database_url,
         )
         self.process.attach(self.store)
 
@@ -80,4 +85,5 @@ def build_layers(settings: Settings, systems: SystemApis) -> Layers:
         redis_url=settings.gateway.redis_url,
         redis_prefix=settings.gateway.redis_prefix,
         data_dir=Path(settings.gateway.data_dir),
+        database_url=settings.gateway.database_url,
     )

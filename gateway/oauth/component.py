@@ -37,12 +37,14 @@ class OAuth:
         redis_url: str | None,
         redis_prefix: str = DEFAULT_PREFIX,
         data_dir: Path,
+        database_url: str | None = None,
     ) -> None:
         self.config = config
         self.clients = clients
         self.redis_url = redis_url
         self.redis_prefix = redis_prefix
         self.data_dir = data_dir
+        self.database_url = database_url
         self._keys: LocalKeys | None = None
         self._revocations: RevocationStore | None = None
         self._limits: LimitsStorage | None = None
@@ -58,7 +60,10 @@ class OAuth:
         """Load (or generate) keys, open the stores and the JWKS session; fail loudly on error."""
         self._keys = await run_in_threadpool(load_local_keys, self.config)
         self._revocations = await open_revocation_store(
-            self.redis_url, self.data_dir, redis_prefix=self.redis_prefix
+            self.redis_url,
+            self.data_dir,
+            redis_prefix=self.redis_prefix,
+            database_url=self.database_url,
         )
         self._limits = open_limits_storage(self.redis_url, prefix=self.redis_prefix)
         if self.config.external_issuers:

@@ -223,11 +223,20 @@ class RedisRevocationStore:
 
 
 async def open_revocation_store(
-    redis_url: str | None, data_dir: Path, *, redis_prefix: str = DEFAULT_PREFIX
-) -> SqliteRevocationStore | RedisRevocationStore:
-    """Redis when configured (several processes or hosts), else ``data_dir/revocations.db``."""
-    store: SqliteRevocationStore | RedisRevocationStore
-    if redis_url:
+    redis_url: str | None,
+    data_dir: Path,
+    *,
+    redis_prefix: str = DEFAULT_PREFIX,
+    database_url: str | None = None,
+) -> RevocationStore:
+    """PostgreSQL when configured (the durable record of several hosts), else Redis when
+    configured (several processes or hosts), else ``data_dir/revocations.db``."""
+    from gateway.stores.postgres_records import PostgresRevocationStore
+
+    store: SqliteRevocationStore | RedisRevocationStore | PostgresRevocationStore
+    if database_url:
+        store = PostgresRevocationStore(database_url)
+    elif redis_url:
         store = RedisRevocationStore(redis_url, prefix=redis_prefix)
     else:
         store = SqliteRevocationStore(data_dir / "revocations.db")
