@@ -20,11 +20,18 @@ from gateway.events.config import DeliveryPolicy
 from gateway.events.records import DeadLetterQuery, DeliveryState, ReplayOutcome
 from gateway.events.signing import verify
 from gateway.events.subscriptions import Subscription
-from gateway.stores.postgres_records import PostgresOperationStore
-from process_apis.ports import DomainEvent, Outcome
+from process_apis.ports import DomainEvent
 from process_apis.subscribers.base import PermanentFailure
 from tests.events.conftest import BusFactory
-from tests.events.helpers import FAST, dead_letters, event, hook, receiver, write_outbox
+from tests.events.helpers import (
+    FAST,
+    commit_events,
+    dead_letters,
+    event,
+    hook,
+    receiver,
+    write_outbox,
+)
 from tests.eventually import eventually
 
 pytestmark = pytest.mark.slow  # deliveries retried after real backoff delays
@@ -50,12 +57,7 @@ class Tables:
         if self.database_url is None:
             write_outbox(data_dir(self.tmp_path), events)
             return
-        store = PostgresOperationStore(self.database_url)
-        await store.open()
-        try:
-            await store.commit(Outcome(events=events))
-        finally:
-            await store.close()
+        await commit_events(self.database_url, events)
 
     async def mark_processed(self, subscriber: str, event_id: str) -> None:
         """As another worker that handled the event would have."""
