@@ -170,15 +170,17 @@ class PostgresEventStore:
         if not rows:
             return 0
         now = time.time()
-        deliveries = [
-            (event_id, sub, seq, now) for seq, event_id, type_ in rows for sub in wants(type_)
-        ]
+        deliveries = [(event_id, sub, seq) for seq, event_id, type_ in rows for sub in wants(type_)]
         if deliveries:
-            await conn.executemany(
+            await conn.execute(
                 "INSERT INTO event_deliveries (event_id, subscriber, seq, state, next_at,"
-                " created_at, updated_at) VALUES ($1, $2, $3, 'pending', $4, $4, $4)"
+                " created_at, updated_at) SELECT ev, sub, seq, 'pending', $4, $4, $4"
+                " FROM unnest($1::text[], $2::text[], $3::bigint[]) AS t(ev, sub, seq)"
                 " ON CONFLICT DO NOTHING",
-                deliveries,
+                [d[0] for d in deliveries],
+                [d[1] for d in deliveries],
+                [d[2] for d in deliveries],
+                now,
             )
         await conn.execute(
             "UPDATE outbox SET relayed = TRUE WHERE seq = ANY($1::bigint[])",
@@ -248,32 +250,43 @@ class PostgresEventStore:
                 " lease_until = NULL, updated_at = $1 WHERE event_id = $2 AND subscriber = $3",
                 done,
             )
-        out = []
-        for r in rows:
-            if r["done"]:
-                continue
-            n = r["attempts"] + 1
-            await conn.execute(
-                "UPDATE event_deliveries SET attempts = $1, lease_owner = $2, lease_until = $3,"
-                " updated_at = $4 WHERE event_id = $5 AND subscriber = $6",
-                n,
-                self.owner,
-                now + lease_s,
-                now,
-                r["event_id"],
-                r["subscriber"],
-            )
-            attempt_id = await conn.fetchval(
-                "INSERT INTO event_attempts (event_id, subscriber, round, n, started_at)"
-                " VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                r["event_id"],
+        todo = [r for r in rows if not r["done"]]
+        if not todo:
+            return [], len(rows) >= limit
+        evs, subs = [r["event_id"] for r in todo], [r["subscriber"] for r in todo]
+        ns = [r["attempts"] + 1 for r in todo]
+        await conn.execute(
+            "UPDATE event_deliveries d SET attempts = t.n, lease_owner = $4, lease_until = $5,"
+            " updated_at = $6 FROM unnest($1::text[], $2::text[], $3::int[]) AS t(ev, sub, n)"
+            " WHERE d.event_id = t.ev AND d.subscriber = t.sub",
+            evs,
+            subs,
+            ns,
+            self.owner,
+            now + lease_s,
+            now,
+        )
+        ids = await conn.fetch(
+            "INSERT INTO event_attempts (event_id, subscriber, round, n, started_at)"
+            " SELECT ev, sub, rnd, n, $5 FROM unnest($1::text[], $2::text[], $3::int[],"
+            " $4::int[]) AS t(ev, sub, rnd, n) RETURNING id, event_id, subscriber",
+            evs,
+            subs,
+            [r["round"] for r in todo],
+            ns,
+            now,
+        )
+        attempt_of = {(a["event_id"], a["subscriber"]): int(a["id"]) for a in ids}
+        out = [
+            Claimed(
+                DomainEvent.model_validate_json(r["event"]),
                 r["subscriber"],
                 r["round"],
                 n,
-                now,
+                attempt_of[(r["event_id"], r["subscriber"])],
             )
-            event = DomainEvent.model_validate_json(r["event"])
-            out.append(Claimed(event, r["subscriber"], r["round"], n, int(attempt_id)))
+            for r, n in zip(todo, ns, strict=True)
+        ]
         return out, len(rows) >= limit
 
     async def claim(self, subscribers: Sequence[str], limit: int, lease_s: float) -> list[Claimed]:
@@ -311,20 +324,30 @@ class PostgresEventStore:
         """Delivered: close the attempts, settle the deliveries, remember the processed ids."""
         if not done:
             return
-        await conn.executemany(
-            "UPDATE event_attempts SET ok = TRUE, finished_at = $1 WHERE id = $2",
-            [(finished_at, c.attempt_id) for c, finished_at in done],
+        at_ = [finished_at for _, finished_at in done]
+        await conn.execute(
+            "UPDATE event_attempts a SET ok = TRUE, finished_at = t.at"
+            " FROM unnest($1::bigint[], $2::float8[]) AS t(id, at) WHERE a.id = t.id",
+            [c.attempt_id for c, _ in done],
+            at_,
         )
-        await conn.executemany(
-            "UPDATE event_deliveries SET state = 'delivered', lease_owner = NULL,"
-            " lease_until = NULL, last_error = NULL, updated_at = $1"
-            " WHERE event_id = $2 AND subscriber = $3",
-            [(finished_at, c.event.id, c.subscriber) for c, finished_at in done],
+        evs, subs = [c.event.id for c, _ in done], [c.subscriber for c, _ in done]
+        await conn.execute(
+            "UPDATE event_deliveries d SET state = 'delivered', lease_owner = NULL,"
+            " lease_until = NULL, last_error = NULL, updated_at = t.at"
+            " FROM unnest($1::text[], $2::text[], $3::float8[]) AS t(ev, sub, at)"
+            " WHERE d.event_id = t.ev AND d.subscriber = t.sub",
+            evs,
+            subs,
+            at_,
         )
-        await conn.executemany(
-            "INSERT INTO event_processed (subscriber, event_id, at) VALUES ($1, $2, $3)"
-            " ON CONFLICT DO NOTHING",
-            [(c.subscriber, c.event.id, finished_at) for c, finished_at in done],
+        await conn.execute(
+            "INSERT INTO event_processed (subscriber, event_id, at)"
+            " SELECT sub, ev, at FROM unnest($1::text[], $2::text[], $3::float8[])"
+            " AS t(ev, sub, at) ON CONFLICT DO NOTHING",
+            evs,
+            subs,
+            at_,
         )
 
     async def _fail(
