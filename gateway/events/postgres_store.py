@@ -1,6 +1,6 @@
 """The event store in PostgreSQL: the outbox, deliveries, attempts and dead letters of several
-hosts, with the same steps and guarantees as ``sqlite_store.py`` (the ``TableBus`` dispatcher
-drives both).
+hosts, with the same steps and guarantees as ``sqlite_store.py`` (the dispatcher of
+``sqlite_bus.py`` drives both).
 
 What differs is how several dispatchers share the tables. Each step is one transaction:
 
