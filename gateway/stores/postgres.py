@@ -50,6 +50,10 @@ class DatabaseUnavailable(ConnectionError):
     with 503 and ``Retry-After`` (``gateway/errors.py``), never a 500."""
 
 
+class SchemaMissing(RuntimeError):
+    """The URL's ``search_path`` names no existing schema: a configuration error."""
+
+
 def _where(url: str) -> str:
     """The URL without credentials or options, for messages and logs."""
     parts = urlsplit(url)
@@ -117,6 +121,12 @@ async def migrate(conn: asyncpg.Connection) -> int:
     One transaction under an advisory lock keyed by the schema: a second process starting at
     the same time waits, then finds the work done.
     """
+    if await conn.fetchval("SELECT current_schema()") is None:
+        path = await conn.fetchval("SHOW search_path")
+        raise SchemaMissing(
+            f"no schema of the database URL's search_path ({path}) exists: create it, owned by "
+            "the gateway's role, or name an existing one"
+        )
     async with conn.transaction():
         await conn.execute(_LOCK)
         await conn.execute(

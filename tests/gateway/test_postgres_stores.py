@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -20,7 +21,7 @@ import pytest
 from gateway.events.component import open_store
 from gateway.events.postgres_store import PostgresEventStore
 from gateway.settings import load_settings
-from gateway.stores.postgres import MIGRATIONS, DatabaseUnavailable, migrate
+from gateway.stores.postgres import MIGRATIONS, DatabaseUnavailable, SchemaMissing, migrate
 from gateway.stores.postgres_records import PostgresOperationStore, PostgresRevocationStore
 from gateway.stores.revocations import open_revocation_store
 from process_apis.ports import Outcome
@@ -37,9 +38,9 @@ class Forwarder:
     """A TCP relay in front of PostgreSQL that the test can cut (every connection reset, new
     ones refused) and restore on the same port: a database outage as the gateway sees it."""
 
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int) -> None:
         self.port = free_port()
-        self.target_port = target_port
+        self.target = (target_host, target_port)
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -56,7 +57,7 @@ class Forwarder:
         self._writers.clear()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
         self._writers |= {writer, up_writer}
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
@@ -76,12 +77,13 @@ class Forwarder:
 @contextlib.asynccontextmanager
 async def forwarded(database_url: str) -> AsyncIterator[tuple[Forwarder, str]]:
     """``database_url`` through a ``Forwarder`` (the test's schema kept)."""
-    url = database_url.replace("127.0.0.1:5432", "127.0.0.1:{port}")
-    assert "{port}" in url, "the test database is expected on 127.0.0.1:5432"
-    relay = Forwarder(5432)
+    parts = urlsplit(database_url)
+    relay = Forwarder(parts.hostname or "127.0.0.1", parts.port or 5432)
+    user = parts.netloc.rpartition("@")[0]
+    url = urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{relay.port}".lstrip("@")))
     await relay.start()
     try:
-        yield relay, url.format(port=relay.port)
+        yield relay, url
     finally:
         await relay.stop()
 
@@ -217,6 +219,13 @@ async def test_an_absent_database_stops_startup_naming_it_without_credentials() 
     with pytest.raises(DatabaseUnavailable) as caught:
         await PostgresOperationStore(url).open()
     assert "127.0.0.1" in str(caught.value) and "s3cret" not in str(caught.value)
+
+
+async def test_a_missing_schema_stops_startup_saying_so(postgres_url: str) -> None:
+    sep = "&" if "?" in postgres_url else "?"
+    store = PostgresOperationStore(f"{postgres_url}{sep}search_path=no_such_schema_here")
+    with pytest.raises(SchemaMissing, match="no_such_schema_here"):
+        await store.open()
 
 
 async def test_processes_starting_together_migrate_the_schema_once(database_url: str) -> None:
