@@ -233,7 +233,10 @@ def _capture(errors: list[BaseException], fn: Any) -> None:
 def database_url(postgres_url: str) -> Iterator[str]:
     """``gateway.database_url`` for one test: its own schema, dropped when the test ends."""
     schema = f"test_{uuid.uuid4().hex[:16]}"
-    postgres_execute(postgres_url, f"CREATE SCHEMA {schema}")
+    try:
+        postgres_execute(postgres_url, f"CREATE SCHEMA {schema}")
+    except asyncpg.PostgresError as exc:  # the server answers, but not for this role/database
+        pytest.fail(f"PostgreSQL refused {postgres_url} ({exc}): bash .ci/start_postgres.sh")
     sep = "&" if "?" in postgres_url else "?"
     yield f"{postgres_url}{sep}search_path={schema}"
     postgres_execute(postgres_url, f"DROP SCHEMA {schema} CASCADE")

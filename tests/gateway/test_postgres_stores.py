@@ -24,7 +24,7 @@ from gateway.settings import load_settings
 from gateway.stores.postgres import MIGRATIONS, DatabaseUnavailable, SchemaMissing, migrate
 from gateway.stores.postgres_records import PostgresOperationStore, PostgresRevocationStore
 from gateway.stores.revocations import open_revocation_store
-from process_apis.ports import Outcome
+from process_apis.ports import Outcome, StoredResponse
 from system_apis.sandbox import seed
 from tests.conftest import SandboxThread
 from tests.eventually import eventually
@@ -219,6 +219,29 @@ async def test_an_absent_database_stops_startup_naming_it_without_credentials() 
     with pytest.raises(DatabaseUnavailable) as caught:
         await PostgresOperationStore(url).open()
     assert "127.0.0.1" in str(caught.value) and "s3cret" not in str(caught.value)
+
+
+async def test_hosts_claiming_one_key_at_once_have_one_winner(database_url: str) -> None:
+    """Two stores (two hosts' pools) race for the same keys: each key is claimed once, and the
+    loser sees it in progress, then the winner's answer."""
+    hosts = [PostgresOperationStore(database_url) for _ in range(2)]
+    for host in hosts:
+        await host.open()
+    try:
+        keys = [f"k{i}" for i in range(20)]
+        results = await asyncio.gather(
+            *(host.begin(key, "fp") for key in keys for host in hosts for _ in range(3))
+        )
+        states = [r.state.value for r in results]
+        assert states.count("new") == len(keys) and states.count("in_progress") == 5 * len(keys)
+        await hosts[0].commit(
+            Outcome(idempotency_key="k0", response=StoredResponse(201, {"id": "1"}))
+        )
+        replay = await hosts[1].begin("k0", "fp")
+        assert replay.state.value == "done" and replay.response == StoredResponse(201, {"id": "1"})
+    finally:
+        for host in hosts:
+            await host.close()
 
 
 async def test_a_missing_schema_stops_startup_saying_so(postgres_url: str) -> None:
