@@ -63,6 +63,7 @@ class OAuth:
             self.redis_url,
             self.data_dir,
             redis_prefix=self.redis_prefix,
+            staleness_s=self.config.revocation_staleness_s,
             database_url=self.database_url,
         )
         self._limits = open_limits_storage(self.redis_url, prefix=self.redis_prefix)

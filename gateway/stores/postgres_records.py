@@ -137,8 +137,8 @@ class PostgresOperationStore:
 
 
 class PostgresRevocationStore:
-    """Revoked token ids in PostgreSQL: one indexed read per check, as with Redis, because
-    another host may revoke at any time."""
+    """Revoked token ids in PostgreSQL: one indexed read per check, so a revocation made on
+    any host is refused from the next request everywhere (no staleness)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
