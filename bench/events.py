@@ -3,9 +3,10 @@
 The gateway's own ``EventBus`` (``gateway/events/component.py``) with one counting
 subscriber for ``bench.ping``: events go in through ``EventBus.publish`` (the outbox append
 and wake-up process APIs use), one event per call from 16 concurrent publishers, and are
-handled by the real dispatcher (SQLite outbox with leases, or Redis Streams with a consumer
-group). Runs in this process, bounded by ``count`` and a 60 s deadline; reported as n/a when
-the bus or Redis is not there.
+handled by the real dispatcher (SQLite outbox with leases, Redis Streams with a consumer
+group, or the PostgreSQL tables with SKIP LOCKED claims, in a schema of its own dropped
+afterwards). Runs in this process, bounded by ``count`` and a 60 s deadline; reported as n/a
+when the bus, Redis or PostgreSQL is not there.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from typing import Any
 PUBLISHERS = 16
 DEADLINE_S = 60.0
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+DATABASE_URL = os.environ.get(
+    "BENCH_DATABASE_URL", "postgresql://trellis:trellis@127.0.0.1:5432/trellis_test"
+)
 
 
 class EventsUnavailable(Exception):
@@ -27,7 +31,8 @@ class EventsUnavailable(Exception):
 
 
 def run_events(store: str, count: int, workdir: Path) -> dict[str, Any]:
-    """Publish ``count`` events on the ``store`` ("sqlite" or "redis") bus; rates per second."""
+    """Publish ``count`` events on the ``store`` ("sqlite", "redis" or "postgres") bus; rates
+    per second."""
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         import uvloop
@@ -63,6 +68,21 @@ async def _drop_prefix(url: str, prefix: str) -> None:
         await client.aclose()
 
 
+async def _schema(sql: str) -> None:
+    try:
+        import asyncpg
+    except ImportError as exc:
+        raise EventsUnavailable("asyncpg not installed") from exc
+    try:
+        conn = await asyncpg.connect(DATABASE_URL, timeout=2)
+    except Exception as exc:
+        raise EventsUnavailable(f"no PostgreSQL ({type(exc).__name__})") from exc
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 async def _measure(store: str, count: int, workdir: Path) -> dict[str, Any]:
     try:
         from gateway.events.component import EventBus
@@ -81,6 +101,11 @@ async def _measure(store: str, count: int, workdir: Path) -> dict[str, Any]:
     if store == "redis":
         await _redis_ready(REDIS_URL)
         gateway["redis_url"] = REDIS_URL
+    schema = f"bench_{os.getpid()}"
+    if store == "postgres":
+        await _schema(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        sep = "&" if "?" in DATABASE_URL else "?"
+        gateway["database_url"] = f"{DATABASE_URL}{sep}search_path={schema}"
     settings = load_settings(
         DEFAULT_CONFIG_DIR,
         gateway=gateway,
@@ -118,6 +143,9 @@ async def _measure(store: str, count: int, workdir: Path) -> dict[str, Any]:
         if store == "redis":
             with contextlib.suppress(Exception):
                 await _drop_prefix(REDIS_URL, prefix)
+        if store == "postgres":
+            with contextlib.suppress(Exception):
+                await _schema(f"DROP SCHEMA {schema} CASCADE")
     if handled < count:
         raise EventsUnavailable(f"only {handled}/{count} events handled within {DEADLINE_S:.0f}s")
     return {

@@ -1636,6 +1636,9 @@ def main(argv: list[str] | None = None) -> int:
         b.scenario("7", "customer 360, 6 backends answering in 50 ms", "uvicorn")(b.customer_360)
         b.scenario("8s", "events published->handled, SQLite")(lambda row: b.events(row, "sqlite"))
         b.scenario("8r", "events published->handled, Redis")(lambda row: b.events(row, "redis"))
+        b.scenario("8p", "events published->handled, PostgreSQL")(
+            lambda row: b.events(row, "postgres")
+        )
         b.scenario("o", "overload: full chain at 1x, 2x, 4x peak concurrency")(b.overload)
         b.scenario("z", "gzip from vendors: cost and saving per call")(b.compression)
         if opts.scenarios & {"5", "6", "9"}:

@@ -158,6 +158,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         redis_url=settings.gateway.redis_url,
         redis_prefix=settings.gateway.redis_prefix,
         data_dir=Path(settings.gateway.data_dir),
+        database_url=settings.gateway.database_url,
     )
 
     ratelimit = RateLimitPolicy(

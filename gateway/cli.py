@@ -36,9 +36,12 @@ def _load_or_exit(config_dir: str | None, **overrides: object) -> Settings:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = _load_or_exit(args.config)
+    stores = "Redis" if settings.shared_stores else "embedded"
+    if settings.gateway.database_url:
+        stores = f"PostgreSQL (durable records), {stores} (rate limits)"
     print(
         f"configuration OK: {len(settings.backends)} backends, {len(settings.clients)} clients, "
-        f"stores {'Redis' if settings.shared_stores else 'embedded'}"
+        f"stores {stores}"
     )
     serving = settings.role_instances()
     print(

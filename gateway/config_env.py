@@ -29,6 +29,7 @@ DELIMITER = "__"
 NON_SETTING_VARIABLES: Mapping[str, str] = {
     "TRELLIS_CONFIG_DIR": "the configuration directory (trellis run passes it to its workers)",
     "TRELLIS_REDIS_URL": "shares every store through Redis: sets gateway.redis_url",
+    "TRELLIS_DATABASE_URL": "keeps the durable records in PostgreSQL: sets gateway.database_url",
     "TRELLIS_DOCS_SCREENSHOT": "tests: where the docs page test keeps its screenshot",
 }
 """Every ``TRELLIS_`` variable the code reads that is not a setting, and what it does."""

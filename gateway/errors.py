@@ -23,6 +23,7 @@ from system_apis.errors import BackendError, BackendUnavailable, BadBackendData
 from system_apis.http.common import InvalidInput
 
 from .problems import problem_kind, problem_response
+from .stores.postgres import DatabaseUnavailable
 
 log = logging.getLogger("trellis.errors")
 
@@ -76,6 +77,21 @@ async def client_gone(request: Request, exc: Exception) -> Response:
     return Response(status_code=499)
 
 
+STORE_ERRORS: tuple[type[Exception], ...] = (DatabaseUnavailable,)
+"""Exceptions that mean a store is down or stalled: a 503 ``store-unavailable`` problem."""
+
+
+async def store_unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("store unavailable: %s", exc, extra={"path": request.url.path})
+    return problem_response(
+        503,
+        scope=request.scope,
+        problem="store-unavailable",
+        detail="a store the operation needs is unavailable; retry shortly with the same key",
+        headers={"Retry-After": "1"},
+    )
+
+
 async def unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
     return problem_response(
@@ -88,5 +104,6 @@ HANDLERS: Mapping[int | type[Exception], Handler] = {
     InvalidInput: invalid_input,
     HTTPException: http_exception,
     ClientDisconnect: client_gone,
+    **dict.fromkeys(STORE_ERRORS, store_unavailable),
     Exception: unexpected,
 }

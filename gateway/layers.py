@@ -20,6 +20,7 @@ from system_apis.registry import SystemApis
 from .operations import OperationsConfig, Sweeper, operation_routes
 from .settings import Settings
 from .stores.operations import RedisOperationStore, SqliteOperationStore, open_operation_store
+from .stores.postgres_records import PostgresOperationStore
 from .stores.redis_options import DEFAULT_PREFIX
 from .stores.saga_sqlite import SqliteSagaLog
 
@@ -39,7 +40,8 @@ class Layers:
     redis_url: str | None = None
     redis_prefix: str = DEFAULT_PREFIX
     data_dir: Path = Path("var")
-    store: SqliteOperationStore | RedisOperationStore | None = None
+    database_url: str | None = None
+    store: SqliteOperationStore | RedisOperationStore | PostgresOperationStore | None = None
     operations: OperationsConfig = field(default_factory=OperationsConfig)
     saga_log: SqliteSagaLog | None = None
     sweeper: Sweeper | None = None
@@ -48,7 +50,10 @@ class Layers:
         if self.process is None:
             return
         self.store = await open_operation_store(
-            self.redis_url, self.data_dir, redis_prefix=self.redis_prefix
+            self.redis_url,
+            self.data_dir,
+            redis_prefix=self.redis_prefix,
+            database_url=self.database_url,
         )
         self.saga_log = SqliteSagaLog(self.data_dir / "sagas.db", retain_s=self.operations.retain_s)
         await self.saga_log.open()
@@ -101,4 +106,5 @@ def build_layers(settings: Settings, systems: SystemApis) -> Layers:
         redis_prefix=settings.gateway.redis_prefix,
         data_dir=Path(settings.gateway.data_dir),
         operations=settings.gateway.operations,
+        database_url=settings.gateway.database_url,
     )

@@ -112,6 +112,12 @@ class GatewaySettings(Strict):
         description="Every Redis key the gateway writes starts with it: give deployments that "
         "share one Redis database different prefixes.",
     )
+    database_url: str | None = Field(
+        None,
+        pattern=r"^postgres(ql)?://",
+        description="postgresql://...: every durable record (idempotency keys, cross-references, "
+        "the outbox and event log, revocations, dead letters) in PostgreSQL, for several hosts.",
+    )
     data_dir: Path = Field(Path("var"), description="Embedded stores (SQLite) live here.")
     max_body_bytes: int = Field(1_048_576, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -520,8 +526,9 @@ def inspect_config(config_dir: Path | str | None = None, **overrides: Any) -> Co
     """Read, override and validate, collecting every problem instead of stopping at the first.
 
     Layers, each over the one before: the YAML files, ``overrides`` (command-line options),
-    ``TRELLIS_REDIS_URL``, then ``TRELLIS_<SECTION>__<KEY>`` variables. A problem names the
-    variable when a variable supplied the value, else the file and key path.
+    ``TRELLIS_REDIS_URL`` and ``TRELLIS_DATABASE_URL``, then ``TRELLIS_<SECTION>__<KEY>``
+    variables. A problem names the variable when a variable supplied the value, else the file
+    and key path.
     """
     directory = Path(config_dir or os.environ.get("TRELLIS_CONFIG_DIR") or default_config_dir())
     files = read_config_dir(directory)
@@ -532,6 +539,8 @@ def inspect_config(config_dir: Path | str | None = None, **overrides: Any) -> Co
         given[section] = value
     if redis := os.environ.get("TRELLIS_REDIS_URL"):
         data.setdefault("gateway", {})["redis_url"] = redis
+    if database := os.environ.get("TRELLIS_DATABASE_URL"):
+        data.setdefault("gateway", {})["database_url"] = database
     env = read_environment(Settings, os.environ, files.referenced)
     before_env = data
     data = _deep_merge(data, env.layer())

@@ -1,10 +1,14 @@
-"""Shared fixtures: the sandbox backends on loopback (real HTTP), fault control, Redis.
+"""Shared fixtures: the sandbox backends on loopback (real HTTP), fault control, Redis, PostgreSQL.
 
 Redis is shared by every test run on the machine (``TRELLIS_TEST_REDIS_URL``, db 15 by
 default). A test that writes to it takes the ``redis_prefix`` fixture and hands it to what it
 starts (``gateway.redis_prefix``): a prefix unique to the test, under one unique to the run, so
 concurrent runs and tests never meet in one key; the keys are deleted when the test ends, and
 whatever is left under the run's prefix when the run ends.
+
+PostgreSQL likewise (``TRELLIS_TEST_DATABASE_URL``, the role and database that
+``.ci/start_postgres.sh`` creates by default): a test that uses it takes the ``database_url``
+fixture, a URL whose ``search_path`` is a schema of its own, dropped when the test ends.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import pytest
 import redis
 
@@ -176,6 +181,65 @@ def redis_prefix(redis_url: str, redis_run_prefix: str) -> Iterator[str]:
     prefix = f"{redis_run_prefix}{uuid.uuid4().hex[:8]}:"
     yield prefix
     delete_prefixed(redis_url, prefix)
+
+
+DEFAULT_TEST_DATABASE_URL = "postgresql://trellis:trellis@127.0.0.1:5432/trellis_test"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A reachable PostgreSQL, or a visible skip (a failure under CI=true)."""
+    url = os.environ.get("TRELLIS_TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 5432
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at {host}:{port} is required under CI: {exc}")
+        pytest.skip(f"no PostgreSQL at {host}:{port} (.ci/start_postgres.sh starts one): {exc}")
+    return url
+
+
+def postgres_execute(url: str, sql: str) -> None:
+    """Run one statement on its own connection, from sync code (in a thread of its own, so a
+    test's running event loop is never re-entered)."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(url, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    errors: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _capture(errors, lambda: asyncio.run(run())))
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _capture(errors: list[BaseException], fn: Any) -> None:
+    try:
+        fn()
+    except BaseException as exc:
+        errors.append(exc)
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> Iterator[str]:
+    """``gateway.database_url`` for one test: its own schema, dropped when the test ends."""
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    try:
+        postgres_execute(postgres_url, f"CREATE SCHEMA {schema}")
+    except asyncpg.PostgresError as exc:  # the server answers, but not for this role/database
+        pytest.fail(f"PostgreSQL refused {postgres_url} ({exc}): bash .ci/start_postgres.sh")
+    sep = "&" if "?" in postgres_url else "?"
+    yield f"{postgres_url}{sep}search_path={schema}"
+    postgres_execute(postgres_url, f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture

@@ -105,8 +105,10 @@ def config_rows(settings: Settings, config_dir: Path | None = None) -> list[Conf
     rows = []
     for path, value in _leaves(settings.model_dump(mode="json"), ()):
         env = "TRELLIS_" + "__".join(path).upper()
-        if env in os.environ or (
-            path == ("gateway", "redis_url") and "TRELLIS_REDIS_URL" in os.environ
+        if (
+            env in os.environ
+            or (path == ("gateway", "redis_url") and "TRELLIS_REDIS_URL" in os.environ)
+            or (path == ("gateway", "database_url") and "TRELLIS_DATABASE_URL" in os.environ)
         ):
             source = "environment"
         elif (in_file := _at(files, path)) is not _MISSING and _same(in_file, value):

@@ -1,7 +1,8 @@
 """``trellis dlq list|show|replay|discard``: dead-letter operations without a running gateway.
 
-The commands open the same store the gateway uses (the SQLite file in ``data_dir``, or Redis
-when ``redis_url`` is set); a replayed letter is delivered by the next gateway that runs.
+The commands open the same store the gateway uses (the SQLite file in ``data_dir``, Redis
+when ``redis_url`` is set, PostgreSQL when ``database_url`` is); a replayed letter is
+delivered by the next gateway that runs.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The event bus component the gateway starts in its lifespan.
 
-It picks the store and dispatcher (SQLite embedded, Redis Streams when ``redis_url`` is set),
+It picks the store and dispatcher (SQLite embedded, Redis Streams when ``redis_url`` is set,
+PostgreSQL tables when ``database_url`` is set),
 binds the process-API subscribers and partner webhooks into subscriptions, and serves the
 admin and inbound-webhook routes.
 """
@@ -28,6 +29,7 @@ from .admin import AdminStore, admin_routes
 from .alerts import DeadLetterAlerts
 from .inbound import inbound_view
 from .outbound import webhook_subscriptions
+from .postgres_store import PostgresEventStore
 from .redis_bus import RedisBus
 from .redis_store import RedisEventStore
 from .sqlite_bus import SqliteBus
@@ -40,8 +42,14 @@ ADMIN_PREFIX = "/admin/v1"
 WEBHOOKS_PATH = "/webhooks/{source}"
 
 
-def open_store(settings: Settings) -> SqliteEventStore | RedisEventStore:
-    """The store the gateway uses (also what the ``trellis dlq`` commands open)."""
+EventStore = SqliteEventStore | RedisEventStore | PostgresEventStore
+
+
+def open_store(settings: Settings) -> EventStore:
+    """The store the gateway uses (also what the ``trellis dlq`` commands open): PostgreSQL
+    when ``database_url`` is set, else Redis when ``redis_url`` is, else SQLite."""
+    if settings.gateway.database_url:
+        return PostgresEventStore(settings.gateway.database_url)
     if settings.gateway.redis_url:
         return RedisEventStore(
             settings.gateway.redis_url,
@@ -90,7 +98,7 @@ class EventBus:
         """Names of the subscriptions an event of this type goes to."""
         return [s.name for s in self.subscriptions if s.wants(event_type)]
 
-    def _store(self) -> SqliteEventStore | RedisEventStore:
+    def _store(self) -> EventStore:
         return self.store
 
     def _admin_store(self) -> AdminStore:

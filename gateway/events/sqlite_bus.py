@@ -1,4 +1,7 @@
-"""The embedded bus: one dispatcher task relays the outbox and delivers with bounded concurrency.
+"""The table bus: one dispatcher task relays the outbox and delivers with bounded concurrency.
+
+It drives the embedded store (``SqliteEventStore``, each step in a worker thread) and the
+PostgreSQL store of several hosts (``PostgresEventStore``, whose steps are async) alike.
 
 It polls (cheap indexed reads) and can be woken at once by an in-process publisher; a crash
 loses nothing because every step is a transaction in ``SqliteEventStore`` and leases of a
@@ -16,20 +19,72 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from opentelemetry import trace
 
 from .alerts import DeadLetterAlerts
 from .config import BusConfig
 from .policy import backoff_delay
+from .postgres_store import PostgresEventStore
 from .records import DeadLetter
-from .sqlite_store import Claimed, Outcome, SqliteEventStore
+from .sqlite_store import Claimed, Outcome, SqliteEventStore, Step
 from .subscriptions import Subscription, attempt, events_tracer
 
 log = logging.getLogger("trellis.events")
 
 PRUNE_EVERY_S = 600.0
+
+
+class StepStore(Protocol):
+    """The dispatcher's steps, each one transaction of the store."""
+
+    async def release_dead_leases(self) -> int: ...
+
+    async def dispatch(
+        self,
+        outcomes: Sequence[Outcome],
+        wants: Callable[[str], list[str]],
+        batch: int,
+        subscribers: Sequence[str],
+        limit: int,
+        lease_s: float,
+    ) -> Step: ...
+
+    async def record(self, outcomes: Sequence[Outcome]) -> list[DeadLetter | Exception | None]: ...
+
+    async def prune(self, retention_s: float) -> None: ...
+
+
+class InThreads:
+    """The SQLite store's blocking steps, each run in a worker thread."""
+
+    def __init__(self, store: SqliteEventStore) -> None:
+        self.store = store
+
+    async def release_dead_leases(self) -> int:
+        return await asyncio.to_thread(self.store.release_dead_leases)
+
+    async def dispatch(
+        self,
+        outcomes: Sequence[Outcome],
+        wants: Callable[[str], list[str]],
+        batch: int,
+        subscribers: Sequence[str],
+        limit: int,
+        lease_s: float,
+    ) -> Step:
+        return await asyncio.to_thread(
+            self.store.dispatch, outcomes, wants, batch, subscribers, limit, lease_s
+        )
+
+    async def record(self, outcomes: Sequence[Outcome]) -> list[DeadLetter | Exception | None]:
+        return await asyncio.to_thread(self.store.record, outcomes)
+
+    async def prune(self, retention_s: float) -> None:
+        await asyncio.to_thread(self.store.prune, retention_s)
 
 
 @dataclass(slots=True)
@@ -43,7 +98,7 @@ class _Pending:
 class SqliteBus:
     def __init__(
         self,
-        store: SqliteEventStore,
+        store: SqliteEventStore | PostgresEventStore,
         subscriptions: list[Subscription],
         config: BusConfig,
         alerts: DeadLetterAlerts,
@@ -52,6 +107,7 @@ class SqliteBus:
     ) -> None:
         self.tracer = tracer or events_tracer()
         self.store = store
+        self.steps: StepStore = InThreads(store) if isinstance(store, SqliteEventStore) else store
         self.subscriptions = {s.name: s for s in subscriptions}
         self.config = config
         self.alerts = alerts
@@ -78,7 +134,7 @@ class SqliteBus:
         self._wake.set()
 
     async def start(self) -> None:
-        freed = await asyncio.to_thread(self.store.release_dead_leases)
+        freed = await self.steps.release_dead_leases()
         if freed:
             log.info("released %d delivery lease(s) of processes that ended", freed)
         self._stopping = False
@@ -102,7 +158,7 @@ class SqliteBus:
         pending, self._outcomes = self._outcomes, []
         if pending:
             try:
-                results = await asyncio.to_thread(self.store.record, [p.outcome for p in pending])
+                results = await self.steps.record([p.outcome for p in pending])
             except Exception:
                 log.exception("recording %d delivery outcome(s) at shutdown failed", len(pending))
                 return
@@ -129,8 +185,7 @@ class SqliteBus:
         pending, self._outcomes = self._outcomes, []
         free = 0 if self._stopping else self.config.concurrency - self._busy + len(pending)
         try:
-            step = await asyncio.to_thread(
-                self.store.dispatch,
+            step = await self.steps.dispatch(
                 [p.outcome for p in pending],
                 self.wants,
                 self.config.batch_size,
@@ -160,7 +215,7 @@ class SqliteBus:
         now = time.time()
         if now - self._last_prune > PRUNE_EVERY_S:
             self._last_prune = now
-            await asyncio.to_thread(self.store.prune, self.retention_s)
+            await self.steps.prune(self.retention_s)
         if step.relayed >= self.config.batch_size:
             return True  # the outbox has more
         return step.claim_full and self._busy < self.config.concurrency

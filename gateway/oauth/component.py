@@ -37,12 +37,14 @@ class OAuth:
         redis_url: str | None,
         redis_prefix: str = DEFAULT_PREFIX,
         data_dir: Path,
+        database_url: str | None = None,
     ) -> None:
         self.config = config
         self.clients = clients
         self.redis_url = redis_url
         self.redis_prefix = redis_prefix
         self.data_dir = data_dir
+        self.database_url = database_url
         self._keys: LocalKeys | None = None
         self._revocations: RevocationStore | None = None
         self._limits: LimitsStorage | None = None
@@ -62,6 +64,7 @@ class OAuth:
             self.data_dir,
             redis_prefix=self.redis_prefix,
             staleness_s=self.config.revocation_staleness_s,
+            database_url=self.database_url,
         )
         self._limits = open_limits_storage(self.redis_url, prefix=self.redis_prefix)
         if self.config.external_issuers:

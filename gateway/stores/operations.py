@@ -2,8 +2,9 @@
 
 One store, one transaction per operation (``commit``), so "did the work", "remember the answer"
 and "announce it" can never disagree after a crash. SQLite (WAL, ``<data_dir>/trellis.db``) when
-one process runs; Redis (one MULTI/EXEC) when several share the work. The outbox format is the
-contract of ``process_apis/ports.py`` with the event bus.
+one process runs; Redis (one MULTI/EXEC) when several share the work; PostgreSQL
+(``postgres_records.py``) when ``TRELLIS_DATABASE_URL`` is set, for several hosts. The outbox
+format is the contract of ``process_apis/ports.py`` with the event bus.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -22,6 +23,9 @@ from gateway.stores.inline_read import InlineReader
 from gateway.stores.private_files import private_file
 from gateway.stores.redis_options import DEFAULT_PREFIX, REDIS_TIMEOUTS
 from process_apis.ports import Begin, BeginState, DomainEvent, Outcome, StoredResponse
+
+if TYPE_CHECKING:
+    from gateway.stores.postgres_records import PostgresOperationStore
 
 IN_PROGRESS_LEASE_S = 120.0
 """A claimed key whose request died is claimable again after this long (a saga never runs this
@@ -279,11 +283,20 @@ class RedisOperationStore:
 
 
 async def open_operation_store(
-    redis_url: str | None, data_dir: Path, *, redis_prefix: str = DEFAULT_PREFIX
-) -> SqliteOperationStore | RedisOperationStore:
-    """Redis when configured (several processes share keys and events), else SQLite."""
-    store: SqliteOperationStore | RedisOperationStore
-    if redis_url:
+    redis_url: str | None,
+    data_dir: Path,
+    *,
+    redis_prefix: str = DEFAULT_PREFIX,
+    database_url: str | None = None,
+) -> SqliteOperationStore | RedisOperationStore | PostgresOperationStore:
+    """PostgreSQL when configured (the durable record of several hosts), else Redis when
+    configured (several processes share keys and events), else SQLite."""
+    from gateway.stores.postgres_records import PostgresOperationStore
+
+    store: SqliteOperationStore | RedisOperationStore | PostgresOperationStore
+    if database_url:
+        store = PostgresOperationStore(database_url)
+    elif redis_url:
         store = RedisOperationStore(redis_url, prefix=redis_prefix)
     else:
         store = SqliteOperationStore(data_dir / "trellis.db")

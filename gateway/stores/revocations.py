@@ -301,10 +301,16 @@ async def open_revocation_store(
     *,
     redis_prefix: str = DEFAULT_PREFIX,
     staleness_s: float = 1.0,
-) -> SqliteRevocationStore | RedisRevocationStore:
-    """Redis when configured (several processes or hosts), else ``data_dir/revocations.db``."""
-    store: SqliteRevocationStore | RedisRevocationStore
-    if redis_url:
+    database_url: str | None = None,
+) -> RevocationStore:
+    """PostgreSQL when configured (the durable record of several hosts; every check asks it),
+    else Redis when configured (several processes or hosts), else ``data_dir/revocations.db``."""
+    from gateway.stores.postgres_records import PostgresRevocationStore
+
+    store: SqliteRevocationStore | RedisRevocationStore | PostgresRevocationStore
+    if database_url:
+        store = PostgresRevocationStore(database_url)
+    elif redis_url:
         store = RedisRevocationStore(redis_url, prefix=redis_prefix, staleness_s=staleness_s)
     else:
         store = SqliteRevocationStore(data_dir / "revocations.db")

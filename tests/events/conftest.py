@@ -1,4 +1,4 @@
-"""Fixtures: an event bus in this process over real SQLite files or a real Redis."""
+"""Fixtures: an event bus in this process over real SQLite files, a real Redis or PostgreSQL."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def bus_settings(
     events: dict[str, Any],
     redis_url: str | None = None,
     redis_prefix: str | None = None,
+    database_url: str | None = None,
 ) -> Settings:
     gateway: dict[str, Any] = {
         "sandbox": {"base_port": sandbox.base_port},
@@ -34,6 +35,8 @@ def bus_settings(
         assert redis_prefix, "a test on the shared Redis takes the redis_prefix fixture"
         gateway["redis_url"] = redis_url
         gateway["redis_prefix"] = redis_prefix
+    if database_url:
+        gateway["database_url"] = database_url
     return test_settings(sandbox.base_port, tmp, gateway=gateway, events=events)
 
 
@@ -49,8 +52,9 @@ def make_bus(sandbox: SandboxThread, tmp_path: Path) -> BusFactory:
         extra: Sequence[Subscription] = (),
         with_systems: bool = False,
         tracer_provider: Any = None,
+        database_url: str | None = None,
     ) -> AsyncIterator[EventBus]:
-        settings = bus_settings(sandbox, tmp_path, events, redis_url, redis_prefix)
+        settings = bus_settings(sandbox, tmp_path, events, redis_url, redis_prefix, database_url)
         systems = SystemApis.from_config(settings.backends, settings.backend_url)
         if with_systems:
             await systems.start()

@@ -19,7 +19,8 @@ from aiohttp import web
 
 from gateway.events.component import EventBus
 from gateway.events.records import DeadLetter, DeadLetterQuery
-from process_apis.ports import DomainEvent
+from gateway.stores.postgres_records import PostgresOperationStore
+from process_apis.ports import DomainEvent, Outcome
 from tests.eventually import eventually
 from tests.servers import free_port
 
@@ -28,6 +29,16 @@ OUTBOX_DDL = (
     " id TEXT UNIQUE NOT NULL, type TEXT NOT NULL, subject TEXT, time TEXT NOT NULL,"
     " event TEXT NOT NULL)"
 )
+
+
+async def commit_events(database_url: str, events: Iterable[DomainEvent]) -> None:
+    """Append events to the PostgreSQL outbox as the process APIs do (a commit of their own)."""
+    store = PostgresOperationStore(database_url)
+    await store.open()
+    try:
+        await store.commit(Outcome(events=list(events)))
+    finally:
+        await store.close()
 
 
 def write_outbox(data_dir: Path, events: Iterable[DomainEvent]) -> None:

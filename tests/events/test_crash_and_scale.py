@@ -1,4 +1,5 @@
-"""Gateway processes killed with SIGKILL mid-delivery lose nothing; several share one Redis.
+"""Gateway processes killed with SIGKILL mid-delivery lose nothing; several share one Redis or
+one PostgreSQL.
 
 Effects are counted at a loopback receiver by event id. A delivery whose answer was lost in the
 kill is sent again after the restart (at-least-once); the receiver, like any partner, applies
@@ -19,11 +20,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
 from tests.conftest import SandboxThread
-from tests.events.helpers import Receiver, event, hook, receiver, write_outbox, xadd_events
+from tests.events.helpers import (
+    Receiver,
+    commit_events,
+    event,
+    hook,
+    receiver,
+    write_outbox,
+    xadd_events,
+)
 from tests.eventually import eventually
 
 pytestmark = pytest.mark.slow  # gateway subprocesses, killed and restarted
@@ -32,7 +42,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def overrides(
-    sandbox: SandboxThread, tmp: Path, url: str, redis_url: str | None, prefix: str | None
+    sandbox: SandboxThread,
+    tmp: Path,
+    url: str,
+    redis_url: str | None,
+    prefix: str | None,
+    database_url: str | None = None,
 ) -> dict[str, Any]:
     gateway: dict[str, Any] = {
         "sandbox": {"base_port": sandbox.base_port},
@@ -41,6 +56,8 @@ def overrides(
     if redis_url:
         gateway["redis_url"] = redis_url
         gateway["redis_prefix"] = prefix
+    if database_url:
+        gateway["database_url"] = database_url
     return {
         "gateway": gateway,
         "events": {
@@ -99,14 +116,20 @@ def assert_exactly_once_effects(rec: Receiver, ids: set[str], in_flight: set[str
 
 
 async def crash_and_recover(
-    sandbox: SandboxThread, tmp: Path, redis_url: str | None, prefix: str | None
+    sandbox: SandboxThread,
+    tmp: Path,
+    redis_url: str | None,
+    prefix: str | None,
+    database_url: str | None = None,
 ) -> None:
     events = [event() for _ in range(40)]
     ids = {e.id for e in events}
     async with receiver(delay_s=0.15) as rec:
-        config = overrides(sandbox, tmp, rec.url, redis_url, prefix)
+        config = overrides(sandbox, tmp, rec.url, redis_url, prefix, database_url)
         with gateway_process(config, tmp, "first") as proc:
-            if redis_url and prefix:
+            if database_url:
+                await commit_events(database_url, events)
+            elif redis_url and prefix:
                 await xadd_events(redis_url, prefix, events)
             else:
                 write_outbox(tmp / "data", events)
@@ -159,3 +182,45 @@ async def test_two_processes_share_one_redis_stream(
         assert len(rec.requests) == len(ids)  # each event handled once, by one process
         assert rec.event_ids() == {i: 1 for i in ids}
         assert len(consumers) == 2 and all(c["pending"] == 0 for c in consumers)
+
+
+async def test_postgres_bus_survives_sigkill(
+    sandbox: SandboxThread, tmp_path: Path, database_url: str
+) -> None:
+    await crash_and_recover(sandbox, tmp_path, None, None, database_url)
+
+
+async def test_two_processes_share_one_postgres_and_deliver_each_event_once(
+    sandbox: SandboxThread, tmp_path: Path, database_url: str
+) -> None:
+    """Two gateways relay and claim from one outbox (SKIP LOCKED): every event is delivered
+    exactly once, and the tables say so."""
+    events = [event() for _ in range(60)]
+    ids = {e.id for e in events}
+    async with receiver(delay_s=0.02) as rec:
+        config = overrides(sandbox, tmp_path, rec.url, None, None, database_url)
+        with gateway_process(config, tmp_path, "a"), gateway_process(config, tmp_path, "b"):
+            for start in range(0, len(events), 10):  # commits arriving while both dispatch
+                await commit_events(database_url, events[start : start + 10])
+            await rec.wait_for(lambda r: set(r.event_ids()) >= ids, within=30)
+            conn = await asyncpg.connect(database_url)
+            try:
+
+                async def all_settled() -> list[Any]:
+                    rows = await conn.fetch(
+                        "SELECT state, attempts FROM event_deliveries WHERE subscriber = $1",
+                        "webhook:t",
+                    )
+                    assert len(rows) == len(ids) and {r["state"] for r in rows} == {"delivered"}
+                    return list(rows)
+
+                deliveries = await eventually(all_settled, message="every delivery recorded")
+                attempts = await conn.fetch("SELECT ok FROM event_attempts")
+                unrelayed = await conn.fetchval("SELECT count(*) FROM outbox WHERE NOT relayed")
+            finally:
+                await conn.close()
+        assert len(rec.requests) == len(ids)  # each event handled once, by one process
+        assert rec.event_ids() == {i: 1 for i in ids}
+        assert all(r["attempts"] == 1 for r in deliveries)
+        assert len(attempts) == len(ids) and all(a["ok"] for a in attempts)
+        assert unrelayed == 0

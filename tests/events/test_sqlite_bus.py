@@ -1,4 +1,5 @@
-"""The embedded bus over a real SQLite file: retries with backoff, dead letters, replay."""
+"""The table bus over a real SQLite file and a real PostgreSQL: retries with backoff, dead
+letters, replay."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import asyncio
 import logging
 import sqlite3
 import time
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import pytest
 
+from gateway.events.component import EventBus
 from gateway.events.config import DeliveryPolicy
 from gateway.events.records import DeadLetterQuery, DeliveryState, ReplayOutcome
 from gateway.events.signing import verify
@@ -17,7 +23,15 @@ from gateway.events.subscriptions import Subscription
 from process_apis.ports import DomainEvent
 from process_apis.subscribers.base import PermanentFailure
 from tests.events.conftest import BusFactory
-from tests.events.helpers import FAST, dead_letters, event, hook, receiver, write_outbox
+from tests.events.helpers import (
+    FAST,
+    commit_events,
+    dead_letters,
+    event,
+    hook,
+    receiver,
+    write_outbox,
+)
 from tests.eventually import eventually
 
 pytestmark = pytest.mark.slow  # deliveries retried after real backoff delays
@@ -27,13 +41,56 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
-async def test_fails_twice_then_succeeds_once_with_backoff(
-    make_bus: BusFactory, tmp_path: Path
-) -> None:
+@dataclass
+class Tables:
+    """The bus on one store, and how a test writes to that store as the process APIs do."""
+
+    make: BusFactory
+    tmp_path: Path
+    database_url: str | None
+
+    def bus(self, events: dict[str, Any], **kw: Any) -> AbstractAsyncContextManager[EventBus]:
+        return self.make(events, database_url=self.database_url, **kw)
+
+    async def write(self, events: list[DomainEvent]) -> None:
+        """Events into the outbox, in a transaction of the writer's own."""
+        if self.database_url is None:
+            write_outbox(data_dir(self.tmp_path), events)
+            return
+        await commit_events(self.database_url, events)
+
+    async def mark_processed(self, subscriber: str, event_id: str) -> None:
+        """As another worker that handled the event would have."""
+        if self.database_url is None:
+            conn = sqlite3.connect(data_dir(self.tmp_path) / "trellis.db")
+            conn.execute(
+                "INSERT INTO event_processed (subscriber, event_id, at) VALUES (?, ?, ?)",
+                (subscriber, event_id, time.time()),
+            )
+            conn.commit()
+            conn.close()
+            return
+        pg = await asyncpg.connect(self.database_url)
+        await pg.execute(
+            "INSERT INTO event_processed (subscriber, event_id, at) VALUES ($1, $2, $3)",
+            subscriber,
+            event_id,
+            time.time(),
+        )
+        await pg.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def tables(request: pytest.FixtureRequest, make_bus: BusFactory, tmp_path: Path) -> Tables:
+    url = request.getfixturevalue("database_url") if request.param == "postgres" else None
+    return Tables(make_bus, tmp_path, url)
+
+
+async def test_fails_twice_then_succeeds_once_with_backoff(tables: Tables) -> None:
     async with receiver(fail_first=2) as rec:
-        async with make_bus({"outbound_webhooks": {"t": hook(rec.url, **FAST)}}) as bus:
+        async with tables.bus({"outbound_webhooks": {"t": hook(rec.url, **FAST)}}) as bus:
             ev = event(subject="s-1")
-            write_outbox(data_dir(tmp_path), [ev])
+            await tables.write([ev])
             await rec.wait_for(lambda r: r.event_ids()[ev.id] == 1)
             await asyncio.sleep(0.5)  # nothing else may arrive
             assert len(rec.requests) == 3
@@ -47,17 +104,17 @@ async def test_fails_twice_then_succeeds_once_with_backoff(
 
 
 async def test_always_failing_is_dead_lettered_alerted_and_replayed_once(
-    make_bus: BusFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tables: Tables, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with receiver(always_fail=True) as rec, receiver() as alerts:
         cfg = {
             "outbound_webhooks": {"t": hook(rec.url, **FAST)},
             "alerts": {"webhook_url": alerts.url, "timeout_s": 2},
         }
-        async with make_bus(cfg) as bus:
+        async with tables.bus(cfg) as bus:
             ev = event()
             with caplog.at_level(logging.ERROR, logger="trellis.events"):
-                write_outbox(data_dir(tmp_path), [ev])
+                await tables.write([ev])
                 [letter] = await dead_letters(bus)
                 await alerts.wait_for(lambda r: len(r.requests) == 1)
             assert len(rec.requests) == 3  # exactly the configured attempts
@@ -87,22 +144,14 @@ async def test_always_failing_is_dead_lettered_alerted_and_replayed_once(
             assert summary.deliveries[0].state is DeliveryState.DELIVERED
 
 
-async def test_replay_of_an_event_handled_elsewhere_is_not_applied_twice(
-    make_bus: BusFactory, tmp_path: Path
-) -> None:
+async def test_replay_of_an_event_handled_elsewhere_is_not_applied_twice(tables: Tables) -> None:
     async with receiver(always_fail=True) as rec:
-        async with make_bus({"outbound_webhooks": {"t": hook(rec.url, **FAST)}}) as bus:
+        async with tables.bus({"outbound_webhooks": {"t": hook(rec.url, **FAST)}}) as bus:
             ev = event()
-            write_outbox(data_dir(tmp_path), [ev])
+            await tables.write([ev])
             [letter] = await dead_letters(bus)
             # meanwhile another worker handled it (its processed marker is there)
-            conn = sqlite3.connect(data_dir(tmp_path) / "trellis.db")
-            conn.execute(
-                "INSERT INTO event_processed (subscriber, event_id, at) VALUES (?, ?, ?)",
-                ("webhook:t", ev.id, time.time()),
-            )
-            conn.commit()
-            conn.close()
+            await tables.mark_processed("webhook:t", ev.id)
             rec.always_fail = False
             [result] = await bus.store.replay([letter.id, letter.id])
             assert result.outcome is ReplayOutcome.ALREADY_DELIVERED
@@ -112,18 +161,16 @@ async def test_replay_of_an_event_handled_elsewhere_is_not_applied_twice(
             assert missing.outcome is ReplayOutcome.NOT_FOUND
 
 
-async def test_retry_after_is_honoured(make_bus: BusFactory, tmp_path: Path) -> None:
+async def test_retry_after_is_honoured(tables: Tables) -> None:
     async with receiver(fail_first=1, status=429, retry_after="1") as rec:
         policy = {**FAST, "base_delay_s": 0.05}
-        async with make_bus({"outbound_webhooks": {"t": hook(rec.url, **policy)}}):
-            write_outbox(data_dir(tmp_path), [event()])
+        async with tables.bus({"outbound_webhooks": {"t": hook(rec.url, **policy)}}):
+            await tables.write([event()])
             await rec.wait_for(lambda r: len(r.requests) == 2)
             assert rec.times[1] - rec.times[0] >= 0.99
 
 
-async def test_permanent_failure_is_dead_lettered_at_once(
-    make_bus: BusFactory, tmp_path: Path
-) -> None:
+async def test_permanent_failure_is_dead_lettered_at_once(tables: Tables) -> None:
     calls: list[str] = []
 
     async def bad(ev: DomainEvent) -> None:
@@ -131,18 +178,18 @@ async def test_permanent_failure_is_dead_lettered_at_once(
         raise PermanentFailure("event data has no order id")
 
     sub = Subscription("bad", frozenset({"test.happened"}), bad, DeliveryPolicy(**FAST))
-    async with make_bus({}, extra=[sub]) as bus:
-        write_outbox(data_dir(tmp_path), [event()])
+    async with tables.bus({}, extra=[sub]) as bus:
+        await tables.write([event()])
         [letter] = await dead_letters(bus)
         assert letter.attempts == 1 and len(calls) == 1
         assert "PermanentFailure" in (letter.errors[0].error or "")
 
 
-async def test_discard_with_reason(make_bus: BusFactory, tmp_path: Path) -> None:
+async def test_discard_with_reason(tables: Tables) -> None:
     async with receiver(always_fail=True) as rec:
         policy = {**FAST, "max_attempts": 1}
-        async with make_bus({"outbound_webhooks": {"t": hook(rec.url, **policy)}}) as bus:
-            write_outbox(data_dir(tmp_path), [event()])
+        async with tables.bus({"outbound_webhooks": {"t": hook(rec.url, **policy)}}) as bus:
+            await tables.write([event()])
             [letter] = await dead_letters(bus)
             done = await bus.store.discard(letter.id, "partner retired the endpoint")
             assert done is not None and done.status.value == "discarded"
@@ -152,13 +199,13 @@ async def test_discard_with_reason(make_bus: BusFactory, tmp_path: Path) -> None
             assert result.outcome is ReplayOutcome.NOT_DEAD
 
 
-async def test_outbound_webhook_is_signed_and_masked(make_bus: BusFactory, tmp_path: Path) -> None:
+async def test_outbound_webhook_is_signed_and_masked(tables: Tables) -> None:
     async with receiver() as rec:
-        async with make_bus({"outbound_webhooks": {"t": hook(rec.url, ["order.placed"])}}):
+        async with tables.bus({"outbound_webhooks": {"t": hook(rec.url, ["order.placed"])}}):
             ev = event(
                 "order.placed", order_id="o-1", email="alice@example.com", first_name="Alice"
             )
-            write_outbox(data_dir(tmp_path), [ev, event("other.type")])
+            await tables.write([ev, event("other.type")])
             await rec.wait_for(lambda r: len(r.requests) == 1)
             await asyncio.sleep(0.3)  # the unsubscribed type, were it sent, would have arrived
             [req] = rec.requests
@@ -173,15 +220,13 @@ async def test_outbound_webhook_is_signed_and_masked(make_bus: BusFactory, tmp_p
             assert body["data"]["order_id"] == "o-1" and body["partnerid"] == "partner-test"
 
 
-async def test_partner_webhooks_carry_only_that_partners_orders(
-    make_bus: BusFactory, tmp_path: Path
-) -> None:
+async def test_partner_webhooks_carry_only_that_partners_orders(tables: Tables) -> None:
     async with receiver() as acme, receiver() as globex:
         hooks = {
             name: {**hook(rec.url, ["order.placed"]), "partner_id": name, "own_records_only": True}
             for name, rec in (("partner-acme", acme), ("partner-globex", globex))
         }
-        async with make_bus({"outbound_webhooks": hooks}):
+        async with tables.bus({"outbound_webhooks": hooks}):
             ev = event(
                 "order.placed",
                 order_id="o-9",
@@ -192,7 +237,7 @@ async def test_partner_webhooks_carry_only_that_partners_orders(
                 email="ada@example.com",
                 phone=["+1-555-123-4567"],
             )
-            write_outbox(data_dir(tmp_path), [ev])
+            await tables.write([ev])
             await globex.wait_for(lambda r: len(r.requests) == 1)
             await asyncio.sleep(0.5)  # acme's delivery, were it wrong, would have arrived
             assert acme.requests == []  # another partner's order never reaches acme
@@ -204,7 +249,7 @@ async def test_partner_webhooks_carry_only_that_partners_orders(
             assert data["phone"] == ["*********67"]  # PII inside lists is masked too
 
 
-async def test_handling_joins_the_trace_of_the_cause(make_bus: BusFactory, tmp_path: Path) -> None:
+async def test_handling_joins_the_trace_of_the_cause(tables: Tables) -> None:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -218,9 +263,9 @@ async def test_handling_joins_the_trace_of_the_cause(make_bus: BusFactory, tmp_p
         seen.append(ev.id)
 
     sub = Subscription("rec", frozenset({"test.happened"}), handle, DeliveryPolicy(**FAST))
-    async with make_bus({}, extra=[sub], tracer_provider=provider):
+    async with tables.bus({}, extra=[sub], tracer_provider=provider):
         ev = event()
-        write_outbox(data_dir(tmp_path), [ev])
+        await tables.write([ev])
         await eventually(lambda: seen, timeout=10, message="the event handled")
     _, trace_hex, parent_hex, _ = ev.traceparent.split("-")  # type: ignore[union-attr]
     [span] = [s for s in exporter.get_finished_spans() if s.name == "test.happened deliver rec"]

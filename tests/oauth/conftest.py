@@ -166,6 +166,7 @@ def run_gateway(tmp_path: Path, clients: dict[str, ClientConfig]) -> RunFactory:
         data_dir: Path | None = None,
         redis_url: str | None = None,
         redis_prefix: str | None = None,
+        database_url: str | None = None,
         clients_override: dict[str, ClientConfig] | None = None,
         **overrides: Any,
     ) -> AsyncIterator[Running]:
@@ -177,6 +178,7 @@ def run_gateway(tmp_path: Path, clients: dict[str, ClientConfig]) -> RunFactory:
             redis_url=redis_url,
             redis_prefix=redis_prefix or DEFAULT_PREFIX,
             data_dir=data_dir or tmp_path / "data",
+            database_url=database_url,
         )
         async with (
             serve(build_app(oauth)) as base_url,

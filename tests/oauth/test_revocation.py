@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
+from gateway.stores.postgres_records import PostgresRevocationStore
 from gateway.stores.revocations import RedisRevocationStore, SqliteRevocationStore
 from tests.eventually import eventually
 
@@ -115,6 +116,29 @@ async def test_revocation_seen_by_a_second_process_sharing_redis(
         redis_prefix=redis_prefix,
         revocation_staleness_s=staleness_s,
     )
+
+
+async def test_revocation_seen_by_a_second_process_sharing_postgres(
+    run_gateway: RunFactory, tmp_path: Path, database_url: str
+) -> None:
+    await _revocation_is_shared(run_gateway, database_url=database_url)
+    assert not (tmp_path / "data" / "revocations.db").exists()
+
+
+async def test_postgres_store_round_trip_and_pruning(database_url: str) -> None:
+    a, b = PostgresRevocationStore(database_url), PostgresRevocationStore(database_url)
+    await a.open()
+    await b.open()
+    try:
+        assert not await b.is_revoked("j1")
+        await a.revoke("j1", time.time() + 60)
+        assert await b.is_revoked("j1") and not b.known_not_revoked("j2")
+        await a.revoke("old", time.time() - 7200)  # long expired: pruned on the next write
+        await a.revoke("j2", time.time() + 60)
+        assert not await b.is_revoked("old")
+    finally:
+        await a.close()
+        await b.close()
 
 
 async def test_sqlite_store_round_trip_and_pruning(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""The operation store on SQLite and on Redis: idempotency states, xrefs, the outbox contract."""
+"""The operation store on SQLite, Redis and PostgreSQL: idempotency states, xrefs, the outbox
+contract."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -18,16 +20,19 @@ from gateway.stores.operations import (
     SqliteOperationStore,
     open_operation_store,
 )
+from gateway.stores.postgres_records import PostgresOperationStore
 from process_apis.ports import BeginState, DomainEvent, Outcome, StoredResponse
 from system_apis.sandbox import seed
 from tests.conftest import SandboxThread
 from tests.process.harness import running_gateway
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Any]:
     if request.param == "sqlite":
         s: Any = SqliteOperationStore(tmp_path / "trellis.db")
+    elif request.param == "postgres":
+        s = PostgresOperationStore(request.getfixturevalue("database_url"))
     else:
         url = request.getfixturevalue("redis_url")
         s = RedisOperationStore(url, prefix=request.getfixturevalue("redis_prefix"))
@@ -42,6 +47,11 @@ async def outbox_of(store: Any) -> list[dict[str, Any]]:
         rows = conn.execute("SELECT id, type, subject, event FROM outbox ORDER BY seq").fetchall()
         conn.close()
         return [{"id": r[0], "type": r[1], "subject": r[2], **orjson.loads(r[3])} for r in rows]
+    if isinstance(store, PostgresOperationStore):
+        conn = await asyncpg.connect(store.url)
+        found = await conn.fetch("SELECT id, type, subject, event FROM outbox ORDER BY seq")
+        await conn.close()
+        return [{"id": r[0], "type": r[1], "subject": r[2], **orjson.loads(r[3])} for r in found]
     r = aioredis.Redis.from_url(store.url)
     entries = await r.xrange(store.stream)
     await r.aclose()
@@ -90,6 +100,14 @@ async def test_commit_writes_xrefs_and_events_together(store: Any) -> None:
 async def test_open_operation_store_picks_sqlite_without_redis(tmp_path: Path) -> None:
     s = await open_operation_store(None, tmp_path)
     assert isinstance(s, SqliteOperationStore) and (tmp_path / "trellis.db").exists()
+    await s.close()
+
+
+async def test_open_operation_store_picks_postgres_when_configured(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
+    s = await open_operation_store(redis_url, tmp_path, database_url=database_url)
+    assert isinstance(s, PostgresOperationStore) and not (tmp_path / "trellis.db").exists()
     await s.close()
 
 
