@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import pytest
 from aiohttp import web
@@ -28,14 +30,17 @@ class Recorded:
     sent: list[Sent] = field(default_factory=list)
 
 
-async def serve_recorded(app: web.Application) -> tuple[web.AppRunner, Recorded]:
+async def serve_recorded(
+    app: web.Application, ssl_context: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, Recorded]:
     """Serve ``app`` on a free loopback port; every request that reaches its routes is kept.
 
     The recorder is the innermost middleware, so what it keeps passed the vendor's own checks
     (authentication) as the real vendor would see it.
     """
     port = free_port_block(1)
-    recorded = Recorded(f"http://127.0.0.1:{port}")
+    scheme = "https" if ssl_context else "http"
+    recorded = Recorded(f"{scheme}://127.0.0.1:{port}")
 
     @web.middleware
     async def record(
@@ -56,17 +61,23 @@ async def serve_recorded(app: web.Application) -> tuple[web.AppRunner, Recorded]
     app.middlewares.append(record)
     runner = web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context).start()
     return runner, recorded
 
 
+class Backend(Protocol):
+    def __call__(
+        self, app: web.Application, ssl_context: ssl.SSLContext | None = None
+    ) -> Awaitable[Recorded]: ...
+
+
 @pytest.fixture
-async def recorded_backend() -> AsyncIterator[Callable[[web.Application], Awaitable[Recorded]]]:
+async def recorded_backend() -> AsyncIterator[Backend]:
     """``await recorded_backend(app)`` serves a fresh sandbox app and answers its record."""
     runners: list[web.AppRunner] = []
 
-    async def start(app: web.Application) -> Recorded:
-        runner, recorded = await serve_recorded(app)
+    async def start(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> Recorded:
+        runner, recorded = await serve_recorded(app, ssl_context)
         runners.append(runner)
         return recorded
 

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
 import stripe
-from aiohttp import web
 from stripe import params as sdk
 
 from system_apis.billing import STRIPE_VERSION, BillingClient
@@ -32,7 +30,7 @@ from system_apis.models import InvoiceStatus, OrderLine
 from system_apis.sandbox import billing as sandbox_billing
 from system_apis.sandbox.billing import API_KEY, parse_form
 from tests.conftest import SandboxThread
-from tests.system.contracts.conftest import Recorded
+from tests.system.contracts.conftest import Backend
 
 REQUEST_OPTIONS = frozenset(
     {
@@ -104,7 +102,7 @@ def config() -> BackendConfig:
 
 
 async def test_every_request_of_the_client_is_in_stripes_published_contract(
-    recorded_backend: Callable[[web.Application], Awaitable[Recorded]],
+    recorded_backend: Backend,
 ) -> None:
     backend = await recorded_backend(sandbox_billing.create_app())
     client = BillingClient(config(), base_url=backend.url)
