@@ -1162,6 +1162,8 @@ def set_backend_latency(base_port: int, ms: float | None, *, added: bool = False
             http("POST", f"{url}/__latency", b'{"min_ms": 0, "max_ms": 0}')
         if name == "support":
             http("POST", f"{url}/__ratelimit", b'{"per_second": 1000000}')
+        if name == "marketing":
+            http("POST", f"{url}/__ratelimit", b'{"max": 1000000}')
 
 
 # --- report --------------------------------------------------------------------------------
