@@ -1031,6 +1031,7 @@ async def list_webhook_endpoints(request: web.Request) -> web.Response:
 
 
 async def delete_webhook_endpoint(request: web.Request) -> web.Response:
+    _query(request, RETRIEVE)
     state = _state(request)
     endpoint = _get(state.webhooks, "webhook_endpoint", request.match_info["id"])
     endpoint["status"] = "disabled"
