@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from system_apis.crm import AccountCreate, ContactCreate
-from system_apis.erp import ErpCustomerCreate
 from system_apis.errors import BackendConflict, BackendNotFound
+from system_apis.models import AccountCreate, ContactCreate, ErpCustomerCreate
 
 from .contacts import get_contact
 from .customer360 import customer_360, payment_status, to_customer

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from system_apis.registry import SystemApis
+from system_apis.roles import Systems
 
 from .ports import OperationStore
 
@@ -17,7 +17,7 @@ __all__ = ["ProcessApis"]
 
 @dataclass(slots=True)
 class ProcessApis:
-    systems: SystemApis
+    systems: Systems
     section_timeout_s: float = 3.0
     """How long a composite view waits for one non-critical backend before it counts as down."""
     idempotency_ttl_s: float = 86_400.0

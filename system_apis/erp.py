@@ -14,14 +14,14 @@ from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 from xml.etree.ElementTree import Element, SubElement, tostring
 
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from .client import BackendClient, BackendResponse
 from .errors import BackendError, BackendNotFound, BadBackendData
 from .ids import CursorSyntax, IdSyntax
 from .models import (
-    Canonical,
     ErpCustomer,
+    ErpCustomerCreate,
     Invoice,
     InvoiceStatus,
     Order,
@@ -66,17 +66,6 @@ CUSTOMER_NUMBER = IdSyntax(BACKEND, "customer", NUMBER_PATTERN)
 _COUNT = re.compile(r"[0-9]{1,12}", re.ASCII)
 CURSOR = CursorSyntax(r"0|[1-9][0-9]{0,8}")
 """The ``$skip`` of the next page."""
-
-
-class ErpCustomerCreate(Canonical):
-    """A new ERP customer: the ERP assigns the customer number (KUNNR)."""
-
-    name: str = Field(min_length=1, max_length=35)
-    email: str | None = None
-    phone: str | None = None
-    city: str | None = None
-    country: str | None = Field(None, pattern=r"^[A-Z]{2}$")
-    crm_contact_id: str | None = None
 
 
 # --- pure mapping ---------------------------------------------------------------------------
