@@ -1223,7 +1223,7 @@ def set_backend_latency(base_port: int, ms: float | None, *, added: bool = False
     for comparison) their own work queues up after the delay and the slowest
     backend answers in 50 ms plus the others' work, not in 50 ms.
     """
-    for i, name in enumerate(BACKENDS):
+    for i, name in enumerate(sorted(BACKENDS)):  # the sandbox's ports follow sorted names
         url = f"http://127.0.0.1:{base_port + i}"
         if ms is None:
             http("DELETE", f"{url}/__faults")
@@ -1234,6 +1234,8 @@ def set_backend_latency(base_port: int, ms: float | None, *, added: bool = False
             http("POST", f"{url}/__latency", b'{"min_ms": 0, "max_ms": 0}')
         if name == "support":
             http("POST", f"{url}/__ratelimit", b'{"per_second": 1000000}')
+        if name == "marketing":
+            http("POST", f"{url}/__ratelimit", b'{"max": 1000000}')
 
 
 # --- report --------------------------------------------------------------------------------

@@ -3,7 +3,11 @@
 The vendor speaks form-encoded requests with bracket notation and answers JSON with integer
 minor units ("cents"); lists page newest first with ``has_more``/``starting_after``, and the
 opaque cursor we hand out is the last id of a page. Every write carries an ``Idempotency-Key``
-so the client base may retry it safely.
+so the client base may retry it safely, and every request pins ``Stripe-Version`` so the
+account's default version cannot change the shapes under us. Stripe refuses a parameter it does
+not know (``400 parameter_unknown``), so each call sends only parameters of that version's API
+reference: an invoice is a draft (``POST /v1/invoices``), its lines are invoice items added to
+it (``POST /v1/invoiceitems`` with ``invoice=``), then it is finalized.
 """
 
 from __future__ import annotations
@@ -41,7 +45,12 @@ INVOICE_ID = IdSyntax(BACKEND, "invoice", r"in_[A-Za-z0-9]{1,64}")
 CURSOR = CursorSyntax(r"[a-z]{2,8}_[A-Za-z0-9]{1,64}")
 """``starting_after``: the id of the last object of the previous page."""
 MAX_LIMIT = 100
-FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+STRIPE_VERSION = "2024-06-20"
+"""The API version every request pins (``Stripe-Version``); the shapes mapped here are its."""
+VERSION = {"Stripe-Version": STRIPE_VERSION}
+FORM = {"Content-Type": "application/x-www-form-urlencoded", **VERSION}
+DAYS_UNTIL_DUE = 30
+"""Invoices are sent (``collection_method=send_invoice``), due this many days after creation."""
 
 ZERO_DECIMAL_CURRENCIES = frozenset(
     "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split()
@@ -259,10 +268,11 @@ def invoice_from_vendor(raw: Any) -> Invoice:
     return build_model(BACKEND, Invoice, fields, record)
 
 
-def invoice_lines_to_vendor(
+def invoice_items_to_vendor(
     lines: Sequence[OrderLine | Decimal], currency: str
 ) -> list[dict[str, Any]]:
-    """Order lines (or bare amounts) as Stripe line params in minor units."""
+    """Order lines (or bare amounts) as Stripe invoice item params in minor units: a line is
+    ``quantity`` times ``unit_amount_decimal``, a bare amount is one ``amount``."""
     out: list[dict[str, Any]] = []
     for i, line in enumerate(lines):
         if isinstance(line, OrderLine):
@@ -272,7 +282,7 @@ def invoice_lines_to_vendor(
                 {
                     "description": line.sku,
                     "quantity": line.quantity,
-                    "unit_amount": decimal_to_cents(line.unit_price, currency),
+                    "unit_amount_decimal": decimal_to_cents(line.unit_price, currency),
                 }
             )
         else:
@@ -329,7 +339,7 @@ class BillingClient(BackendClient):
     # --- plumbing ---------------------------------------------------------------------------
 
     async def _get(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
-        return (await self.request("GET", path, params=params)).json()
+        return (await self.request("GET", path, params=params, headers=VERSION)).json()
 
     async def _post(self, path: str, form: list[tuple[str, str]], idempotency_key: str) -> Any:
         resp = await self.request(
@@ -436,18 +446,23 @@ class BillingClient(BackendClient):
         idempotency_key: str | None = None,
         description: str | None = None,
     ) -> Invoice:
-        """Create a draft and finalize it (-> open). A retry with the same ``idempotency_key``
-        replays both steps, so a failure between them never makes a second invoice."""
+        """Create a draft, add each line as an invoice item, finalize it (-> open). A retry with
+        the same ``idempotency_key`` replays every step, so a failure between them never makes
+        a second invoice nor a second line."""
         if not lines:
             raise ValueError("an invoice needs at least one line")
         base = idempotency_key if idempotency_key is not None else uuid.uuid4().hex
+        items = invoice_items_to_vendor(lines, currency)
         form = to_form(
             {
                 "customer": customer_id,
                 "currency": currency.lower(),
                 "description": description,
                 "metadata": {"order_ref": order_ref},
-                "lines": invoice_lines_to_vendor(lines, currency),
+                "collection_method": "send_invoice",
+                "days_until_due": DAYS_UNTIL_DUE,
+                "auto_advance": False,
+                "pending_invoice_items_behavior": "exclude",
             }
         )
         draft = invoice_from_vendor(
@@ -455,6 +470,11 @@ class BillingClient(BackendClient):
         )
         if draft.status is not InvoiceStatus.DRAFT:  # a replay of an already-finalized call
             return await self.get_invoice(draft.id)
+        for i, item in enumerate(items):
+            item_form = to_form(
+                {"customer": customer_id, "invoice": draft.id, "currency": currency.lower(), **item}
+            )
+            await self._post("/v1/invoiceitems", item_form, _derive_key(base, f"item-{i}"))
         raw = await self._post(
             f"/v1/invoices/{self.segment(draft.id)}/finalize", [], _derive_key(base, "finalize")
         )

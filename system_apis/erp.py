@@ -32,6 +32,8 @@ from .models import (
 
 BACKEND = "erp"
 BASE = "/sap/zsd/v1"
+ODATA_METADATA = "http://schemas.microsoft.com/ado/2007/08/dataservices/metadata"
+"""The namespace of OData V2's error document."""
 PAGE_SIZE = 500  # the ERP is slow per request, so iterate in big pages (its maximum is 1000)
 XML_HEADERS = {"Content-Type": "application/xml", "Accept": "application/xml"}
 
@@ -246,6 +248,16 @@ def _xml_body(root: Element) -> bytes:
     return body
 
 
+def odata_filter(terms: dict[str, str]) -> dict[str, str]:
+    """Equality terms as OData's ``$filter`` (``P eq 'v' and ...``; a quote doubled), or no
+    parameter at all. A filter must be a system query option: SAP Gateway ignores a custom one
+    such as ``KUNNR=...``, and the list would come back unfiltered."""
+    if not terms:
+        return {}
+    quoted = (f"{name} eq '{value.replace(chr(39), chr(39) * 2)}'" for name, value in terms.items())
+    return {"$filter": " and ".join(quoted)}
+
+
 # --- client ---------------------------------------------------------------------------------
 
 
@@ -255,10 +267,12 @@ class ErpClient(BackendClient):
     name = "erp"
 
     def _client_error(self, resp: BackendResponse) -> BackendError:
-        """Read SAP's ``<error><message>`` so a refusal says why (the base reads only JSON)."""
+        """Read the OData error document's ``message`` so a refusal says why (the base reads
+        only JSON)."""
         err = super()._client_error(resp)
         try:
-            message = resp.xml().findtext("message")
+            root = resp.xml()
+            message = root.findtext(f"{{{ODATA_METADATA}}}message") or root.findtext("message")
         except BadBackendData:
             message = None
         if message:
@@ -310,12 +324,12 @@ class ErpClient(BackendClient):
 
     @staticmethod
     def _filters(customer_number: str | None, channel: str | None) -> dict[str, str]:
-        params = {}
+        terms = {}
         if customer_number is not None:
-            params["KUNNR"] = alpha(customer_number)
+            terms["KUNNR"] = alpha(customer_number)
         if channel is not None:
-            params["VTWEG"] = channel
-        return params
+            terms["VTWEG"] = channel
+        return odata_filter(terms)
 
     # --- customers ----------------------------------------------------------------------
 
@@ -324,7 +338,9 @@ class ErpClient(BackendClient):
         return customer_from_vendor((await self.request("GET", path, headers=XML_HEADERS)).xml())
 
     async def find_customer_by_email(self, email: str) -> ErpCustomer | None:
-        rows, _ = await self._page("Customers", "Customer", 0, 1, {"SMTP_ADDR": email})
+        rows, _ = await self._page(
+            "Customers", "Customer", 0, 1, odata_filter({"SMTP_ADDR": email})
+        )
         return customer_from_vendor(rows[0]) if rows else None
 
     async def iter_customers(self) -> AsyncIterator[ErpCustomer]:
@@ -392,7 +408,7 @@ class ErpClient(BackendClient):
     async def find_order_by_reference(self, customer_number: str, reference: str) -> Order | None:
         """The customer's order carrying our ``reference`` (customer PO, BSTKD), if any: how a
         create whose answer was lost is found."""
-        params = {**self._filters(customer_number, None), "BSTKD": reference}
+        params = odata_filter({"KUNNR": alpha(customer_number), "BSTKD": reference})
         async for row in self._iterate("SalesOrders", "SalesOrder", params):
             if (row.findtext("BSTKD") or "") == reference:
                 return order_from_vendor(row)
@@ -417,5 +433,6 @@ class ErpClient(BackendClient):
 
     async def iter_invoices(self, customer_number: str) -> AsyncIterator[Invoice]:
         kunnr = self._number(customer_number, "customer")
-        async for row in self._iterate("BillingDocuments", "BillingDocument", {"KUNNR": kunnr}):
+        filters = odata_filter({"KUNNR": kunnr})
+        async for row in self._iterate("BillingDocuments", "BillingDocument", filters):
             yield invoice_from_vendor(row)

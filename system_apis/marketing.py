@@ -2,8 +2,11 @@
 
 HubSpot keeps every property as a string inside ``properties``; the mapping here types them
 (an integer lead score, epoch-millisecond event times) and names the record and property when
-a value does not fit. Three pagination styles meet here: v3 ``paging.next.after``, v1 lists'
-``vid-offset``/``has-more`` and the events API's ``offset``/``hasMore``.
+a value does not fit. Lists are HubSpot's v3 lists API (the v1 contact lists API is sunset):
+a list is found by name, its members are record ids paged by ``after`` and read in batches of
+100 through ``/crm/v3/objects/contacts/batch/read``. Three pagination styles meet here: v3
+``paging.next.after``, the list search's ``offset``/``hasMore`` and the events API's
+``offset``/``hasMore``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,13 @@ from .pagination import walk_pages
 BACKEND = "marketing"
 MAX_LIMIT = 100
 CONTACTS = "/crm/v3/objects/contacts"
+LISTS = "/crm/v3/lists"
+CONTACT_TYPE = "0-1"
+"""HubSpot's objectTypeId of contacts."""
+LIST_SEARCH_COUNT = 500
+"""Lists per page of ``POST /crm/v3/lists/search`` (HubSpot's maximum)."""
+BATCH_READ_MAX = 100
+"""Ids per ``batch/read`` (HubSpot's maximum)."""
 
 CONTACT_FIELDS: dict[str, str] = {
     "email": "email",
@@ -119,21 +129,6 @@ def contact_from_vendor(raw: Any) -> MarketingContact:
     return contact_from_properties(rid, _object(raw.get("properties"), "properties", rid))
 
 
-def contact_from_v1(raw: Any) -> MarketingContact:
-    """A v1 list member (``vid`` and ``{"name": {"value": ...}}`` properties)."""
-    raw = _object(raw, "contact")
-    vid = raw.get("vid")
-    if isinstance(vid, bool) or not isinstance(vid, int):
-        raise _bad("missing or not an integer", None, "vid")
-    record = str(vid)
-    props: dict[str, Any] = {}
-    for name, holder in _object(raw.get("properties", {}), "properties", record).items():
-        if not isinstance(holder, dict) or "value" not in holder:
-            raise _bad("expected {'value': ...}", record, f"properties.{name}")
-        props[name] = holder["value"]
-    return contact_from_properties(record, props)
-
-
 def contact_to_vendor(contact: MarketingContact) -> dict[str, Any]:
     """``MarketingContact`` -> a v3 create/update body; the calculated score is never sent."""
     data = contact.model_dump()
@@ -142,17 +137,26 @@ def contact_to_vendor(contact: MarketingContact) -> dict[str, Any]:
 
 
 def list_from_vendor(raw: Any) -> MarketingList:
+    """A v3 list: a ``PublicObjectList`` (``size``) or a search result (its size a string in
+    ``additionalProperties.hs_list_size``)."""
     raw = _object(raw, "list")
-    list_id = raw.get("listId")
-    if isinstance(list_id, bool) or not isinstance(list_id, int):
-        raise _bad("missing or not an integer", None, "listId")
-    record = str(list_id)
+    record = raw.get("listId")
+    if not isinstance(record, str) or not LIST_ID.matches(record):
+        raise _bad("missing or not a list id string", None, "listId")
     name = raw.get("name")
     if not isinstance(name, str):
         raise _bad("missing or not a string", record, "name")
-    size = _object(raw.get("metaData", {}), "metaData", record).get("size")
+    size: Any = raw.get("size")
+    field = "size"
+    if "additionalProperties" in raw:
+        extra = _object(raw["additionalProperties"], "additionalProperties", record)
+        size, field = extra.get("hs_list_size"), "additionalProperties.hs_list_size"
+        if isinstance(size, str):
+            if not _INTEGER.fullmatch(size):
+                raise _bad(f"not an integer string: {size!r}", record, field)
+            size = int(size)
     if size is not None and (isinstance(size, bool) or not isinstance(size, int)):
-        raise _bad("not an integer", record, "metaData.size")
+        raise _bad("not an integer", record, field)
     return MarketingList(id=record, name=name, size=size)
 
 
@@ -342,16 +346,20 @@ class MarketingClient(BackendClient):
     # lists
 
     async def lists(self) -> list[MarketingList]:
-        """Every list, following v1's ``offset``/``has-more``."""
+        """Every contact list, following the list search's ``offset`` while ``hasMore``."""
         out: list[MarketingList] = []
         offset = 0
         while True:
-            resp = await self.request(
-                "GET", "/contacts/v1/lists", params={"count": 250, "offset": offset}
-            )
-            body = resp.json_object()
+            body = (
+                await self.request(
+                    "POST",
+                    f"{LISTS}/search",
+                    json={"query": "", "count": LIST_SEARCH_COUNT, "offset": offset},
+                    idempotency_key=f"lists:{offset}",  # a read: safe to retry
+                )
+            ).json_object()
             out += [list_from_vendor(r) for r in _results(body, "lists", "lists")]
-            if body.get("has-more") is not True:
+            if body.get("hasMore") is not True:
                 return out
             nxt = body.get("offset")
             if isinstance(nxt, bool) or not isinstance(nxt, int) or nxt <= offset:
@@ -359,37 +367,42 @@ class MarketingClient(BackendClient):
             offset = nxt
 
     async def find_list(self, name: str) -> MarketingList | None:
-        return next((lst for lst in await self.lists() if lst.name == name), None)
+        """The contact list of exactly this name (HubSpot's lookup by name)."""
+        path = f"{LISTS}/object-type-id/{CONTACT_TYPE}/name/{self.segment(name)}"
+        try:
+            body = (await self.request("GET", path)).json_object()
+        except BackendNotFound:
+            return None
+        return list_from_vendor(body.get("list"))
 
     async def _membership(
         self, list_id: str, contact_ids: list[str], action: str
     ) -> ListMembershipChange:
         LIST_ID(list_id)
-        vids = [int(cid) for cid in contact_ids if CONTACT_ID.matches(cid)]
+        ids = list(dict.fromkeys(cid for cid in contact_ids if CONTACT_ID.matches(cid)))
         malformed = [cid for cid in contact_ids if not CONTACT_ID.matches(cid)]
-        if not vids:  # nothing the vendor could act on: no call
+        if not ids:  # nothing the vendor could act on: no call
             return ListMembershipChange(
                 list_id=list_id, updated=[], discarded=[], invalid=malformed
             )
-        digest = hashlib.sha256(",".join(map(str, vids)).encode()).hexdigest()[:32]
+        digest = hashlib.sha256(",".join(ids).encode()).hexdigest()[:32]
         resp = await self.request(
-            "POST",
-            f"/contacts/v1/lists/{list_id}/{action}",
-            json={"vids": vids},
-            # Adding or removing the same vids twice changes nothing: safe to retry.
+            "PUT",
+            f"{LISTS}/{list_id}/memberships/{action}",
+            json=ids,
+            # Adding or removing the same ids twice changes nothing: safe to retry.
             idempotency_key=f"{action}:{list_id}:{digest}",
         )
         body = resp.json_object()
         record = f"list {list_id}"
-        lists = {k: _results(body, k, record) for k in ("updated", "discarded")}
-        invalid = body.get("invalidVids", [])
-        if not isinstance(invalid, list):
-            raise _bad("not a list", record, "invalidVids")
+        changed_key = "recordsIdsAdded" if action == "add" else "recordIdsRemoved"
+        changed = [str(v) for v in _results(body, changed_key, record)]
+        missing = [str(v) for v in _results(body, "recordIdsMissing", record)]
         return ListMembershipChange(
             list_id=list_id,
-            updated=[str(v) for v in lists["updated"]],
-            discarded=[str(v) for v in lists["discarded"]],
-            invalid=malformed + [str(v) for v in invalid],
+            updated=changed,
+            discarded=[i for i in ids if i not in changed and i not in missing],
+            invalid=malformed + missing,
         )
 
     async def add_to_list(self, list_id: str, contact_ids: list[str]) -> ListMembershipChange:
@@ -398,23 +411,54 @@ class MarketingClient(BackendClient):
     async def remove_from_list(self, list_id: str, contact_ids: list[str]) -> ListMembershipChange:
         return await self._membership(list_id, contact_ids, "remove")
 
+    async def _batch_read(self, ids: list[str]) -> list[MarketingContact]:
+        """Contacts by id, in the order asked; one that is gone since is left out."""
+        body = (
+            await self.request(
+                "POST",
+                f"{CONTACTS}/batch/read",
+                json={
+                    "inputs": [{"id": i} for i in ids],
+                    "properties": PROPERTIES.split(","),
+                    "propertiesWithHistory": [],
+                },
+                # a read: a stable key lets the client base retry it safely
+                idempotency_key="batch-read:"
+                + hashlib.sha256(",".join(ids).encode()).hexdigest()[:32],
+            )
+        ).json_object()
+        found = {c.id: c for c in map(contact_from_vendor, _results(body, "results", "batch"))}
+        return [found[i] for i in ids if i in found]
+
     async def iter_list_members(
         self, list_id: str, page_size: int = MAX_LIMIT
     ) -> AsyncIterator[MarketingContact]:
-        """Every member, following v1's ``vid-offset`` while ``has-more`` is true."""
-        offset = 0
-        path = f"/contacts/v1/lists/{LIST_ID(list_id)}/contacts/all"
+        """Every member in record id order: a page of ids from the list's memberships, then
+        those contacts in one batch read."""
+        if not 1 <= page_size <= BATCH_READ_MAX:
+            raise ValueError(f"page_size must be between 1 and {BATCH_READ_MAX}")
+        path = f"{LISTS}/{LIST_ID(list_id)}/memberships"
+        after: str | None = None
         while True:
-            resp = await self.request("GET", path, params={"count": page_size, "vidOffset": offset})
-            body = resp.json_object()
-            for raw in _results(body, "contacts", f"list {list_id}"):
-                yield contact_from_v1(raw)
-            if body.get("has-more") is not True:
+            params: dict[str, str | int] = {"limit": page_size}
+            if after is not None:
+                params["after"] = after
+            body = (await self.request("GET", path, params=params)).json_object()
+            ids: list[str] = []
+            for raw in _results(body, "results", f"list {list_id}"):
+                rid = _object(raw, "membership", f"list {list_id}").get("recordId")
+                if not isinstance(rid, str) or not CONTACT_ID.matches(rid):
+                    raise _bad("missing or not a record id", f"list {list_id}", "recordId")
+                ids.append(rid)
+            if ids:
+                for contact in await self._batch_read(ids):
+                    yield contact
+            nxt = _next_after(body)
+            if nxt is None:
                 return
-            nxt = body.get("vid-offset")
-            if isinstance(nxt, bool) or not isinstance(nxt, int) or nxt <= offset:
-                raise _bad("vid-offset does not advance", f"list {list_id}", "vid-offset")
-            offset = nxt
+            if nxt == after:
+                raise _bad("after does not advance", f"list {list_id}", "paging.next.after")
+            after = nxt
 
     # email
 

@@ -2,7 +2,10 @@
 
 Stripe's shape is kept where a client could notice it: ``{"error": {...}}`` bodies, bracket
 notation in forms, ``has_more``/``starting_after`` lists (newest first), ``Idempotency-Key``
-replays and ``Stripe-Signature`` signed webhooks.
+replays, ``Stripe-Signature`` signed webhooks, ``Stripe-Version`` pinning, and a parameter the
+endpoint does not take refused with ``400 parameter_unknown``. Invoices follow API version
+2024-06-20: a draft is created bare and its lines are invoice items (``/v1/invoiceitems`` with
+``invoice=``); ``pending_invoice_items_behavior`` defaults to ``exclude``.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import hashlib
 import hmac
 import itertools
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +35,11 @@ WEBHOOK_SECRET = "whsec_trellis_sandbox"  # noqa: S105 - the sandbox's published
 IDEMPOTENCY_TTL_S = 24 * 3600
 WEBHOOK_TIMEOUT_S = 5.0
 MAX_LIMIT = 100
+API_VERSION = "2024-06-20"
+"""The account's default version, answered when a request pins none."""
+API_VERSIONS = frozenset({"2023-10-16", "2024-04-10", "2024-06-20"})
+"""Versions whose invoice and invoice item shapes are the ones imitated here."""
+MAX_INVOICE_ITEMS = 250
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Json = dict[str, Any]
@@ -78,6 +87,70 @@ def _missing(kind: str, ident: str, param: str = "id") -> StripeError:
 
 def _invalid(message: str, param: str) -> StripeError:
     return StripeError(400, message, code="parameter_invalid", param=param, validation=True)
+
+
+def _required(param: str) -> StripeError:
+    return StripeError(
+        400,
+        f"Missing required param: {param}.",
+        code="parameter_missing",
+        param=param,
+        validation=True,
+    )
+
+
+def _known(params: Any, allowed: frozenset[str], prefix: str = "") -> None:
+    """Refuse the first parameter the endpoint does not take, as Stripe does."""
+    for key in params:
+        if key not in allowed:
+            name = f"{prefix}[{key}]" if prefix else key
+            raise StripeError(
+                400,
+                f"Received unknown parameter: {name}",
+                code="parameter_unknown",
+                param=name,
+                validation=True,
+            )
+
+
+def _params(*names: str) -> frozenset[str]:
+    return frozenset(("expand", *names))
+
+
+LIST_PARAMS = _params("limit", "starting_after", "ending_before", "created")
+CUSTOMER_CREATE = _params("email", "name", "description", "metadata", "phone")
+CUSTOMER_LIST = LIST_PARAMS | {"email"}
+INVOICE_CREATE = _params(
+    "customer",
+    "currency",
+    "description",
+    "metadata",
+    "auto_advance",
+    "collection_method",
+    "days_until_due",
+    "due_date",
+    "footer",
+    "pending_invoice_items_behavior",
+)
+INVOICE_LIST = LIST_PARAMS | {"customer", "status", "collection_method", "due_date"}
+INVOICE_ITEM_CREATE = _params(
+    "customer",
+    "invoice",
+    "amount",
+    "currency",
+    "description",
+    "metadata",
+    "quantity",
+    "unit_amount",
+    "unit_amount_decimal",
+)
+INVOICE_ITEM_LIST = LIST_PARAMS | {"customer", "invoice", "pending"}
+FINALIZE = _params("auto_advance")
+PAY = _params("forgive", "mandate", "off_session", "paid_out_of_band", "payment_method", "source")
+VOID = _params()
+PAYMENT_LIST = LIST_PARAMS | {"customer"}
+WEBHOOK_CREATE = _params("url", "enabled_events", "description", "metadata", "api_version")
+RETRIEVE = _params()
 
 
 # --- signing ---------------------------------------------------------------------------------
@@ -198,6 +271,7 @@ class IdempotentResult:
 class BillingState:
     customers: Collection = field(default_factory=Collection)
     invoices: Collection = field(default_factory=Collection)
+    invoice_items: Collection = field(default_factory=Collection)
     payments: Collection = field(default_factory=Collection)
     webhooks: Collection = field(default_factory=Collection)
     idempotency: dict[str, IdempotentResult] = field(default_factory=dict)
@@ -394,10 +468,25 @@ async def stripe_errors(request: web.Request, handler: Handler) -> web.StreamRes
             {"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}},
             401,
         )
-    try:
-        return await handler(request)
-    except StripeError as exc:
-        return exc.response()
+    version = request.headers.get("Stripe-Version", API_VERSION)
+    resp: web.StreamResponse
+    if version not in API_VERSIONS:
+        resp = StripeError(400, f"Invalid Stripe API version: {version[:40]}").response()
+    else:
+        try:
+            resp = await handler(request)
+        except StripeError as exc:
+            resp = exc.response()
+    resp.headers["Stripe-Version"] = version if version in API_VERSIONS else API_VERSION
+    resp.headers["Request-Id"] = f"req_{secrets.token_hex(7)}"
+    return resp
+
+
+def _query(request: web.Request, allowed: frozenset[str]) -> Json:
+    """The query string as Stripe reads it (bracket notation), unknown parameters refused."""
+    params = parse_form(list(request.query.items()))
+    _known(params, allowed)
+    return params
 
 
 def _state(request: web.Request) -> BillingState:
@@ -490,9 +579,13 @@ async def _run(
 
 
 def _list(
-    request: web.Request, coll: Collection, kind: str, match: Callable[[Json], bool]
+    request: web.Request,
+    coll: Collection,
+    kind: str,
+    match: Callable[[Json], bool],
+    allowed: frozenset[str] = LIST_PARAMS,
 ) -> web.Response:
-    q = request.query
+    q = _query(request, allowed)
     limit = _int_param(q.get("limit", "10"), "limit", 1, MAX_LIMIT)
     after = q.get("starting_after") or None
     if after is not None and after not in coll.objects:
@@ -525,14 +618,17 @@ async def list_customers(request: web.Request) -> web.Response:
         _state(request).customers,
         "customer",
         lambda c: email is None or c["email"] == email,
+        CUSTOMER_LIST,
     )
 
 
 async def get_customer(request: web.Request) -> web.Response:
+    _query(request, RETRIEVE)
     return _json(_get(_state(request).customers, "customer", request.match_info["id"]))
 
 
 async def create_customer(request: web.Request, params: Json) -> web.Response:
+    _known(params, CUSTOMER_CREATE)
     state = _state(request)
     email = params.get("email")
     if email is not None:
@@ -574,63 +670,236 @@ async def list_invoices(request: web.Request) -> web.Response:
             (customer is None or i["customer"] == customer)
             and (status is None or i["status"] == status)
         ),
+        INVOICE_LIST,
     )
 
 
 async def get_invoice(request: web.Request) -> web.Response:
+    _query(request, RETRIEVE)
     return _json(_get(_state(request).invoices, "invoice", request.match_info["id"]))
 
 
+def _currency(raw: Any, param: str) -> str:
+    currency = _str_param(raw, param).lower()
+    if not re.fullmatch(r"[a-z]{3}", currency):
+        raise _invalid(f"Invalid currency: {currency}", param)
+    return currency
+
+
+def _choice(params: Json, param: str, choices: tuple[str, ...]) -> str | None:
+    value = params.get(param)
+    if value is not None and value not in choices:
+        raise _invalid(f"Invalid {param}: must be one of {', '.join(choices)}", param)
+    return value
+
+
+def _bool_param(params: Json, param: str) -> bool | None:
+    value = params.get(param)
+    if value is None:
+        return None
+    if value not in ("true", "false"):
+        raise _invalid(f"Invalid boolean: {value}", param)
+    return bool(value == "true")
+
+
 async def create_invoice(request: web.Request, params: Json) -> web.Response:
+    _known(params, INVOICE_CREATE)
     state = _state(request)
     if "customer" not in params:
-        raise StripeError(
-            400,
-            "Missing required param: customer.",
-            code="parameter_missing",
-            param="customer",
-            validation=True,
-        )
+        raise _required("customer")
     customer = _str_param(params["customer"], "customer")
     if customer not in state.customers.objects:
         raise _missing("customer", customer, "customer")
-    currency = _str_param(params.get("currency", "usd"), "currency").lower()
-    if not re.fullmatch(r"[a-z]{3}", currency):
-        raise _invalid(f"Invalid currency: {currency}", "currency")
-    raw_lines = params.get("lines", [])
-    if not isinstance(raw_lines, list):
-        raise _invalid("Invalid array", "lines")
+    default_currency = state.customers.objects[customer].get("currency") or "usd"
+    currency = _currency(params.get("currency", default_currency), "currency")
+    method = _choice(params, "collection_method", ("charge_automatically", "send_invoice"))
+    method = method or "charge_automatically"
+    pending = _choice(params, "pending_invoice_items_behavior", ("exclude", "include"))
+    auto_advance = _bool_param(params, "auto_advance")
+    now = int(time.time())
+    due_date: int | None = None
+    if "days_until_due" in params:
+        due_date = now + 86_400 * _int_param(params["days_until_due"], "days_until_due", 0, 730)
+    if "due_date" in params:
+        if due_date is not None:
+            raise _invalid("You may only specify one of days_until_due and due_date.", "due_date")
+        due_date = _int_param(params["due_date"], "due_date", now)
+    if method == "send_invoice" and due_date is None:
+        raise _invalid(
+            "Invoices with collection_method=send_invoice must have either a due_date or "
+            "days_until_due set.",
+            "days_until_due",
+        )
+    if method == "charge_automatically" and due_date is not None:
+        raise _invalid(
+            "days_until_due and due_date can only be set when collection_method is send_invoice.",
+            "days_until_due" if "days_until_due" in params else "due_date",
+        )
     ident = state.new_id("in")
-    lines = []
-    for i, raw in enumerate(raw_lines):
-        if not isinstance(raw, dict):
-            raise _invalid("Invalid object", f"lines[{i}]")
-        quantity = _int_param(raw.get("quantity", "1"), f"lines[{i}][quantity]", 1)
-        if "unit_amount" in raw:
-            amount = _int_param(raw["unit_amount"], f"lines[{i}][unit_amount]") * quantity
-        elif "amount" in raw:
-            amount = _int_param(raw["amount"], f"lines[{i}][amount]")
-        else:
-            raise StripeError(
-                400,
-                f"Missing required param: lines[{i}][amount].",
-                code="parameter_missing",
-                param=f"lines[{i}][amount]",
-                validation=True,
-            )
-        desc = _str_param(raw.get("description", ""), f"lines[{i}][description]", 500)
-        lines.append(_line(f"il_{ident[3:]}{i}", currency, amount, quantity, desc))
     description = params.get("description")
     inv = _invoice(
         ident,
         customer,
         currency,
-        lines,
-        int(time.time()),
+        [],
+        now,
         _metadata(params.get("metadata")),
         _str_param(description, "description") if description is not None else None,
     )
-    return _json(state.invoices.add(inv))
+    inv.update(collection_method=method, due_date=due_date, auto_advance=bool(auto_advance))
+    state.invoices.add(inv)
+    if pending == "include":  # the customer's pending items in its currency join the draft
+        for item in list(state.invoice_items.newest_first(None))[::-1]:
+            if item["invoice"] is None and item["customer"] == customer:
+                if item["currency"] == currency:
+                    _attach(inv, item)
+    return _json(inv)
+
+
+def _attach(inv: Json, item: Json) -> None:
+    """An invoice item becomes a line of a draft invoice; the totals follow."""
+    if len(inv["lines"]["data"]) >= MAX_INVOICE_ITEMS:
+        raise _invalid(f"An invoice can have at most {MAX_INVOICE_ITEMS} items.", "invoice")
+    item["invoice"] = inv["id"]
+    line = _line(
+        f"il_{item['id'][3:]}",
+        item["currency"],
+        item["amount"],
+        item["quantity"],
+        item["description"] or "",
+    )
+    line.update(invoice_item=item["id"], type="invoiceitem", metadata=item["metadata"])
+    inv["lines"]["data"].append(line)
+    total = sum(int(ln["amount"]) for ln in inv["lines"]["data"])
+    inv.update(amount_due=total, amount_remaining=total, subtotal=total, total=total)
+
+
+def _unit_amount(params: Json) -> Decimal | None:
+    """``unit_amount`` (integer cents) or ``unit_amount_decimal`` (cents, 12 places at most)."""
+    if "unit_amount" in params and "unit_amount_decimal" in params:
+        raise _invalid(
+            "You may only specify one of these parameters: unit_amount, unit_amount_decimal.",
+            "unit_amount_decimal",
+        )
+    if "unit_amount" in params:
+        return Decimal(_int_param(params["unit_amount"], "unit_amount", 0))
+    raw = params.get("unit_amount_decimal")
+    if raw is None:
+        return None
+    if not isinstance(raw, str) or not re.fullmatch(r"\d{1,15}(\.\d{1,12})?", raw):
+        raise _invalid(f"Invalid decimal: {raw}", "unit_amount_decimal")
+    return Decimal(raw)
+
+
+async def create_invoice_item(request: web.Request, params: Json) -> web.Response:
+    _known(params, INVOICE_ITEM_CREATE)
+    state = _state(request)
+    if "customer" not in params:
+        raise _required("customer")
+    customer = _str_param(params["customer"], "customer")
+    if customer not in state.customers.objects:
+        raise _missing("customer", customer, "customer")
+    inv: Json | None = None
+    if "invoice" in params:
+        inv = _get(state.invoices, "invoice", _str_param(params["invoice"], "invoice"))
+        if inv["customer"] != customer:
+            raise _invalid(
+                "The invoice's customer does not match the invoice item's customer.", "invoice"
+            )
+        if inv["status"] != "draft":
+            raise StripeError(
+                400,
+                "You can only add invoice items to draft invoices.",
+                code="invoice_not_editable",
+                param="invoice",
+            )
+    default_currency = inv["currency"] if inv else "usd"
+    currency = _currency(params.get("currency", default_currency), "currency")
+    if inv is not None and currency != inv["currency"]:
+        raise _invalid(
+            f"The currency of the invoice item ({currency}) must match the invoice's "
+            f"({inv['currency']}).",
+            "currency",
+        )
+    quantity = _int_param(params.get("quantity", "1"), "quantity", 0)
+    unit = _unit_amount(params)
+    if "amount" in params:
+        if unit is not None:
+            raise _invalid(
+                "You may only specify one of these parameters: amount, unit_amount.", "amount"
+            )
+        amount = _int_param(params["amount"], "amount")
+    elif unit is not None:
+        amount = int((unit * quantity).to_integral_value())
+    else:
+        raise _required("amount")
+    description = params.get("description")
+    item: Json = {
+        "id": state.new_id("ii"),
+        "object": "invoiceitem",
+        "amount": amount,
+        "currency": currency,
+        "customer": customer,
+        "date": int(time.time()),
+        "description": (
+            _str_param(description, "description") if description is not None else None
+        ),
+        "discountable": amount >= 0,
+        "invoice": None,
+        "livemode": False,
+        "metadata": _metadata(params.get("metadata")),
+        "proration": False,
+        "quantity": quantity,
+        "unit_amount": int(unit) if unit is not None and unit == int(unit) else None,
+        "unit_amount_decimal": str(unit) if unit is not None else str(amount),
+    }
+    if inv is not None:
+        _attach(inv, item)
+    return _json(state.invoice_items.add(item))
+
+
+async def list_invoice_items(request: web.Request) -> web.Response:
+    q = request.query
+    customer, invoice = q.get("customer"), q.get("invoice")
+    pending = q.get("pending")
+    return _list(
+        request,
+        _state(request).invoice_items,
+        "invoiceitem",
+        lambda i: (
+            (customer is None or i["customer"] == customer)
+            and (invoice is None or i["invoice"] == invoice)
+            and (pending is None or (i["invoice"] is None) == (pending == "true"))
+        ),
+        INVOICE_ITEM_LIST,
+    )
+
+
+async def get_invoice_item(request: web.Request) -> web.Response:
+    _query(request, RETRIEVE)
+    return _json(_get(_state(request).invoice_items, "invoiceitem", request.match_info["id"]))
+
+
+async def list_invoice_lines(request: web.Request) -> web.Response:
+    q = _query(request, LIST_PARAMS)
+    inv = _get(_state(request).invoices, "invoice", request.match_info["id"])
+    limit = _int_param(q.get("limit", "10"), "limit", 1, MAX_LIMIT)
+    lines: list[Json] = inv["lines"]["data"]
+    start = 0
+    if after := q.get("starting_after"):
+        ids = [ln["id"] for ln in lines]
+        if after not in ids:
+            raise _missing("line_item", after, "starting_after")
+        start = ids.index(after) + 1
+    data = lines[start : start + limit]
+    return _json(
+        {
+            "object": "list",
+            "data": data,
+            "has_more": start + limit < len(lines),
+            "url": request.path,
+        }
+    )
 
 
 def _transition(request: web.Request) -> tuple[BillingState, Json, int]:
@@ -639,6 +908,7 @@ def _transition(request: web.Request) -> tuple[BillingState, Json, int]:
 
 
 async def finalize_invoice(request: web.Request, params: Json) -> web.Response:
+    _known(params, FINALIZE)
     _, inv, now = _transition(request)
     if inv["status"] != "draft":
         raise StripeError(
@@ -647,10 +917,14 @@ async def finalize_invoice(request: web.Request, params: Json) -> web.Response:
             code="invoice_not_editable",
         )
     _finalize(inv, now)
+    if inv["amount_due"] == 0:  # Stripe marks a finalized invoice with nothing due paid
+        inv["status"] = "paid"
+        inv["status_transitions"]["paid_at"] = now
     return _json(inv)
 
 
 async def pay_invoice(request: web.Request, params: Json) -> web.Response:
+    _known(params, PAY)
     state, inv, now = _transition(request)
     if inv["status"] == "draft":
         _finalize(inv, now)  # Stripe finalizes a draft it is asked to pay
@@ -674,6 +948,7 @@ async def pay_invoice(request: web.Request, params: Json) -> web.Response:
 
 
 async def void_invoice(request: web.Request, params: Json) -> web.Response:
+    _known(params, VOID)
     state, inv, now = _transition(request)
     if inv["status"] not in ("draft", "open"):
         raise StripeError(
@@ -690,6 +965,7 @@ async def void_invoice(request: web.Request, params: Json) -> web.Response:
 
 
 async def mark_uncollectible(request: web.Request, params: Json) -> web.Response:
+    _known(params, RETRIEVE)
     _, inv, _ = _transition(request)
     if inv["status"] != "open":
         raise StripeError(
@@ -709,10 +985,12 @@ async def list_payments(request: web.Request) -> web.Response:
         _state(request).payments,
         "payment_intent",
         lambda p: customer is None or p["customer"] == customer,
+        PAYMENT_LIST,
     )
 
 
 async def get_payment(request: web.Request) -> web.Response:
+    _query(request, RETRIEVE)
     return _json(_get(_state(request).payments, "payment_intent", request.match_info["id"]))
 
 
@@ -720,6 +998,7 @@ async def get_payment(request: web.Request) -> web.Response:
 
 
 async def create_webhook_endpoint(request: web.Request, params: Json) -> web.Response:
+    _known(params, WEBHOOK_CREATE)
     state = _state(request)
     url = _str_param(params.get("url"), "url", 2048)
     if not re.match(r"^https?://", url):
@@ -752,6 +1031,7 @@ async def list_webhook_endpoints(request: web.Request) -> web.Response:
 
 
 async def delete_webhook_endpoint(request: web.Request) -> web.Response:
+    _query(request, RETRIEVE)
     state = _state(request)
     endpoint = _get(state.webhooks, "webhook_endpoint", request.match_info["id"])
     endpoint["status"] = "disabled"
@@ -766,7 +1046,7 @@ def _emit(app: web.Application, event_type: str, obj: Json) -> None:
     event = {
         "id": event_id,
         "object": "event",
-        "api_version": "2024-06-20",
+        "api_version": API_VERSION,
         "created": now,
         "livemode": False,
         "type": event_type,
@@ -829,6 +1109,10 @@ def create_app() -> web.Application:
             web.post("/v1/invoices/{id}/pay", idempotent(pay_invoice)),
             web.post("/v1/invoices/{id}/void", idempotent(void_invoice)),
             web.post("/v1/invoices/{id}/mark_uncollectible", idempotent(mark_uncollectible)),
+            web.get("/v1/invoices/{id}/lines", list_invoice_lines),
+            web.get("/v1/invoiceitems", list_invoice_items),
+            web.post("/v1/invoiceitems", idempotent(create_invoice_item)),
+            web.get("/v1/invoiceitems/{id}", get_invoice_item),
             web.get("/v1/payment_intents", list_payments),
             web.get("/v1/payment_intents/{id}", get_payment),
             web.get("/v1/webhook_endpoints", list_webhook_endpoints),

@@ -1,8 +1,12 @@
 """Sandbox CRM imitating Salesforce: OAuth client credentials, REST sObjects and a small SOQL.
 
 Only what Trellis uses: ``SELECT f, ... FROM Object [WHERE F = 'v' AND ...] [ORDER BY Id]``
-with query locators for paging, sObject get/create/patch, and Salesforce's error bodies
-(a JSON list of ``{"message", "errorCode", "fields"}``).
+with query locators for paging (``nextRecordsUrl``), sObject get/create/patch, and Salesforce's
+error bodies (a JSON list of ``{"message", "errorCode"}``, with ``fields`` where fields are at
+fault). As at Salesforce, every REST path also answers with a trailing slash
+(``/query/?q=...``, ``/sobjects/Contact/``, the form simple-salesforce sends), a method a
+resource does not take is ``405 METHOD_NOT_ALLOWED`` and an unknown resource ``404 NOT_FOUND``,
+both in that error shape.
 """
 
 from __future__ import annotations
@@ -148,15 +152,18 @@ Record = dict[str, Any]
 
 
 class SfError(Exception):
-    """A Salesforce error answer: status plus the ``[{"message","errorCode","fields"}]`` body."""
+    """A Salesforce error answer: status plus the ``[{"message","errorCode"}]`` body, with
+    ``fields`` only when the error names fields (as Salesforce's own answers do)."""
 
     def __init__(self, status: int, code: str, message: str, fields: list[str] | None = None):
         super().__init__(message)
-        self.status, self.code, self.message, self.fields = status, code, message, fields or []
+        self.status, self.code, self.message, self.fields = status, code, message, fields
 
     def response(self) -> web.Response:
-        body = [{"message": self.message, "errorCode": self.code, "fields": self.fields}]
-        return _json(body, self.status)
+        error: dict[str, Any] = {"message": self.message, "errorCode": self.code}
+        if self.fields is not None:
+            error["fields"] = self.fields
+        return _json([error], self.status)
 
 
 @dataclass
@@ -368,7 +375,7 @@ def _sobject(request: web.Request) -> SObjectType:
     name = request.match_info["sobject"]
     obj = TYPES.get(name)
     if obj is None:
-        raise SfError(404, "NOT_FOUND", f"The requested resource does not exist: {name}")
+        raise SfError(404, "NOT_FOUND", "The requested resource does not exist")
     return obj
 
 
@@ -548,14 +555,19 @@ def _routes(state: CrmState) -> list[web.RouteDef]:
         state.insert(obj.name, rec)
         return web.Response(status=204)
 
-    return [
-        web.post("/services/oauth2/token", token),
-        web.post("/__tokens/revoke-all", revoke_all),
+    rest = [
         web.get(f"{API}/query", query),
         web.get(f"{API}/query/{{locator}}", query_more),
         web.get(f"{API}/sobjects/{{sobject}}/{{id}}", get_record),
         web.patch(f"{API}/sobjects/{{sobject}}/{{id}}", update_record),
         web.post(f"{API}/sobjects/{{sobject}}", create_record),
+    ]
+    slashed = [web.route(r.method, f"{r.path}/", r.handler) for r in rest]
+    return [
+        web.post("/services/oauth2/token", token),
+        web.post("/__tokens/revoke-all", revoke_all),
+        *rest,
+        *slashed,
     ]
 
 
@@ -609,6 +621,20 @@ def _middleware(state: CrmState) -> Any:
             return await handler(request)
         except SfError as exc:
             return exc.response()
+        except web.HTTPMethodNotAllowed as exc:
+            allowed = ",".join(sorted(exc.allowed_methods))
+            error = SfError(
+                405,
+                "METHOD_NOT_ALLOWED",
+                f"HTTP Method '{request.method}' not allowed. Allowed are {allowed}",
+            )
+            resp = error.response()
+            resp.headers["Allow"] = allowed
+            return resp
+        except web.HTTPNotFound:
+            if not request.path.startswith("/services/"):
+                raise
+            return SfError(404, "NOT_FOUND", "The requested resource does not exist").response()
 
     return guard
 

@@ -1,8 +1,12 @@
 """Sandbox ERP imitating a legacy SAP SD system: XML only, SAP field names, and slow.
 
 Resources under ``/sap/zsd/v1``: Customers (KNA1), SalesOrders (VBAK/VBAP), BillingDocuments
-(VBRK). Lists page OData-style with ``$skip``/``$top`` and carry a ``<TotalCount>``. Every
-request waits a uniform 20-150 ms like the real thing; ``POST /__latency`` changes that.
+(VBRK). Lists take OData's system query options as SAP Gateway does: ``$skip``/``$top`` paging
+(with a ``<TotalCount>``) and ``$filter`` with ``eq`` comparisons joined by ``and``; another
+``$`` option is refused, and a custom query option (no ``$``) is ignored, as Gateway passes it
+to a service that does not read it. Errors are OData's error document (``<error>`` in the
+OData metadata namespace with ``code``, ``message xml:lang`` and ``innererror``). Every request
+waits a uniform 20-150 ms like the real thing; ``POST /__latency`` changes that.
 """
 
 from __future__ import annotations
@@ -29,6 +33,17 @@ API_KEY = "erp-sandbox-key"
 DEFAULT_TOP = 100
 MAX_TOP = 1000
 XML = "application/xml"
+ODATA_METADATA = "http://schemas.microsoft.com/ado/2007/08/dataservices/metadata"
+"""The namespace of OData V2's error document."""
+SYSTEM_OPTIONS = frozenset({"$skip", "$top", "$filter"})
+FILTERABLE: dict[str, frozenset[str]] = {
+    "Customers": frozenset({"KUNNR", "SMTP_ADDR", "LAND1", "ZZCRMID"}),
+    "SalesOrders": frozenset({"KUNNR", "VTWEG", "GBSTK", "ZZSTATUS", "BSTKD"}),
+    "BillingDocuments": frozenset({"KUNNR"}),
+}
+"""The properties each entity set's ``$filter`` compares."""
+CASE_INSENSITIVE = frozenset({"SMTP_ADDR"})
+"""Compared as the service's search field is: without regard to case."""
 
 # Overall status GBSTK (A not yet / B partly / C completely processed) plus our Z-status.
 STATUS_CODES: dict[str, tuple[str, str]] = {
@@ -43,16 +58,20 @@ _CHANNEL = re.compile(r"^(web|sales|partner-[a-z0-9-]{1,40})$")
 
 
 class SapError(Exception):
-    """An ERP error answer: ``<error><code/><message/></error>`` with an HTTP status."""
+    """An ERP error answer in OData V2's error document, with an HTTP status."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
 
     def response(self) -> web.Response:
-        root = Element("error")
+        root = Element("error", {"xmlns": ODATA_METADATA})
         SubElement(root, "code").text = self.code
-        SubElement(root, "message").text = self.message
+        SubElement(root, "message", {"xml:lang": "en"}).text = self.message
+        inner = SubElement(root, "innererror")
+        SubElement(inner, "transactionid").text = secrets.token_hex(16).upper()
+        SubElement(inner, "timestamp").text = datetime.now(UTC).strftime("%Y%m%d%H%M%S.%f")
+        SubElement(inner, "errordetails")
         return _xml(root, self.status)
 
 
@@ -156,6 +175,50 @@ def _record(tag: str, values: dict[str, Any]) -> Element:
     return el
 
 
+_FILTER_TERM = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s+eq\s+'((?:[^']|'')*)'\s*")
+
+
+def parse_filter(text: str, entity_set: str) -> list[tuple[str, str]]:
+    """``P eq 'v' and Q eq 'w'`` -> [(P, v), (Q, w)]; a quote in a literal is doubled."""
+    terms: list[tuple[str, str]] = []
+    for part in re.split(r"\s+and\s+", text.strip()):
+        m = _FILTER_TERM.fullmatch(part)
+        if m is None:
+            raise SapError(
+                400, "INVALID_FILTER", f"invalid or unsupported $filter expression: {part[:80]}"
+            )
+        name, literal = m.group(1), m.group(2).replace("''", "'")
+        if name not in FILTERABLE[entity_set]:
+            raise SapError(
+                400, "INVALID_FILTER", f"property {name} is not filterable in {entity_set}"
+            )
+        terms.append((name, _alpha(literal) if name == "KUNNR" else literal))
+    return terms
+
+
+def _filtered(
+    request: web.Request, entity_set: str, rows: Iterable[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The rows that pass ``$filter``, after the system query options are checked."""
+    unknown = sorted(k for k in request.query if k.startswith("$") and k not in SYSTEM_OPTIONS)
+    if unknown:
+        raise SapError(
+            400, "INVALID_SYSTEM_QUERY_OPTION", f"system query option {unknown[0]} is not supported"
+        )
+    terms = parse_filter(request.query["$filter"], entity_set) if "$filter" in request.query else []
+
+    def keep(row: dict[str, Any]) -> bool:
+        for name, wanted in terms:
+            have = str(row.get(name, ""))
+            if name in CASE_INSENSITIVE:
+                have, wanted = have.lower(), wanted.lower()
+            if have != wanted:
+                return False
+        return True
+
+    return [row for row in rows if keep(row)]
+
+
 def _list(tag: str, item_tag: str, rows: list[dict[str, Any]], request: web.Request) -> Element:
     skip = _query_int(request, "$skip", 0, 0, 10**9)
     top = _query_int(request, "$top", DEFAULT_TOP, 1, MAX_TOP)
@@ -207,10 +270,7 @@ def _alpha(number: str) -> str:
 
 def _routes(state: ErpState) -> list[web.RouteDef]:
     async def list_customers(request: web.Request) -> web.Response:
-        rows: Iterable[dict[str, str]] = state.customers.values()
-        email = request.query.get("SMTP_ADDR")
-        if email:
-            rows = (c for c in rows if c["SMTP_ADDR"].lower() == email.lower())
+        rows = _filtered(request, "Customers", state.customers.values())
         return _xml(_list("Customers", "Customer", sorted(rows, key=lambda c: c["KUNNR"]), request))
 
     async def get_customer(request: web.Request) -> web.Response:
@@ -244,16 +304,7 @@ def _routes(state: ErpState) -> list[web.RouteDef]:
         return _xml(_record("Customer", customer), 201)
 
     async def list_orders(request: web.Request) -> web.Response:
-        kunnr = request.query.get("KUNNR")
-        vtweg = request.query.get("VTWEG")
-        bstkd = request.query.get("BSTKD")  # customer PO (PurchaseOrderByCustomer)
-        rows = [
-            o
-            for o in state.orders.values()
-            if (not kunnr or o["KUNNR"] == _alpha(kunnr))
-            and (not vtweg or o["VTWEG"] == vtweg)
-            and (not bstkd or o["BSTKD"] == bstkd)
-        ]
+        rows = _filtered(request, "SalesOrders", state.orders.values())
         rows.sort(key=lambda o: o["VBELN"])
         return _xml(_list("SalesOrders", "SalesOrder", rows, request))
 
@@ -318,8 +369,7 @@ def _routes(state: ErpState) -> list[web.RouteDef]:
         return _xml(_record("SalesOrder", order))
 
     async def list_invoices(request: web.Request) -> web.Response:
-        kunnr = request.query.get("KUNNR")
-        rows = [i for i in state.invoices.values() if not kunnr or i["KUNNR"] == _alpha(kunnr)]
+        rows = _filtered(request, "BillingDocuments", state.invoices.values())
         rows.sort(key=lambda i: i["VBELN_VF"])
         return _xml(_list("BillingDocuments", "BillingDocument", rows, request))
 

@@ -2,7 +2,9 @@
 
 Imitates a typical warehouse REST API: ``X-Api-Key`` auth, snake_case JSON, page-number
 pagination with an RFC 8288 ``Link`` header, ``Idempotency-Key`` on POSTs, and reservations
-that expire (checked lazily on every request and by a background sweep).
+that expire (checked lazily on every request and by a background sweep). It is strict, as
+such APIs are: a query parameter or a body field an endpoint does not take is refused
+(``400 invalid_parameter``, ``422 validation_error``), never ignored.
 """
 
 from __future__ import annotations
@@ -163,6 +165,11 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     if request.headers.get("X-Api-Key") != API_KEY:
         return _json({"error": "unauthorized"}, 401)
+    resource = request.match_info.route.resource
+    allowed = QUERY_PARAMS.get(resource.canonical if resource else "", frozenset())
+    unknown = sorted(set(request.query) - allowed)
+    if unknown:
+        return _error(400, "invalid_parameter", f"unknown query parameter {unknown[0]!r}")
     _wh(request).expire()  # lazy expiry: every read sees the truth
     return await handler(request)
 
@@ -216,10 +223,18 @@ async def get_stock(request: web.Request) -> web.Response:
     return _json(state.to_json())
 
 
+QUERY_PARAMS: dict[str, frozenset[str]] = {"/v1/skus": frozenset({"page", "per_page"})}
+"""The query parameters each route takes; every other route takes none."""
+RESERVATION_FIELDS = frozenset({"reference", "ttl_seconds", "lines"})
+LINE_FIELDS = frozenset({"sku", "quantity"})
+
+
 def _validate_reservation(body: Any) -> tuple[str, list[tuple[str, int]], int] | str:
     """The reservation request, or a message saying what is wrong with it."""
     if not isinstance(body, dict):
         return "body must be a JSON object"
+    if unknown := sorted(set(body) - RESERVATION_FIELDS):
+        return f"unknown field {unknown[0]!r}"
     reference = body.get("reference")
     if not isinstance(reference, str) or not reference:
         return "reference must be a non-empty string"
@@ -233,6 +248,8 @@ def _validate_reservation(body: Any) -> tuple[str, list[tuple[str, int]], int] |
     for i, line in enumerate(lines):
         if not isinstance(line, dict):
             return f"lines[{i}] must be an object"
+        if unknown := sorted(set(line) - LINE_FIELDS):
+            return f"lines[{i}]: unknown field {unknown[0]!r}"
         sku, qty = line.get("sku"), line.get("quantity")
         if not isinstance(sku, str):
             return f"lines[{i}].sku must be a string"

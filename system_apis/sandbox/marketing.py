@@ -1,18 +1,26 @@
 """Sandbox of the marketing automation platform, imitating HubSpot's public APIs.
 
 CRM v3 contacts (string-valued ``properties``, ``paging.next.after`` cursors, search with filter
-groups), the legacy v1 lists API (``vid-offset`` paging, ``updated``/``discarded`` answers),
-transactional single sends and the v1 email events API (``hasMore``/``offset``). Errors carry
-HubSpot's shape: ``status``, ``message``, ``category``, ``correlationId``, ``errors``.
+groups, batch read), the v3 lists API (lists by id, by name and by search; memberships paged by
+``after`` and changed with ``PUT .../memberships/add|remove``; the v1 contact lists API was
+sunset by HubSpot and answers 404 here as there), transactional single sends and the v1 email
+events API (``hasMore``/``offset``). Errors carry HubSpot's shape: ``status``, ``message``,
+``category``, ``correlationId``, ``errors``.
+
+The private app's limit is HubSpot's: 190 requests per rolling ten seconds, every answer
+carrying ``X-HubSpot-RateLimit-*`` headers and a request over it a 429 with
+``policyName: TEN_SECONDLY_ROLLING``. ``/__ratelimit`` shows and changes it.
 """
 
 from __future__ import annotations
 
 import base64
 import bisect
+import math
 import re
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -51,6 +59,18 @@ EMAILS: dict[int, str] = {
     1005: "win-back",
 }
 """Transactional emails set up in the portal (emailId -> internal name)."""
+CONTACT_TYPE = "0-1"
+"""HubSpot's objectTypeId of contacts."""
+RATE_MAX = 190
+RATE_INTERVAL_MS = 10_000
+DAILY_MAX = 1_000_000
+MAX_LIST_SEARCH = 500
+MAX_MEMBERSHIPS = 250
+MAX_BATCH_READ = 100
+LIST_SEARCH_FIELDS = frozenset(
+    {"listIds", "offset", "query", "count", "processingTypes", "additionalProperties", "sort"}
+)
+BATCH_READ_FIELDS = frozenset({"properties", "propertiesWithHistory", "idProperty", "inputs"})
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 EPOCH_2025_MS = 1_735_689_600_000
 
@@ -74,23 +94,6 @@ class ContactRecord:
             "archived": False,
         }
 
-    def to_v1(self, added_ms: int) -> dict[str, Any]:
-        props = {k: {"value": v} for k, v in self.properties.items() if v is not None}
-        identities = [{"type": "LEAD_GUID", "value": str(uuid.UUID(int=self.id))}]
-        email = self.properties.get("email")
-        if email:
-            identities.insert(0, {"type": "EMAIL", "value": email})
-        return {
-            "vid": self.id,
-            "canonical-vid": self.id,
-            "merged-vids": [],
-            "portal-id": PORTAL_ID,
-            "is-contact": True,
-            "addedAt": added_ms,
-            "properties": props,
-            "identity-profiles": [{"vid": self.id, "identities": identities}],
-        }
-
 
 @dataclass(slots=True)
 class ListRecord:
@@ -100,17 +103,62 @@ class ListRecord:
     updated_ms: int
     members: dict[int, int] = field(default_factory=dict)  # vid -> addedAt (ms)
 
-    def to_v1(self) -> dict[str, Any]:
+    def to_v3(self) -> dict[str, Any]:
+        """A ``PublicObjectList`` (``GET /crm/v3/lists/{listId}``)."""
         return {
-            "listId": self.id,
-            "internalListId": 100_000 + self.id,
-            "portalId": PORTAL_ID,
+            "listId": str(self.id),
+            "listVersion": 1,
             "name": self.name,
-            "dynamic": False,
-            "listType": "STATIC",
-            "createdAt": self.created_ms,
-            "updatedAt": self.updated_ms,
-            "metaData": {"size": len(self.members), "processing": "DONE"},
+            "objectTypeId": CONTACT_TYPE,
+            "processingType": "MANUAL",
+            "processingStatus": "COMPLETE",
+            "size": len(self.members),
+            "createdAt": _iso(self.created_ms),
+            "updatedAt": _iso(self.updated_ms),
+            "createdById": "1",
+            "updatedById": "1",
+        }
+
+    def to_search_result(self) -> dict[str, Any]:
+        """A ``PublicObjectListSearchResult``: the size among ``additionalProperties``."""
+        out = self.to_v3()
+        size = out.pop("size")
+        out["additionalProperties"] = {
+            "hs_list_size": str(size),
+            "hs_last_record_added_at": out["updatedAt"],
+        }
+        return out
+
+
+@dataclass
+class RollingLimit:
+    """HubSpot's per-app limit: at most ``max`` requests in any rolling ``interval_ms``."""
+
+    max: int = RATE_MAX
+    interval_ms: int = RATE_INTERVAL_MS
+    log: deque[float] = field(default_factory=deque)
+    throttled: int = 0
+    daily_used: int = 0
+
+    def check(self, now: float) -> float | None:
+        """None if the request may pass (and is counted), else seconds until it would."""
+        window = self.interval_ms / 1000
+        while self.log and self.log[0] <= now - window:
+            self.log.popleft()
+        if len(self.log) >= self.max:
+            self.throttled += 1
+            return self.log[0] + window - now
+        self.log.append(now)
+        self.daily_used += 1
+        return None
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-HubSpot-RateLimit-Max": str(self.max),
+            "X-HubSpot-RateLimit-Remaining": str(max(0, self.max - len(self.log))),
+            "X-HubSpot-RateLimit-Interval-Milliseconds": str(self.interval_ms),
+            "X-HubSpot-RateLimit-Daily": str(DAILY_MAX),
+            "X-HubSpot-RateLimit-Daily-Remaining": str(max(0, DAILY_MAX - self.daily_used)),
         }
 
 
@@ -227,6 +275,7 @@ def _event(event_id: str, kind: str, email: str, created: int, campaign: int) ->
 
 
 PORTAL = web.AppKey("portal", Portal)
+LIMIT = web.AppKey("rate_limit", RollingLimit)
 
 
 def _now_ms() -> int:
@@ -281,7 +330,25 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(
             401, "INVALID_AUTHENTICATION", "The access token provided is invalid or has expired"
         )
-    return await handler(request)
+    limit = request.app[LIMIT]
+    wait = limit.check(time.monotonic())
+    if wait is not None:
+        resp: web.StreamResponse = _json(
+            {
+                "status": "error",
+                "message": "You have reached your ten_secondly_rolling limit.",
+                "errorType": "RATE_LIMIT",
+                "correlationId": str(uuid.uuid4()),
+                "policyName": "TEN_SECONDLY_ROLLING",
+                "groupName": f"api:{PORTAL_ID}",
+            },
+            429,
+        )
+        resp.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    else:
+        resp = await handler(request)
+    resp.headers.update(limit.headers())
+    return resp
 
 
 def _int_param(request: web.Request, name: str, default: int, hi: int) -> int | web.Response:
@@ -464,108 +531,248 @@ async def search_contacts(request: web.Request) -> web.Response:
     return _json(out)
 
 
-# --- v1 lists --------------------------------------------------------------------------------
-
-
-def _list_of(request: web.Request) -> ListRecord | None:
-    key = request.match_info["list_id"]
-    return _portal(request).lists.get(int(key)) if key.isdigit() else None
-
-
-async def get_lists(request: web.Request) -> web.Response:
+async def batch_read(request: web.Request) -> web.Response:
+    """``POST /crm/v3/objects/contacts/batch/read``: up to 100 ids (or emails with
+    ``idProperty``); ids not found make it a 207 with ``errors``, as HubSpot answers."""
     portal = _portal(request)
-    count = _int_param(request, "count", 20, 250)
-    if isinstance(count, web.Response):
-        return count
-    raw = request.query.get("offset", "0")
-    offset = int(raw) if raw.isdigit() else 0
-    ordered = sorted(portal.lists)
-    page = ordered[offset : offset + count]
-    return _json(
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    if not isinstance(body, dict):
+        return _error(400, "VALIDATION_ERROR", "Invalid input JSON: expected an object")
+    unknown = sorted(set(body) - BATCH_READ_FIELDS)
+    if unknown:
+        return _error(
+            400, "VALIDATION_ERROR", f'Invalid input JSON: Unrecognized field "{unknown[0]}"'
+        )
+    missing = [k for k in ("inputs", "properties", "propertiesWithHistory") if k not in body]
+    if missing:
+        return _error(400, "VALIDATION_ERROR", f"Invalid input JSON: {missing[0]} is required")
+    inputs, props = body["inputs"], body["properties"]
+    if (
+        not isinstance(inputs, list)
+        or not all(isinstance(i, dict) and isinstance(i.get("id"), str) for i in inputs)
+        or not isinstance(props, list)
+        or not all(isinstance(p, str) for p in props)
+    ):
+        return _error(400, "VALIDATION_ERROR", "inputs must be [{id}] and properties strings")
+    if len(inputs) > MAX_BATCH_READ:
+        return _error(400, "VALIDATION_ERROR", f"Batch input limit of {MAX_BATCH_READ} exceeded")
+    by_email = body.get("idProperty") == "email"
+    wanted = tuple(props) or DEFAULT_PROPERTIES
+    found: list[dict[str, Any]] = []
+    not_found: list[str] = []
+    for item in inputs:
+        key = item["id"]
+        cid = (
+            portal.by_email.get(key.lower()) if by_email else (int(key) if key.isdigit() else None)
+        )
+        record = portal.contacts.get(cid) if cid is not None else None
+        if record is None:
+            not_found.append(key)
+        else:
+            found.append(record.to_v3(wanted))
+    now = _iso(_now_ms())
+    out: dict[str, Any] = {
+        "status": "COMPLETE",
+        "results": found,
+        "startedAt": now,
+        "completedAt": now,
+    }
+    if not not_found:
+        return _json(out)
+    out["numErrors"] = 1
+    out["errors"] = [
         {
-            "lists": [portal.lists[i].to_v1() for i in page],
-            "offset": offset + len(page),
-            "has-more": offset + count < len(ordered),
+            "status": "error",
+            "category": "OBJECT_NOT_FOUND",
+            "message": "Could not get some CONTACT objects, they may be deleted or not exist.",
+            "context": {"ids": not_found},
+            "links": {},
+            "errors": [],
         }
-    )
+    ]
+    return _json(out, 207)
+
+
+# --- v3 lists --------------------------------------------------------------------------------
+
+
+def _list_missing(key: str) -> web.Response:
+    return _error(404, "OBJECT_NOT_FOUND", f"List does not exist with ID {key}.")
+
+
+def _list_of(request: web.Request) -> ListRecord | web.Response:
+    key = request.match_info["list_id"]
+    found = _portal(request).lists.get(int(key)) if key.isdigit() else None
+    return found if found is not None else _list_missing(key)
 
 
 async def get_list(request: web.Request) -> web.Response:
     lst = _list_of(request)
-    if lst is None:
-        return _not_found("list")
-    return _json(lst.to_v1())
+    if isinstance(lst, web.Response):
+        return lst
+    return _json({"list": lst.to_v3()})
+
+
+async def list_by_name(request: web.Request) -> web.Response:
+    """``GET /crm/v3/lists/object-type-id/{objectTypeId}/name/{listName}``: exact name."""
+    type_id, name = request.match_info["object_type"], request.match_info["name"]
+    found = next((lst for lst in _portal(request).lists.values() if lst.name == name), None)
+    if found is None or type_id != CONTACT_TYPE:
+        return _error(
+            404, "OBJECT_NOT_FOUND", f"List does not exist with name {name} and type {type_id}."
+        )
+    return _json({"list": found.to_v3()})
+
+
+async def search_lists(request: web.Request) -> web.Response:
+    """``POST /crm/v3/lists/search``: by name (contains, case-insensitive) or every list,
+    ``offset``/``count`` paged (count at most 500, 20 by default)."""
+    portal = _portal(request)
+    body = await _body(request)
+    if isinstance(body, web.Response):
+        return body
+    if not isinstance(body, dict):
+        return _error(400, "VALIDATION_ERROR", "Invalid input JSON: expected an object")
+    unknown = sorted(set(body) - LIST_SEARCH_FIELDS)
+    if unknown:
+        return _error(
+            400, "VALIDATION_ERROR", f'Invalid input JSON: Unrecognized field "{unknown[0]}"'
+        )
+    count, offset = body.get("count", 20), body.get("offset", 0)
+    query = body.get("query") or ""
+    if (
+        isinstance(count, bool)
+        or not isinstance(count, int)
+        or not 1 <= count <= MAX_LIST_SEARCH
+        or isinstance(offset, bool)
+        or not isinstance(offset, int)
+        or offset < 0
+        or not isinstance(query, str)
+    ):
+        return _error(
+            400, "VALIDATION_ERROR", f"count must be 1..{MAX_LIST_SEARCH}, offset 0 or more"
+        )
+    types = body.get("processingTypes")
+    hits = [
+        portal.lists[i]
+        for i in sorted(portal.lists)
+        if query.lower() in portal.lists[i].name.lower() and (not types or "MANUAL" in types)
+    ]
+    page = hits[offset : offset + count]
+    return _json(
+        {
+            "lists": [lst.to_search_result() for lst in page],
+            "offset": offset + len(page),
+            "hasMore": offset + count < len(hits),
+            "total": len(hits),
+        }
+    )
 
 
 def _membership(add: bool) -> Handler:
+    """``PUT /crm/v3/lists/{listId}/memberships/add|remove`` with a JSON array of record ids.
+    Records that do not exist are named in ``recordIdsMissing``; those already in (or not in)
+    the list are ignored, as HubSpot does."""
+
     async def view(request: web.Request) -> web.Response:
         portal = _portal(request)
         lst = _list_of(request)
-        if lst is None:
-            return _not_found("list")
+        if isinstance(lst, web.Response):
+            return lst
         body = await _body(request)
         if isinstance(body, web.Response):
             return body
-        vids = body.get("vids", []) if isinstance(body, dict) else None
-        emails = body.get("emails", []) if isinstance(body, dict) else None
-        if (
-            not isinstance(vids, list)
-            or not isinstance(emails, list)
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in vids)
-            or not all(isinstance(e, str) for e in emails)
-            or len(vids) + len(emails) > 500
-        ):
-            return _error(400, "VALIDATION_ERROR", "vids must be integers, emails strings, 500 max")
-        updated: list[int] = []
-        discarded: list[int] = []
-        invalid_vids = [v for v in vids if v not in portal.contacts]
-        invalid_emails = [e for e in emails if e.lower() not in portal.by_email]
-        targets = [v for v in vids if v in portal.contacts]
-        targets += [portal.by_email[e.lower()] for e in emails if e.lower() in portal.by_email]
+        if not isinstance(body, list) or not all(isinstance(v, str) and v.isdigit() for v in body):
+            return _error(
+                400, "VALIDATION_ERROR", "Invalid input JSON: expected an array of record ids"
+            )
+        if len(body) > 100_000:
+            return _error(400, "VALIDATION_ERROR", "At most 100000 record ids per request")
+        changed: list[str] = []
+        missing: list[str] = []
         now = _now_ms()
-        for vid in dict.fromkeys(targets):
-            if add and vid not in lst.members:
-                lst.members[vid] = now
-                updated.append(vid)
-            elif not add and vid in lst.members:
-                del lst.members[vid]
-                updated.append(vid)
-            else:
-                discarded.append(vid)
-        if updated:
+        for raw in dict.fromkeys(body):
+            rid = int(raw)
+            if rid not in portal.contacts:
+                missing.append(raw)
+            elif add and rid not in lst.members:
+                lst.members[rid] = now
+                changed.append(raw)
+            elif not add and rid in lst.members:
+                del lst.members[rid]
+                changed.append(raw)
+        if changed:
             lst.updated_ms = now
         return _json(
             {
-                "updated": updated,
-                "discarded": discarded,
-                "invalidVids": invalid_vids,
-                "invalidEmails": invalid_emails,
+                "recordIdsRemoved": [] if add else changed,
+                "recordsIdsAdded": changed if add else [],
+                "recordIdsMissing": missing,
             }
         )
 
     return view
 
 
-async def list_members(request: web.Request) -> web.Response:
-    portal = _portal(request)
+async def list_memberships(request: web.Request) -> web.Response:
+    """``GET /crm/v3/lists/{listId}/memberships``: record ids in ascending order,
+    ``limit`` (at most 250, 100 by default) and ``after`` paging."""
     lst = _list_of(request)
-    if lst is None:
-        return _not_found("list")
-    count = _int_param(request, "count", 20, MAX_LIMIT)
-    if isinstance(count, web.Response):
-        return count
-    raw = request.query.get("vidOffset", "0")
-    if not raw.isdigit():
-        return _error(400, "VALIDATION_ERROR", "vidOffset must be a contact vid")
-    members = sorted(v for v in lst.members if v > int(raw))
-    page = members[:count]
+    if isinstance(lst, web.Response):
+        return lst
+    limit = _int_param(request, "limit", 100, MAX_MEMBERSHIPS)
+    if isinstance(limit, web.Response):
+        return limit
+    after = request.query.get("after", "0")
+    if not after.isdigit():
+        return _error(400, "VALIDATION_ERROR", "Invalid input: after is not a valid cursor")
+    members = sorted(v for v in lst.members if v > int(after))
+    page = members[:limit]
+    body: dict[str, Any] = {
+        "results": [
+            {"recordId": str(v), "membershipTimestamp": _iso(lst.members[v])} for v in page
+        ],
+        "total": len(lst.members),
+    }
+    if len(members) > limit:
+        nxt = str(page[-1])
+        body["paging"] = {"next": {"after": nxt, "link": str(request.url.update_query(after=nxt))}}
+    return _json(body)
+
+
+# --- control ---------------------------------------------------------------------------------
+
+
+async def get_ratelimit(request: web.Request) -> web.Response:
+    limit = request.app[LIMIT]
     return _json(
         {
-            "contacts": [portal.contacts[v].to_v1(lst.members[v]) for v in page],
-            "has-more": len(members) > count,
-            "vid-offset": page[-1] if page else int(raw),
+            "max": limit.max,
+            "interval_ms": limit.interval_ms,
+            "throttled": limit.throttled,
+            "in_window": len(limit.log),
         }
     )
+
+
+async def set_ratelimit(request: web.Request) -> web.Response:
+    """Change the limit (``max``, ``interval_ms``); it also empties the current window."""
+    limit = request.app[LIMIT]
+    try:
+        data = orjson.loads(await request.read())
+        values = {k: data[k] for k in ("max", "interval_ms") if k in data}
+        if not values or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values.values()
+        ):
+            raise ValueError(values)
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        return _json({"error": "max and interval_ms must be positive integers"}, 400)
+    limit.max = values.get("max", limit.max)
+    limit.interval_ms = values.get("interval_ms", limit.interval_ms)
+    limit.log.clear()
+    return await get_ratelimit(request)
 
 
 # --- email: transactional sends and events ---------------------------------------------------
@@ -642,6 +849,7 @@ async def email_events(request: web.Request) -> web.Response:
 def create_app() -> web.Application:
     app = web.Application(middlewares=[_auth])
     app[PORTAL] = Portal.seeded()
+    app[LIMIT] = RollingLimit()
     contacts = "/crm/v3/objects/contacts"
     app.add_routes(
         [
@@ -650,13 +858,17 @@ def create_app() -> web.Application:
             web.post(f"{contacts}/search", search_contacts),
             web.get(f"{contacts}/{{contact_id}}", get_contact),
             web.patch(f"{contacts}/{{contact_id}}", update_contact),
-            web.get("/contacts/v1/lists", get_lists),
-            web.get("/contacts/v1/lists/{list_id}", get_list),
-            web.post("/contacts/v1/lists/{list_id}/add", _membership(add=True)),
-            web.post("/contacts/v1/lists/{list_id}/remove", _membership(add=False)),
-            web.get("/contacts/v1/lists/{list_id}/contacts/all", list_members),
+            web.post(f"{contacts}/batch/read", batch_read),
+            web.post("/crm/v3/lists/search", search_lists),
+            web.get("/crm/v3/lists/object-type-id/{object_type}/name/{name}", list_by_name),
+            web.get("/crm/v3/lists/{list_id}", get_list),
+            web.put("/crm/v3/lists/{list_id}/memberships/add", _membership(add=True)),
+            web.put("/crm/v3/lists/{list_id}/memberships/remove", _membership(add=False)),
+            web.get("/crm/v3/lists/{list_id}/memberships", list_memberships),
             web.post("/marketing/v3/transactional/single-email/send", single_send),
             web.get("/email/public/v1/events", email_events),
+            web.get("/__ratelimit", get_ratelimit),
+            web.post("/__ratelimit", set_ratelimit),
         ]
     )
     return app

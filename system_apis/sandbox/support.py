@@ -1,5 +1,8 @@
-"""Sandbox helpdesk imitating Zendesk: ``/api/v2/*.json``, basic token auth, cursor pagination
-and a strict account-wide rate limit answered with 429 + Retry-After.
+"""Sandbox helpdesk imitating Zendesk: ``/api/v2/*.json``, basic token auth, cursor pagination,
+the unified search (``/api/v2/search.json``) and a strict account-wide rate limit answered with
+429 + Retry-After. Every answer carries the limit in Zendesk's headers (``X-Rate-Limit``,
+``X-Rate-Limit-Remaining``, ``ratelimit-limit``/``-remaining``/``-reset``) and every record's
+``url`` is absolute, as Zendesk writes them.
 
 The limit is a sliding log of the last second's accepted requests; ``GET /__ratelimit`` shows
 how many 429s were sent so tests can prove the client's pacer kept us under it.
@@ -19,6 +22,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
@@ -305,9 +309,23 @@ def zendesk(handler: Handler) -> Handler:
         if not _basic_ok(request.headers.get("Authorization", "")):
             return _json({"error": "Couldn't authenticate you"}, 401)
         try:
-            return await handler(request)
+            resp = await handler(request)
         except ZendeskError as exc:
-            return _json(exc.body, exc.status, exc.headers)
+            resp = _json(exc.body, exc.status, exc.headers)
+        if isinstance(resp, web.Response) and isinstance(resp.body, bytes):
+            origin = f"{request.scheme}://{request.host}".encode()
+            resp.body = resp.body.replace(b'"url":"/api/v2/', b'"url":"' + origin + b"/api/v2/")
+        remaining = str(max(0, limiter.per_second - len(limiter.log)))
+        resp.headers.update(
+            {
+                "X-Rate-Limit": str(limiter.per_second),
+                "X-Rate-Limit-Remaining": remaining,
+                "ratelimit-limit": str(limiter.per_second),
+                "ratelimit-remaining": remaining,
+                "ratelimit-reset": "1",
+            }
+        )
+        return resp
 
     return wrapped
 
@@ -508,6 +526,126 @@ async def user_tickets(request: web.Request) -> web.Response:
     )
 
 
+# --- search ----------------------------------------------------------------------------------
+
+SEARCH_TYPES = ("ticket", "user")
+SEARCH_MAX_RESULTS = 1000
+"""Zendesk's search answers at most this many results in total, however many pages."""
+
+
+def _search_terms(query: str) -> tuple[str | None, dict[str, str], list[str]]:
+    """``type:ticket status:open requester:a@b.c words`` -> (type, {property: value}, words)."""
+    kind: str | None = None
+    props: dict[str, str] = {}
+    words: list[str] = []
+    for token in query.split():
+        name, sep, value = token.partition(":")
+        if sep and value:
+            if name.lower() == "type":
+                kind = value.lower()
+            else:
+                props[name.lower()] = value.strip('"')
+        else:
+            words.append(token.lower())
+    return kind, props, words
+
+
+def _user_matches(user: Json, props: dict[str, str], words: list[str]) -> bool:
+    for name, value in props.items():
+        if name == "email" and (user["email"] or "").lower() != value.lower():
+            return False
+        if name == "external_id" and user["external_id"] != value:
+            return False
+        if name == "role" and user["role"] != value:
+            return False
+        if name not in ("email", "external_id", "role"):
+            return False
+    text = f"{user['name']} {user['email'] or ''}".lower()
+    return all(w in text for w in words)
+
+
+def _ticket_matches(
+    state: SupportState, ticket: Json, props: dict[str, str], words: list[str]
+) -> bool:
+    for name, value in props.items():
+        if name in ("status", "priority") and ticket[name] != value.lower():
+            return False
+        if name == "requester":
+            uid = state.emails.get(value.lower()) if "@" in value else None
+            wanted = uid if uid is not None else (int(value) if value.isdigit() else None)
+            if ticket["requester_id"] != wanted:
+                return False
+        if name == "tags" and value not in ticket["tags"]:
+            return False
+        if name not in ("status", "priority", "requester", "tags"):
+            return False
+    text = f"{ticket['subject']} {ticket['description']}".lower()
+    return all(w in text for w in words)
+
+
+async def search(request: web.Request) -> web.Response:
+    """Zendesk's unified search: results of every type, each with its ``result_type``,
+    offset-paged by ``page`` and ``per_page`` (at most 100), 1,000 results at most."""
+    state = _state(request)
+    q = request.query
+    query = q.get("query", "").strip()
+    if not query:
+        raise ZendeskError(
+            400,
+            {"error": "InvalidSearchQuery", "description": "query parameter is required"},
+        )
+    kind, props, words = _search_terms(query)
+    if kind is not None and kind not in SEARCH_TYPES:
+        return _json(
+            {"results": [], "facets": None, "next_page": None, "previous_page": None, "count": 0}
+        )
+    raw_page, raw_per = q.get("page", "1"), q.get("per_page", str(MAX_PAGE))
+    if not raw_page.isdigit() or not raw_per.isdigit() or int(raw_page) < 1:
+        raise ZendeskError(
+            400, {"error": "InvalidPaginationParameter", "description": "page is invalid"}
+        )
+    page, per_page = int(raw_page), min(max(int(raw_per), 1), MAX_PAGE)
+    found: list[Json] = []
+    if kind in (None, "user"):
+        found += [
+            {**u, "result_type": "user"}
+            for u in state.users.values()
+            if _user_matches(u, props, words)
+        ]
+    if kind in (None, "ticket"):
+        found += [
+            {**state.tickets[i], "result_type": "ticket"}
+            for i in state.ticket_ids
+            if _ticket_matches(state, state.tickets[i], props, words)
+        ]
+    found = found[:SEARCH_MAX_RESULTS]
+    start = (page - 1) * per_page
+    if start >= SEARCH_MAX_RESULTS and found:
+        raise ZendeskError(
+            422,
+            {
+                "error": "InvalidPaginationParameter",
+                "description": f"Search results are limited to {SEARCH_MAX_RESULTS}",
+            },
+        )
+    chunk = found[start : start + per_page]
+    base = f"{request.scheme}://{request.host}{request.path}"
+    params = {"query": query, "per_page": str(per_page)}
+
+    def link(n: int) -> str:
+        return f"{base}?{urlencode({**params, 'page': str(n)})}"
+
+    return _json(
+        {
+            "results": chunk,
+            "facets": None,
+            "next_page": link(page + 1) if start + per_page < len(found) else None,
+            "previous_page": link(page - 1) if page > 1 and found else None,
+            "count": len(found),
+        }
+    )
+
+
 # --- tickets ---------------------------------------------------------------------------------
 
 
@@ -550,6 +688,8 @@ async def create_ticket(request: web.Request) -> web.Response:
     data = await _body(request, "ticket")
     comment = data.get("comment")
     body = comment.get("body") if isinstance(comment, dict) else None
+    if body is None and comment is None:  # Zendesk takes ``description`` as the first comment
+        body = data.get("description")
     if not isinstance(body, str) or not body.strip():
         raise _invalid("base", "Description: cannot be blank", "BlankValue")
     subject = data.get("subject") or body.strip().splitlines()[0][:80]
@@ -655,6 +795,7 @@ def create_app(rate_per_second: int = 20) -> web.Application:
     p = "/api/v2"
     app.add_routes(
         [
+            web.get(f"{p}/search.json", zendesk(search)),
             web.get(f"{p}/users/search.json", zendesk(search_users)),
             web.get(f"{p}/users/{{id}}.json", zendesk(get_user)),
             web.post(f"{p}/users.json", zendesk(create_user)),

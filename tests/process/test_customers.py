@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from system_apis.erp import odata_filter
 from system_apis.sandbox import seed
 from tests.process.harness import Gw, assert_problem
 
@@ -218,7 +219,7 @@ async def test_onboard_failing_midway_names_the_step_and_resumes(clean: Gw) -> N
         ("crm", "erp", "billing", "marketing"), True
     )
     erp_rows, _ = await clean.systems.erp._page(
-        "Customers", "Customer", 0, 10, {"SMTP_ADDR": email}
+        "Customers", "Customer", 0, 10, odata_filter({"SMTP_ADDR": email})
     )
     assert len(erp_rows) == 1  # the ERP step was not repeated
     status, headers, body = await clean.call("POST", "/process/v1/customers", json=req)

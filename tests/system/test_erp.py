@@ -23,6 +23,7 @@ from system_apis.erp import (
     customer_from_vendor,
     customer_to_vendor,
     invoice_from_vendor,
+    odata_filter,
     order_from_vendor,
     order_to_vendor,
 )
@@ -37,10 +38,12 @@ from system_apis.http.common import InvalidInput
 from system_apis.http.erp import routes
 from system_apis.models import InvoiceStatus, OrderLine, OrderStatus
 from system_apis.sandbox import seed
-from system_apis.sandbox.erp import STATUS_CODES
+from system_apis.sandbox.erp import ODATA_METADATA, STATUS_CODES, parse_filter
 
 FAST = {"min_ms": 0, "max_ms": 5}
 SEED_ORDERS = {o.number: o for o in seed.orders()}
+ODATA = f"{{{ODATA_METADATA}}}"
+XML_NS = "{http://www.w3.org/XML/1998/namespace}"
 
 
 def config(key: str = "erp-sandbox-key") -> BackendConfig:
@@ -399,15 +402,15 @@ async def test_sandbox_speaks_only_xml(fast_erp: Any, clean_sandbox: Any) -> Non
     key = {"X-SAP-API-Key": "erp-sandbox-key"}
     async with httpx.AsyncClient() as h:
         r = await h.post(url, json={"KUNNR": "0000100001"}, headers=key)
-        assert r.status_code == 415 and fromstring(r.content).findtext("code")
+        assert r.status_code == 415 and fromstring(r.content).findtext(f"{ODATA}code")
         r = await h.get(url)
-        assert r.status_code == 401 and fromstring(r.content).tag == "error"
+        assert r.status_code == 401 and fromstring(r.content).tag == f"{ODATA}error"
         body = (
             "<SalesOrder><KUNNR>0000100001</KUNNR><VTWEG>web</VTWEG><ITEMS><ITEM>"
             "<MATNR>SKU-0001</MATNR><KWMENG>0</KWMENG></ITEM></ITEMS></SalesOrder>"
         )
         r = await h.post(url, content=body, headers={**key, "Content-Type": "application/xml"})
-        assert r.status_code == 400 and fromstring(r.content).findtext("code") == (
+        assert r.status_code == 400 and fromstring(r.content).findtext(f"{ODATA}code") == (
             "SD_INVALID_QUANTITY"
         )
         r = await h.post(
@@ -418,6 +421,49 @@ async def test_sandbox_speaks_only_xml(fast_erp: Any, clean_sandbox: Any) -> Non
         root = fromstring(r.content)
         assert int(root.findtext("TotalCount") or 0) >= len(SEED_ORDERS)
         assert len(root.findall("SalesOrder")) == 5
+
+
+async def test_sandbox_filters_as_odata_and_answers_odatas_error_document(
+    fast_erp: Any, clean_sandbox: Any
+) -> None:
+    url = clean_sandbox.url("erp") + "/sap/zsd/v1/SalesOrders"
+    key = {"X-SAP-API-Key": "erp-sandbox-key"}
+    kunnr = next(iter(SEED_ORDERS.values())).person.erp_customer_number
+    own = sum(1 for o in SEED_ORDERS.values() if o.person.erp_customer_number == kunnr)
+    assert own < len(SEED_ORDERS)  # so the filtered count below tells filtering happened
+    async with httpx.AsyncClient() as h:
+        r = await h.get(url, params={"$filter": f"KUNNR eq '{kunnr}'"}, headers=key)
+        root = fromstring(r.content)
+        assert r.status_code == 200 and int(root.findtext("TotalCount") or -1) >= own
+        assert {el.findtext("KUNNR") for el in root.findall("SalesOrder")} == {kunnr}
+        both = f"KUNNR eq '{kunnr}' and VTWEG eq 'no-such-channel'"
+        r = await h.get(url, params={"$filter": both}, headers=key)
+        assert fromstring(r.content).findtext("TotalCount") == "0"
+        # a custom query option is no filter: SAP Gateway ignores it, so does the sandbox
+        r = await h.get(url, params={"KUNNR": kunnr, "$top": "1"}, headers=key)
+        assert int(fromstring(r.content).findtext("TotalCount") or 0) >= len(SEED_ORDERS)
+        for params, code in (
+            ({"$filter": "KUNNR gt '1'"}, "INVALID_FILTER"),
+            ({"$filter": "NAME1 eq 'x'"}, "INVALID_FILTER"),
+            ({"$orderby": "VBELN"}, "INVALID_SYSTEM_QUERY_OPTION"),
+        ):
+            r = await h.get(url, params=params, headers=key)
+            error = fromstring(r.content)
+            assert r.status_code == 400 and error.tag == f"{ODATA}error"
+            assert error.findtext(f"{ODATA}code") == code
+            message = error.find(f"{ODATA}message")
+            assert message is not None and message.get(f"{XML_NS}lang") == "en"
+            assert error.findtext(f"{ODATA}innererror/{ODATA}transactionid")
+
+
+def test_odata_filter_quotes_literals() -> None:
+    assert odata_filter({}) == {}
+    assert odata_filter({"KUNNR": "0000100001", "SMTP_ADDR": "o'neil@example.com"}) == {
+        "$filter": "KUNNR eq '0000100001' and SMTP_ADDR eq 'o''neil@example.com'"
+    }
+    assert parse_filter(odata_filter({"SMTP_ADDR": "o'neil@x.io"})["$filter"], "Customers") == [
+        ("SMTP_ADDR", "o'neil@x.io")
+    ]
 
 
 async def test_latency_is_switchable(fast_erp: Any) -> None:

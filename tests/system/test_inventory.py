@@ -215,6 +215,32 @@ async def test_bad_credentials(clean_sandbox: Any) -> None:
         await c.close()
 
 
+async def test_the_sandbox_refuses_what_an_endpoint_does_not_take(clean_sandbox: Any) -> None:
+    base = clean_sandbox.url("inventory")
+    key = {"X-Api-Key": "inv-sandbox-key"}
+    async with httpx.AsyncClient(base_url=base, headers=key) as h:
+        assert (await h.get("/v1/skus", params={"page": 1, "per_page": 5})).status_code == 200
+        r = await h.get("/v1/skus", params={"page": 1, "perpage": 5})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_parameter"
+        assert "perpage" in r.json()["message"]
+        r = await h.get("/v1/stock/SKU-0001", params={"warehouse": "main"})
+        assert r.status_code == 400 and r.json()["error"] == "invalid_parameter"
+        ref = uuid.uuid4().hex
+        lines = [{"sku": "SKU-0001", "quantity": 1}]
+        for body, word in (
+            ({"reference": ref, "lines": lines, "ttl": 60}, "'ttl'"),
+            ({"reference": ref, "lines": [{**lines[0], "qty": 1}]}, "lines[0]: unknown field"),
+        ):
+            r = await h.post("/v1/reservations", json=body)
+            assert r.status_code == 422 and word in r.json()["message"], r.text
+        stock = (await h.get("/v1/stock/SKU-0001")).json()
+        assert (
+            await h.post("/v1/reservations", json={"reference": ref, "lines": lines})
+        ).is_success
+        after = (await h.get("/v1/stock/SKU-0001")).json()
+        assert after["reserved"] == stock["reserved"] + 1  # only the well-formed one reserved
+
+
 async def test_malformed_body_is_bad_backend_data(
     client: InventoryClient, clean_sandbox: Any
 ) -> None:

@@ -24,7 +24,6 @@ from system_apis.http.common import InvalidInput
 from system_apis.http.marketing import routes
 from system_apis.marketing import (
     MarketingClient,
-    contact_from_v1,
     contact_from_vendor,
     contact_to_vendor,
     email_send_from_vendor,
@@ -133,25 +132,6 @@ def test_contact_from_vendor_bad_shape() -> None:
         contact_from_vendor([V3])
 
 
-def test_contact_from_v1() -> None:
-    raw = {
-        "vid": 5002,
-        "properties": {
-            "email": {"value": "grace@example.com"},
-            "firstname": {"value": "Grace"},
-            "hubspotscore": {"value": "7"},
-        },
-    }
-    c = contact_from_v1(raw)
-    assert (c.id, c.email, c.first_name, c.lead_score) == ("5002", "grace@example.com", "Grace", 7)
-    with pytest.raises(BadBackendData) as exc:
-        contact_from_v1({"vid": 5002, "properties": {"email": "grace@example.com"}})
-    assert (exc.value.record, exc.value.field) == ("5002", "properties.email")
-    with pytest.raises(BadBackendData) as exc:
-        contact_from_v1({"vid": "5002", "properties": {}})
-    assert exc.value.field == "vid"
-
-
 def test_contact_to_vendor_renames_and_never_sends_the_score() -> None:
     c = MarketingContact(
         id="1", email="a@b.co", first_name="A", lead_score=99, crm_contact_id="003X"
@@ -165,11 +145,23 @@ def test_contact_to_vendor_renames_and_never_sends_the_score() -> None:
 
 
 def test_list_send_and_helpers_mapping() -> None:
-    lst = list_from_vendor({"listId": 2, "name": "Nurture", "metaData": {"size": 10}})
+    lst = list_from_vendor({"listId": "2", "name": "Nurture", "size": 10})
     assert (lst.id, lst.name, lst.size) == ("2", "Nurture", 10)
+    found = list_from_vendor(
+        {"listId": "2", "name": "Nurture", "additionalProperties": {"hs_list_size": "10"}}
+    )
+    assert found == lst
     with pytest.raises(BadBackendData) as exc:
-        list_from_vendor({"listId": 2, "name": "Nurture", "metaData": {"size": "10"}})
-    assert (exc.value.record, exc.value.field) == ("2", "metaData.size")
+        list_from_vendor({"listId": "2", "name": "Nurture", "size": "10"})
+    assert (exc.value.record, exc.value.field) == ("2", "size")
+    with pytest.raises(BadBackendData) as exc:
+        list_from_vendor(
+            {"listId": "2", "name": "N", "additionalProperties": {"hs_list_size": "ten"}}
+        )
+    assert exc.value.field == "additionalProperties.hs_list_size"
+    with pytest.raises(BadBackendData) as exc:
+        list_from_vendor({"listId": 2, "name": "Nurture"})  # v3 ids are strings
+    assert exc.value.field == "listId"
     send = email_send_from_vendor({"statusId": "s1", "status": "PENDING"}, "5001", "welcome")
     assert (send.id, send.status, send.contact_id) == ("s1", "queued", "5001")
     with pytest.raises(BadBackendData) as exc:
