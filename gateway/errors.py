@@ -23,6 +23,7 @@ from system_apis.errors import BackendError, BackendUnavailable, BadBackendData
 from system_apis.http.common import InvalidInput
 
 from .problems import problem_kind, problem_response
+from .stores.errors import RETRY_AFTER_S, STORE_ERRORS
 
 log = logging.getLogger("trellis.errors")
 
@@ -76,6 +77,19 @@ async def client_gone(request: Request, exc: Exception) -> Response:
     return Response(status_code=499)
 
 
+async def store_unavailable(request: Request, exc: Exception) -> Response:
+    """A store is down: 503 with Retry-After, answered (the connection kept) instead of left
+    to the server as an unhandled error."""
+    log.warning("store unavailable", extra={"path": request.url.path, "error": type(exc).__name__})
+    return problem_response(
+        503,
+        scope=request.scope,
+        problem="store-unavailable",
+        detail="a store this request needs is unavailable; retry later",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 async def unexpected(request: Request, exc: Exception) -> Response:
     log.error("unhandled error", exc_info=exc, extra={"path": request.url.path})
     return problem_response(
@@ -88,5 +102,6 @@ HANDLERS: Mapping[int | type[Exception], Handler] = {
     InvalidInput: invalid_input,
     HTTPException: http_exception,
     ClientDisconnect: client_gone,
+    **dict.fromkeys(STORE_ERRORS, store_unavailable),
     Exception: unexpected,
 }
