@@ -84,8 +84,10 @@ class SandboxSettings(Strict):
 
 
 class ReadinessSettings(Strict):
-    required_backends: list[str] | None = Field(
-        None, description="Backends that must answer for /readyz to be 200; default all."
+    required_backends: list[str] = Field(
+        default_factory=list,
+        description="Backends that must answer for /readyz to be 200, besides the critical "
+        "ones (critical: true in backends.yaml); a non-critical backend down only degrades.",
     )
     probe_timeout_s: float = Field(1.0, gt=0)
 
