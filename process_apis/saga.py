@@ -64,6 +64,9 @@ class Saga:
             except Exception as exc:
                 if undo is not None and outcome_unknown(exc):
                     await self._settle(step, action, undo)
+                elif keep_reason is not None and outcome_unknown(exc):
+                    # no undo, and it may have been applied: report it kept, never rolled back
+                    self._kept[step] = f"outcome unknown: it may have been applied; {keep_reason}"
                 compensated, failed = await self.compensate()
                 raise StepFailed(
                     step,
