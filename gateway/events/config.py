@@ -72,9 +72,19 @@ class InboundSourceConfig(Strict):
     )
 
 
+class AlertRetry(Strict):
+    max_attempts: int = Field(5, ge=1, le=20, description="POSTs per alert, the first included.")
+    base_delay_s: float = Field(1.0, gt=0, description="Full-jitter backoff base.")
+    max_delay_s: float = Field(60.0, gt=0, description="Cap of one backoff delay.")
+    max_pending: int = Field(
+        100, ge=1, description="Alerts waiting for a retry at once; past it the oldest is dropped."
+    )
+
+
 class AlertConfig(Strict):
     webhook_url: str | None = Field(None, description="POSTed a JSON alert per dead letter.")
     timeout_s: float = Field(5.0, gt=0)
+    retry: AlertRetry = Field(default_factory=AlertRetry)
 
 
 class BusConfig(Strict):
