@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from experience_apis.config import ExperienceConfig
 from gateway.config_env import (
@@ -140,6 +140,15 @@ class Settings(BaseModel):
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     experience: ExperienceConfig = Field(default_factory=ExperienceConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
+
+    @model_validator(mode="after")
+    def _keys_in_data_dir(self) -> Settings:
+        """Unset, ``oauth.keys_dir`` is ``<gateway.data_dir>/keys``: the data dir holds every
+        file the gateway writes."""
+        if "keys_dir" not in self.oauth.model_fields_set:
+            keys_dir = Path(self.gateway.data_dir) / "keys"
+            self.oauth = self.oauth.model_copy(update={"keys_dir": keys_dir})
+        return self
 
     def sandbox_url(self, backend: str) -> str:
         sb = self.gateway.sandbox
