@@ -57,7 +57,10 @@ class Layers:
 
 def build_layers(settings: Settings, systems: SystemApis) -> Layers:
     """Process APIs under /process/v1 and experience APIs under /experience/{channel}/v1."""
-    process = ProcessApis(systems)
+    views = settings.gateway.views
+    process = ProcessApis(
+        systems, section_timeout_s=views.section_timeout_s, view_deadline_s=views.deadline_s
+    )
     routes: list[BaseRoute] = [
         Mount(
             "/process/v1",

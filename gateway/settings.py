@@ -92,6 +92,17 @@ class ReadinessSettings(Strict):
     probe_timeout_s: float = Field(1.0, gt=0)
 
 
+class ViewSettings(Strict):
+    """Composed views (the customer 360, a ticket's context): process_apis/deadline.py."""
+
+    deadline_s: float = Field(
+        5.0, gt=0, description="The whole view, its record of truth included; then 504."
+    )
+    section_timeout_s: float = Field(
+        3.0, gt=0, description="One non-critical section; then it is reported unavailable."
+    )
+
+
 class GatewaySettings(Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
@@ -114,6 +125,7 @@ class GatewaySettings(Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
+    views: ViewSettings = Field(default_factory=ViewSettings)
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
     gc: GcSettings = Field(default_factory=GcSettings)
     admission: AdmissionConfig = Field(

@@ -20,6 +20,8 @@ class ProcessApis:
     systems: SystemApis
     section_timeout_s: float = 3.0
     """How long a composite view waits for one non-critical backend before it counts as down."""
+    view_deadline_s: float = 5.0
+    """How long a composite view waits in all, its record of truth included (``deadline.py``)."""
     idempotency_ttl_s: float = 86_400.0
     _store: OperationStore | None = None
 
