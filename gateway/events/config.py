@@ -105,6 +105,13 @@ class BusConfig(Strict):
     start_from: str = Field(
         "0", pattern=r"^(0|\$)$", description="Redis: a new consumer group starts at 0 or $."
     )
+    drain_s: float = Field(
+        5.0,
+        ge=0,
+        description="At shutdown, deliveries in flight may finish this long (no new ones start); "
+        "keep it within gateway.server.shutdown_grace_s. Those still running are cut and "
+        "delivered again after the restart.",
+    )
 
 
 class EventsConfig(Strict):
