@@ -33,7 +33,6 @@ from .errors import HANDLERS
 from .events.component import EventBus
 from .gc_tuning import restore, tune_after_startup
 from .health import health_routes
-from .stores.readiness import StoreProbe
 from .layers import Layers, build_layers
 from .observability import Observability
 from .policies.admission import AdmissionLimit
@@ -44,6 +43,7 @@ from .policies.ratelimit import RateLimitMiddleware, RateLimitPolicy
 from .policies.routing import served_directly
 from .policies.worker_metrics import WorkerMetricsShare
 from .settings import Settings, load_settings
+from .stores.readiness import StoreProbe
 
 log = logging.getLogger("trellis.gateway")
 
