@@ -84,7 +84,7 @@ async def test_authenticated_calls_while_redis_is_down_are_503_problems(
         sandbox,
         tmp_path,
         gateway={"redis_url": url, "redis_prefix": redis_prefix},
-        ratelimit={"enabled": True, "fail_open": False},
+        ratelimit={"enabled": True, "fail_open": False, "storage_timeout_ms": 2000},
     ) as gw:
         status, _, body = await gw.call("GET", f"/process/v1/customers/{PERSON.crm_contact_id}")
         assert status == 200, body
