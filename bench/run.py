@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -29,6 +30,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from base64 import b64encode
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -93,6 +95,10 @@ class Load:
     """p99 of the answers other than 503 (Python load generator only)."""
     refused_p99_ms: float | None = None
     """p99 of the 503 answers (Python load generator only)."""
+    loadgen_cores: float | None = None
+    """Cores the load generator kept busy during the run (its CPU time / the run's time)."""
+    backend_cores: float | None = None
+    """Cores the bench backend kept busy during the run."""
 
 
 @dataclass
@@ -131,6 +137,8 @@ def median_load(loads: list[Load]) -> Load:
         return round(statistics.median(values), 3)
 
     cpus = [ld.cpu_us_per_req for ld in loads if ld.cpu_us_per_req is not None]
+    gens = [ld.loadgen_cores for ld in loads if ld.loadgen_cores is not None]
+    backends = [ld.backend_cores for ld in loads if ld.backend_cores is not None]
     return Load(
         tool=first.tool,
         connections=first.connections,
@@ -143,6 +151,8 @@ def median_load(loads: list[Load]) -> Load:
         p999_ms=med([ld.p999_ms for ld in loads]),
         errors=sum(ld.errors for ld in loads),
         cpu_us_per_req=round(statistics.median(cpus), 1) if cpus else None,
+        loadgen_cores=round(statistics.median(gens), 2) if gens else None,
+        backend_cores=round(statistics.median(backends), 2) if backends else None,
     )
 
 
@@ -192,12 +202,14 @@ class Cores:
     """Which CPU the load (and backend) get, and which the server under test gets."""
 
     def __init__(self) -> None:
-        n = os.cpu_count() or 1
+        n = self.count = os.cpu_count() or 1
         self.enabled = shutil.which("taskset") is not None and n >= 2
         self.load = 0
         self.server = 1 if self.enabled else 0
+        self.all = f"0-{n - 1}"
+        """Every core: for servers with several workers (they share a core with the load)."""
 
-    def pin(self, cpu: int) -> list[str]:
+    def pin(self, cpu: int | str) -> list[str]:
         return ["taskset", "-c", str(cpu)] if self.enabled else []
 
     def move(self, pid: int, cpu: int) -> None:
@@ -220,7 +232,7 @@ class Procs:
         self.running: list[subprocess.Popen[bytes]] = []
 
     def start(
-        self, name: str, cmd: list[str], cpu: int, env: dict[str, str] | None = None
+        self, name: str, cmd: list[str], cpu: int | str, env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
         log = (self.tmp / f"{name}.log").open("ab")
         proc = subprocess.Popen(  # noqa: S603 - our own commands
@@ -412,6 +424,27 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def delete_prefixed(redis_url: str, prefix: str) -> None:
+    """Remove a bench run's keys from the shared Redis."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    except redis.RedisError:
+        pass
+    finally:
+        client.close()
+
+
+def _children_cpu() -> float:
+    """User + system CPU of this process's finished children (the load generator's runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _rss(pid: int) -> int:
     """Resident bytes of ``pid`` from /proc (0 when gone)."""
     try:
@@ -473,6 +506,7 @@ def trellis_config(
     sandbox_port: int,
     full: bool,
     src: str | None = None,
+    redis_url: str | None = None,
 ) -> Path:
     """A copy of config/ (of the source tree ``src``, else of ``--trellis-src``, else of this
     one: each tree with the configuration its code reads) pointed at the bench backend;
@@ -482,7 +516,8 @@ def trellis_config(
     (pinned with the load), vendor pacing is lifted so the 360 view measures fan-out, and the
     ``internal`` tier's limit is set so high it is checked on every request but never refuses
     one (the peer's limit is set the same way). ``full=False`` switches off every policy that
-    has a switch: rate limit, metrics, access log, security headers.
+    has a switch: rate limit, metrics, access log, security headers. ``redis_url``: the shared
+    stores in Redis (under a prefix of this run's own) instead of the embedded ones.
     """
     out = tmp / f"config-{name}"
     out.mkdir(parents=True, exist_ok=True)
@@ -493,6 +528,9 @@ def trellis_config(
     gw = sections.setdefault("gateway", {})
     gw["data_dir"] = str(tmp / f"data-{name}")  # each instance its own stores (run side by side)
     gw["log_level"] = "info" if full else "warning"  # the access log writes at info
+    if redis_url:
+        gw["redis_url"] = redis_url
+        gw["redis_prefix"] = f"trellis-bench-{uuid.uuid4().hex[:8]}:"
     gw.setdefault("sandbox", {}).update({"enabled": False, "base_port": sandbox_port})
     backends = sections["backends"]
     backends["inventory"]["sandbox"] = False
@@ -524,20 +562,22 @@ TRELLIS_SRC: list[str] = []
 
 
 def trellis_cmd(
-    server: str, config: Path, port: int, src: str | None = None
+    server: str, config: Path, port: int, src: str | None = None, workers: int = 1
 ) -> tuple[list[str], dict[str, str]]:
     """``trellis run`` (uvicorn, the shipped default) or granian on ``app_from_env``; from the
     source tree ``src`` (else ``--trellis-src``, else the installed one)."""
     env = {"TRELLIS_CONFIG_DIR": str(config), "AUTHLIB_INSECURE_TRANSPORT": "1"}
     src = src or (TRELLIS_SRC[0] if TRELLIS_SRC else None)
+    more = ["--workers", str(workers)] if workers > 1 else []
     if src:
         env["PYTHONPATH"] = src
         if server == "uvicorn":
             run = [PYTHON, "-m", "gateway.cli", "run", "--config", str(config), "--no-sandbox"]
-            return [*run, "--port", str(port)], env
+            return [*run, "--port", str(port), *more], env
     if server == "uvicorn":
         trellis = shutil.which("trellis", path=str(VENV_BIN)) or "trellis"
-        return [trellis, "run", "--config", str(config), "--no-sandbox", "--port", str(port)], env
+        run = [trellis, "run", "--config", str(config), "--no-sandbox", "--port", str(port)]
+        return [*run, *more], env
     return asgi_server_cmd("granian", "gateway.app:app_from_env", port), env
 
 
@@ -623,11 +663,17 @@ class Bench:
         best: Load | None = None
         for _ in range(max(1, self.opts.repeat if repeat is None else repeat)):
             before = cpu_seconds(pid) if pid else 0.0
+            backend_before = cpu_seconds(self.backend.pid) if pid else 0.0
+            gen_before = _children_cpu()
             load = self.loadgen.run(
                 url, duration=duration, connections=connections, headers=headers, **kw
             )
             if pid and load.requests:
                 load.cpu_us_per_req = round((cpu_seconds(pid) - before) / load.requests * 1e6, 1)
+                if load.duration_s:
+                    spent = cpu_seconds(self.backend.pid) - backend_before
+                    load.backend_cores = round(spent / load.duration_s, 2)
+                    load.loadgen_cores = round((_children_cpu() - gen_before) / load.duration_s, 2)
             if best is None or load.rps > best.rps:
                 best = load
         assert best is not None
@@ -660,9 +706,14 @@ class Bench:
 
     @contextlib.contextmanager
     def serving(
-        self, name: str, cmd: list[str], health: str, env: dict[str, str] | None = None
+        self,
+        name: str,
+        cmd: list[str],
+        health: str,
+        env: dict[str, str] | None = None,
+        cpu: int | str | None = None,
     ) -> Iterator[subprocess.Popen[bytes]]:
-        proc = self.procs.start(name, cmd, self.cores.server, env)
+        proc = self.procs.start(name, cmd, self.cores.server if cpu is None else cpu, env)
         try:
             wait_http(health, proc, self.procs)
             yield proc
@@ -736,9 +787,17 @@ class Bench:
         full: bool,
         src: str | None = None,
         extra_env: dict[str, str] | None = None,
+        redis: bool = False,
+        workers: int = 1,
     ) -> Contender:
+        """Trellis on the bench backend; ``redis``: the shared stores in Redis
+        (``TRELLIS_BENCH_REDIS_URL``, default db 14 of the local Redis); ``workers`` > 1: pinned
+        to every core, so the workers share cores with the load generator and the backend."""
         self.start_sandbox()
         name = f"{'full' if full else 'bare'}-{server}" + ("-ab" if src else "")
+        if redis:
+            name += f"-redis-{workers}w"
+        redis_url = os.environ.get("TRELLIS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
         config = trellis_config(
             self.tmp,
             name,
@@ -746,12 +805,19 @@ class Bench:
             sandbox_port=self.sandbox_port,
             full=full,
             src=src,
+            redis_url=redis_url if redis else None,
         )
         port = free_port()
-        cmd, env = trellis_cmd(server, config, port, src)
+        cmd, env = trellis_cmd(server, config, port, src, workers)
         env.update(extra_env or {})
         base = f"http://127.0.0.1:{port}"
-        proc = stack.enter_context(self.serving(f"trellis-{name}", cmd, f"{base}/healthz", env))
+        cpu = self.cores.all if workers > 1 else None
+        if redis:  # after the server has stopped (callbacks run last in, first out)
+            prefix = yaml.safe_load((config / "gateway.yaml").read_text())["redis_prefix"]
+            stack.callback(delete_prefixed, redis_url, prefix)
+        proc = stack.enter_context(
+            self.serving(f"trellis-{name}", cmd, f"{base}/healthz", env, cpu)
+        )
         access = token(base, "ops-admin", "system:read")
         status, body = http(
             "GET", base + SYSTEM_ROUTE, headers={"Authorization": f"Bearer {access}"}
@@ -804,6 +870,12 @@ class Bench:
             for row, c in running:
                 if c.loads:
                     row.load = median_load(c.loads)
+                    if row.key.startswith("r") and row.key != "r1":  # workers share the cores
+                        ld = row.load
+                        row.note = (
+                            f"shares {self.cores.count} cores: load generator "
+                            f"{ld.loadgen_cores} cores, backend {ld.backend_cores}"
+                        )
                     row.extra["rounds"] = [
                         {"rps": ld.rps, "cpu_us_per_req": ld.cpu_us_per_req, "p99_ms": ld.p99_ms}
                         for ld in c.loads
@@ -1257,6 +1329,26 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
         "x",
         "scenario 4 or 6 missing",
     )
+    redis1, redis2 = cost("r1"), rps("r2")
+    add(
+        "full chain on Redis / embedded, by CPU per request (embedded cost / Redis cost)",
+        round(c6 / redis1, 2) if c6 and redis1 else None,
+        0.8,
+        True,
+        "x",
+        "scenario 6 or r missing",
+    )
+    r1 = rps("r1")
+    two = by.get("r2")
+    add(
+        "full chain on Redis, 2 workers / 1 worker, req/s"
+        + (f" ({two.note})" if two is not None and two.note else ""),
+        round(redis2 / r1, 2) if redis2 and r1 else None,
+        1.7,
+        True,
+        "x",
+        "scenario r missing",
+    )
     hp = by["6"].extra.get("half_peak") if "6" in by else None
     add(
         "added p99 at half peak",
@@ -1357,7 +1449,7 @@ def chart(rows: list[Row], path: Path) -> str | None:
 
 # --- entry point -----------------------------------------------------------------------------
 
-ALL = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "o", "z"]
+ALL = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "o", "r", "z"]
 
 
 def parse(argv: list[str] | None) -> Options:
@@ -1373,7 +1465,8 @@ def parse(argv: list[str] | None) -> Options:
         "-s",
         "--scenarios",
         default=",".join(ALL),
-        help="comma list of 1-9, o (overload) and z (gzip from vendors) (default all)",
+        help="comma list of 1-9, o (overload), r (full chain on Redis, 1, 2 and N workers) "
+        "and z (gzip from vendors) (default all)",
     )
     p.add_argument(
         "--servers",
@@ -1517,6 +1610,14 @@ def main(argv: list[str] | None = None) -> int:
                         partial(b.start_trellis, server=server, full=full),
                     )
                 )
+        # the shared stores in Redis: 1 worker, 2, and one per core where there are more
+        for n in sorted({1, 2, b.cores.count}):
+            entries.append(
+                (
+                    Row(f"r{n}", f"full chain, Redis stores, {n} worker(s)", "uvicorn"),
+                    partial(b.start_trellis, server="uvicorn", full=True, redis=True, workers=n),
+                )
+            )
         if opts.ab_src:
             what = " ".join(opts.ab_env) or f"from {Path(opts.ab_src).name}"
             entries.append(
@@ -1566,6 +1667,13 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     print()
     print(targets_text(goals))
+    costs = {r.key: r.load.cpu_us_per_req for r in rows if r.ok and r.load}
+    redis_cost, embedded_cost = costs.get("r1"), costs.get("6")
+    if redis_cost and embedded_cost:
+        print(
+            f"Redis / embedded, full chain CPU per request: {redis_cost / embedded_cost:.2f}x "
+            f"({redis_cost:,.0f} / {embedded_cost:,.0f} us)"
+        )
     overload_report = overload_text(rows)
     if overload_report:
         print()

@@ -151,7 +151,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         tracer_provider=tracer_provider,
         log_level=settings.gateway.log_level,
     )
-    systems = SystemApis.from_config(settings.backends, settings.backend_url)
+    systems = SystemApis.from_config(settings.backends, settings.backend_url, settings.roles)
     gw = settings.gateway
     oauth = OAuth(
         with_issuer(settings.oauth, public_base_url(gw.public_url, gw.host, gw.port)),
@@ -165,6 +165,8 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         settings.ratelimit,
         redis_url=settings.gateway.redis_url,
         redis_prefix=settings.gateway.redis_prefix,
+        # exact limits hold a connection per request in progress: one each, opened on demand
+        max_connections=settings.gateway.admission.max_in_flight,
     )
     admission = AdmissionLimit(settings.gateway.admission)
     layers = build_layers(settings, systems)
@@ -202,6 +204,12 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
                     "table",
                     lambda: {"memory": ratelimit.stats()["counters_evicted"]},
                 )
+            obs.metrics.watch_counts(
+                "trellis_operations_stuck",
+                "Operations whose undo kept failing: an operator is needed (/admin/v1/operations).",
+                "kind",
+                layers.stuck_counts,
+            )
             obs.metrics.watch_counts(
                 "trellis_admission_rejections",
                 "Requests answered 503 at the worker's limit of requests in progress.",

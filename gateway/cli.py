@@ -12,8 +12,6 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from system_apis.config import BACKEND_NAMES
-
 from .events.cli import add_dlq_commands
 from .settings import Settings, default_config_dir, inspect_config
 
@@ -42,6 +40,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"configuration OK: {len(settings.backends)} backends, {len(settings.clients)} clients, "
         f"stores {'Redis' if settings.shared_stores else 'embedded'}"
     )
+    serving = settings.role_instances()
+    print(
+        "roles: "
+        + ", ".join(
+            f"{role}={name} ({settings.backends[name].connector})"
+            for role, name in sorted(serving.items())
+        )
+    )
     return 0
 
 
@@ -49,12 +55,26 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     from system_apis.sandbox.server import serve_forever
 
     faults = None
-    if args.config:  # faults to inject from the start: gateway.sandbox.faults
-        faults = _load_or_exit(args.config).gateway.sandbox.faults
+    instances = None
+    ports = None
+    if args.config:  # the instances with sandbox: true, and faults from gateway.sandbox.faults
+        settings = _load_or_exit(args.config, gateway={"sandbox": {"base_port": args.base_port}})
+        faults = settings.gateway.sandbox.faults
         for name, f in faults.items():
             print(f"sandbox {name:<10} faults {f.model_dump(exclude_defaults=True)}", flush=True)
+        instances = {n: c.connector or n for n, c in settings.backends.items() if c.sandbox}
+        ports = settings.sandbox_ports()
     try:
-        asyncio.run(serve_forever(args.host, args.base_port, announce=_say, faults=faults))
+        asyncio.run(
+            serve_forever(
+                args.host,
+                args.base_port,
+                announce=_say,
+                faults=faults,
+                instances=instances,
+                fixed_ports=ports,
+            )
+        )
     except OSError as exc:
         print(f"trellis sandbox: cannot listen: {exc}", file=sys.stderr)
         return 1
@@ -88,7 +108,7 @@ def _start_sandbox(settings: Settings, config_dir: str | None) -> subprocess.Pop
     # sandbox after the workers (their requests in flight may still need it)
     proc = subprocess.Popen(cmd, process_group=0)  # noqa: S603 - our own interpreter and module
     deadline = time.monotonic() + 20
-    pending = [n for n in BACKEND_NAMES if settings.backends[n].sandbox]
+    pending = [n for n, cfg in sorted(settings.backends.items()) if cfg.sandbox]
     while pending and time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"trellis: the sandbox exited with status {proc.returncode}")
@@ -213,11 +233,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-sandbox", action="store_true", help="do not start the sandbox")
     run.set_defaults(func=cmd_run)
 
-    sandbox = sub.add_parser("sandbox", help="run only the six sandbox backends")
+    sandbox = sub.add_parser("sandbox", help="run only the sandbox backends")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--base-port", type=int, default=9101)
     sandbox.add_argument(
-        "--config", default=None, help="read faults to inject from gateway.sandbox.faults"
+        "--config",
+        default=None,
+        help="serve the instances with sandbox: true (default: the shipped six), inject "
+        "gateway.sandbox.faults",
     )
     sandbox.set_defaults(func=cmd_sandbox)
 

@@ -36,7 +36,7 @@ async def backend_error(request: Request, exc: Exception) -> Response:
     if isinstance(exc, BackendUnavailable) and exc.retry_after:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     elif exc.status == 409 and exc.backend == "trellis":  # an idempotency key still in progress
-        headers["Retry-After"] = "1"
+        headers["Retry-After"] = str(max(1, round(getattr(exc, "retry_after", 1.0))))
     extra: dict[str, object] = {"backend": exc.backend}
     extra.update(getattr(exc, "problem_extra", dict)())  # e.g. a failed saga step and its undo
     if isinstance(exc, BadBackendData):

@@ -17,9 +17,11 @@ from process_apis.service import ProcessApis
 from process_apis.views import routes as process_routes
 from system_apis.registry import SystemApis
 
+from .operations import OperationsConfig, Sweeper, operation_routes
 from .settings import Settings
 from .stores.operations import RedisOperationStore, SqliteOperationStore, open_operation_store
 from .stores.redis_options import DEFAULT_PREFIX
+from .stores.saga_sqlite import SqliteSagaLog
 
 CHANNEL_SCOPES: dict[str, str] = {
     "web": "experience:web",
@@ -38,6 +40,9 @@ class Layers:
     redis_prefix: str = DEFAULT_PREFIX
     data_dir: Path = Path("var")
     store: SqliteOperationStore | RedisOperationStore | None = None
+    operations: OperationsConfig = field(default_factory=OperationsConfig)
+    saga_log: SqliteSagaLog | None = None
+    sweeper: Sweeper | None = None
 
     async def start(self) -> None:
         if self.process is None:
@@ -45,11 +50,25 @@ class Layers:
         self.store = await open_operation_store(
             self.redis_url, self.data_dir, redis_prefix=self.redis_prefix
         )
-        self.process.attach(self.store)
+        self.saga_log = SqliteSagaLog(self.data_dir / "sagas.db", retain_s=self.operations.retain_s)
+        await self.saga_log.open()
+        self.process.attach(self.store, self.saga_log)
+        self.sweeper = Sweeper(self.process, self.saga_log, self.operations)
+        self.sweeper.start()  # takes over what a stopped process left running
+
+    def stuck_counts(self) -> dict[str, int]:
+        """Operations found stuck (an operator is needed), by kind, since this process started."""
+        return dict(self.sweeper.stuck) if self.sweeper is not None else {}
 
     async def close(self) -> None:
+        if self.sweeper is not None:
+            await self.sweeper.close()
+            self.sweeper = None
         if self.process is not None:
             self.process.attach(None)
+        if self.saga_log is not None:
+            await self.saga_log.close()
+            self.saga_log = None
         if self.store is not None:
             await self.store.close()
             self.store = None
@@ -59,9 +78,13 @@ def build_layers(settings: Settings, systems: SystemApis) -> Layers:
     """Process APIs under /process/v1 and experience APIs under /experience/{channel}/v1."""
     views = settings.gateway.views
     process = ProcessApis(
-        systems, section_timeout_s=views.section_timeout_s, view_deadline_s=views.deadline_s
+        systems,
+        durable=settings.gateway.operations.durable(),
+        section_timeout_s=views.section_timeout_s,
+        view_deadline_s=views.deadline_s,
     )
     routes: list[BaseRoute] = [
+        *operation_routes(process),
         Mount(
             "/process/v1",
             app=RequireScopes(
@@ -69,7 +92,7 @@ def build_layers(settings: Settings, systems: SystemApis) -> Layers:
                 read=["process:read"],
                 write=["process:write"],
             ),
-        )
+        ),
     ]
     for channel, versions in channel_apps(process, settings.experience).items():
         scope = CHANNEL_SCOPES[channel]
@@ -83,4 +106,5 @@ def build_layers(settings: Settings, systems: SystemApis) -> Layers:
         redis_url=settings.gateway.redis_url,
         redis_prefix=settings.gateway.redis_prefix,
         data_dir=Path(settings.gateway.data_dir),
+        operations=settings.gateway.operations,
     )

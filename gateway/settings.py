@@ -32,18 +32,23 @@ from gateway.events.config import EventsConfig
 from gateway.gc_tuning import GcSettings
 from gateway.oauth.config import ClientConfig, OAuthConfig
 from gateway.observability import ObservabilityConfig
+from gateway.operations import OperationsConfig
 from gateway.policies.admission import AdmissionConfig
 from gateway.policies.edge import EdgeConfig
 from gateway.policies.ratelimit import RateLimitConfig
 from gateway.server.config import ServerLimits
 from gateway.stores.redis_options import DEFAULT_PREFIX
-from system_apis.config import BACKEND_NAMES, BackendConfig
+from system_apis.config import BackendConfig, sandbox_ports
+from system_apis.connectors import ConnectorError, UnknownConnector, connectors
+from system_apis.registry import role_instances
+from system_apis.roles import ROLE_NAMES
 from system_apis.sandbox.faults import Faults
 
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 SECTIONS: tuple[str, ...] = (
     "gateway",
     "backends",
+    "roles",
     "oauth",
     "clients",
     "ratelimit",
@@ -133,6 +138,10 @@ class GatewaySettings(Strict):
         description="Per-worker limit of requests in progress (policies/admission.py).",
     )
     server: ServerLimits = Field(default_factory=ServerLimits)
+    operations: OperationsConfig = Field(
+        default_factory=OperationsConfig,
+        description="Durable multi-step operations: leases, the sweeper, undo retries.",
+    )
 
 
 class Settings(BaseModel):
@@ -146,6 +155,10 @@ class Settings(BaseModel):
 
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     backends: dict[str, BackendConfig]
+    roles: dict[str, str] = Field(
+        default_factory=dict,
+        description="The instance serving each role; default: the one instance playing it.",
+    )
     oauth: OAuthConfig = Field(default_factory=OAuthConfig)
     clients: dict[str, ClientConfig] = Field(default_factory=dict)
     ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
@@ -162,9 +175,17 @@ class Settings(BaseModel):
             self.oauth = self.oauth.model_copy(update={"keys_dir": keys_dir})
         return self
 
+    def sandbox_ports(self) -> dict[str, int]:
+        """Every instance's sandbox port (``system_apis.config.sandbox_ports``)."""
+        fixed = {name: cfg.sandbox_port for name, cfg in self.backends.items()}
+        return sandbox_ports(self.gateway.sandbox.base_port, self.backends, fixed)
+
     def sandbox_url(self, backend: str) -> str:
-        sb = self.gateway.sandbox
-        return f"http://{sb.host}:{sb.base_port + BACKEND_NAMES.index(backend)}"
+        return f"http://{self.gateway.sandbox.host}:{self.sandbox_ports()[backend]}"
+
+    def role_instances(self) -> dict[str, str]:
+        """Which instance serves each role."""
+        return role_instances(self.backends, self.roles)
 
     def backend_url(self, backend: str) -> str:
         cfg = self.backends[backend]
@@ -299,27 +320,23 @@ def read_config_dir(config_dir: Path) -> ConfigFiles:
 
 
 def _reference_problems(data: Mapping[str, Any]) -> list[_Problem]:
-    """Names that must be known: backends, the backends other sections name, client scopes."""
-    known = list(BACKEND_NAMES)
-    out: list[_Problem] = []
+    """Names that must be known: connectors and roles, the instances other sections name,
+    client scopes."""
     backends = data.get("backends")
-    if isinstance(backends, dict):
-        for name in backends:
-            if name not in BACKEND_NAMES:
-                out.append(_Problem(("backends", name), f"unknown backend; known: {known}"))
-        if missing := sorted(set(BACKEND_NAMES) - set(backends)):
-            out.append(_Problem(("backends",), f"backend(s) {missing} are not configured"))
+    instances = list(backends) if isinstance(backends, dict) else []
+    known = sorted(instances)
+    out = _connector_problems(backends, data.get("roles")) if isinstance(backends, dict) else []
     gateway = data.get("gateway")
     sandbox = gateway.get("sandbox") if isinstance(gateway, dict) else None
     faults = sandbox.get("faults") if isinstance(sandbox, dict) else None
     for name in faults if isinstance(faults, dict) else ():
-        if name not in BACKEND_NAMES:
+        if name not in instances:
             path: KeyPath = ("gateway", "sandbox", "faults", name)
             out.append(_Problem(path, f"unknown backend; known: {known}"))
     readiness = gateway.get("readiness") if isinstance(gateway, dict) else None
     required = readiness.get("required_backends") if isinstance(readiness, dict) else None
     for name in required if isinstance(required, list) else ():
-        if name not in BACKEND_NAMES:
+        if name not in instances:
             path = ("gateway", "readiness", "required_backends")
             out.append(_Problem(path, f"unknown backend {name!r}; known: {known}"))
     clients = data.get("clients")
@@ -329,6 +346,79 @@ def _reference_problems(data: Mapping[str, Any]) -> list[_Problem]:
             if scope not in KNOWN_SCOPES:
                 path = ("clients", client_id, "scopes")
                 out.append(_Problem(path, f"unknown scope {scope!r}"))
+    return out
+
+
+def _connector_problems(backends: Mapping[str, Any], roles: Any) -> list[_Problem]:
+    """Each instance's connector is installed and provides the role it plays; ``roles.yaml``
+    names instances that play the role; every role the process layer needs is served."""
+    try:
+        installed = connectors()
+    except ConnectorError as exc:
+        return [_Problem(("backends",), str(exc))]
+    out: list[_Problem] = []
+    playing: dict[str, list[str]] = {}  # role -> the instances that play it
+    provides: dict[str, tuple[str, ...]] = {}  # instance -> its connector's roles
+    connector_of: dict[str, str] = {}
+    for name, raw in backends.items():
+        cfg = raw if isinstance(raw, dict) else {}
+        connector = cfg.get("connector")
+        if not isinstance(connector, str):
+            out.append(
+                _Problem(
+                    ("backends", name, "connector"),
+                    f"required: the connector this instance runs; installed: {list(installed)}",
+                )
+            )
+            continue
+        if connector not in installed:
+            message = str(UnknownConnector(connector, list(installed)))
+            out.append(_Problem(("backends", name, "connector"), message))
+            continue
+        provides[name] = installed[connector].roles
+        connector_of[name] = connector
+        role = cfg.get("role")
+        if isinstance(role, str) and role not in provides[name]:
+            message = (
+                f"connector {connector!r} does not provide the role {role!r}; "
+                f"it provides {list(provides[name])}"
+            )
+            out.append(_Problem(("backends", name, "role"), message))
+            continue
+        if cfg.get("sandbox") is True and installed[connector].sandbox is None:
+            message = f"connector {connector!r} has no sandbox; give base_url instead"
+            out.append(_Problem(("backends", name, "sandbox"), message))
+        played = role if isinstance(role, str) else next(iter(provides[name]), None)
+        if played is not None:
+            playing.setdefault(played, []).append(name)
+    chosen = roles if isinstance(roles, dict) else {}
+    for role, instance in chosen.items():
+        if not isinstance(instance, str):
+            continue  # the model says what is wrong with it
+        if instance not in backends:
+            message = f"unknown instance {instance!r}; instances: {sorted(backends)}"
+            out.append(_Problem(("roles", role), message))
+        elif instance in provides and role not in provides[instance]:
+            message = (
+                f"instance {instance!r} runs the connector {connector_of[instance]!r}, which "
+                f"does not provide the role {role!r}; it provides {list(provides[instance])}"
+            )
+            out.append(_Problem(("roles", role), message))
+    if out:  # a role left unserved by a broken instance is that instance's problem
+        return out
+    for role in ROLE_NAMES:
+        names = playing.get(role, [])
+        if role in chosen:
+            continue
+        if not names:
+            message = (
+                f"no instance serves the role {role!r}: add an instance whose connector "
+                "provides it to backends.yaml, or name the instance here"
+            )
+            out.append(_Problem(("roles", role), message))
+        elif len(names) > 1:
+            message = f"instances {names} all play the role {role!r}: name the one to use"
+            out.append(_Problem(("roles", role), message))
     return out
 
 
@@ -371,17 +461,50 @@ def _repository_secrets(
 
 
 def _validation_problems(data: Mapping[str, Any]) -> tuple[Settings | None, list[_Problem]]:
+    data, problems = _by_connector_schema(data)
     try:
-        return Settings.model_validate(data), []
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            if err["type"] == "extra_forbidden":
-                message = "unknown key"
-            else:
-                message = str(err["msg"]).removeprefix("Value error, ")
-            problems.append(_Problem(file_path(Settings, err["loc"]), message))
+        problems += _problems_of(exc, ())
         return None, problems
+    return (None if problems else settings), problems
+
+
+def _problems_of(exc: ValidationError, prefix: KeyPath) -> list[_Problem]:
+    problems = []
+    for err in exc.errors():
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        else:
+            message = str(err["msg"]).removeprefix("Value error, ")
+        problems.append(_Problem(file_path(Settings, (*prefix, *err["loc"])), message))
+    return problems
+
+
+def _by_connector_schema(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[_Problem]]:
+    """Instances whose connector has its own config schema, validated by it."""
+    out = dict(data)
+    backends = data.get("backends")
+    try:
+        installed = connectors()
+    except ConnectorError:
+        return out, []  # said by _reference_problems
+    if not isinstance(backends, dict):
+        return out, []
+    validated: dict[str, Any] = dict(backends)
+    problems: list[_Problem] = []
+    for name, raw in backends.items():
+        named = raw.get("connector") if isinstance(raw, dict) else None
+        connector = installed.get(named) if isinstance(named, str) else None
+        if connector is None or connector.config_schema is BackendConfig:
+            continue
+        try:
+            validated[name] = connector.config_schema.model_validate(raw)
+        except ValidationError as exc:
+            problems += _problems_of(exc, ("backends", name))
+            validated[name] = BackendConfig.model_construct()
+    out["backends"] = validated
+    return out, problems
 
 
 def _under(path: KeyPath, parents: Sequence[KeyPath]) -> bool:

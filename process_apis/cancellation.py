@@ -15,6 +15,7 @@ import weakref
 
 from system_apis.errors import BackendNotFound
 
+from .durable import RECOVERY, Recovery
 from .errors import NotFound, OrderNotCancellable
 from .models import (
     Activity,
@@ -207,3 +208,7 @@ async def _cancel_order(
         resumable=True,
     )
     return response
+
+
+RECOVERY["cancel"] = Recovery(undo={}, lookup={}, resumable=True)
+"""Interrupted, it is finished by the same request: each step skips what is already done."""

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from system_apis.crm import AccountCreate, ContactCreate
-from system_apis.erp import ErpCustomerCreate
 from system_apis.errors import BackendConflict, BackendNotFound
+from system_apis.models import AccountCreate, ContactCreate, ErpCustomerCreate
 
 from .contacts import get_contact
 from .customer360 import customer_360, payment_status, to_customer
-from .errors import DuplicateCustomer
+from .durable import OWNER, RECOVERY, Journal, Recovery
+from .errors import DuplicateCustomer, KeyInProgress, StepFailed
+from .idempotency import reference_of
 from .models import (
     Account,
     Contact,
@@ -20,11 +24,13 @@ from .models import (
     Page,
     dump,
 )
-from .ports import DomainEvent, Outcome
+from .ports import DomainEvent, OpState, Outcome
 from .saga import Saga
 from .service import ProcessApis
 from .tracing import step
 from .xrefs import ONBOARDING
+
+log = logging.getLogger("trellis.process.customers")
 
 NURTURE_LIST = "Nurture"
 
@@ -75,14 +81,63 @@ async def onboard(apis: ProcessApis, req: OnboardRequest) -> tuple[Customer, boo
     Answers the customer and whether it was newly created (False: a resumed onboarding).
     """
     crm = apis.systems.crm
+    okey = f"onboard:{req.email.lower()}"
     with step("crm.find_contact_by_email"):
         existing = await crm.find_contact_by_email(req.email)
     ids: dict[str, str] = {}
     if existing is not None:
         ids = await apis.store.xrefs(existing.id)
-        if ids.get(ONBOARDING) != "incomplete":
+        # ours when the store says so, or when the saga log holds our unfinished onboarding
+        # (the store may have failed before it could record even the CRM contact)
+        if ids.get(ONBOARDING) != "incomplete" and not await _unfinished(apis, okey):
             raise DuplicateCustomer("customer", req.email)
-    saga = Saga("onboard")
+    journal = await _claim(apis, okey)
+    try:
+        result = await _onboard(apis, req, existing, ids, journal)
+    except BaseException:
+        await _settle_log(apis, journal, OpState.RETRYABLE)
+        raise
+    await _settle_log(apis, journal, OpState.DONE)
+    return result
+
+
+async def _unfinished(apis: ProcessApis, okey: str) -> bool:
+    op = await apis.saga_log.by_key(okey)
+    return op is not None and op.state is not OpState.DONE
+
+
+async def _claim(apis: ProcessApis, okey: str) -> Journal:
+    """This email's onboarding in the saga log, run by this process from now on."""
+    lease = apis.durable.lease_s
+    op, created = await apis.saga_log.start("onboard", okey, "", reference_of(okey), OWNER, lease)
+    if not created:
+        again = await apis.saga_log.restart(op.id, OWNER, lease)
+        if again is None:  # running in a live process (or about to be taken over)
+            raise KeyInProgress(retry_after=max(1.0, op.lease_until - time.time()))
+        op = again
+    return Journal(apis.saga_log, op)
+
+
+async def _settle_log(apis: ProcessApis, journal: Journal, state: OpState) -> None:
+    try:
+        await apis.saga_log.finish(journal.op.id, state, None)
+    except Exception as exc:  # the lease expires; the sweeper marks it resumable
+        log.error("saga log unavailable", extra={"operation": journal.op.id, "error": repr(exc)})
+
+
+RECOVERY["onboard"] = Recovery(undo={}, lookup={}, resumable=True)
+"""No backend deletes a customer: an interrupted onboarding is resumed by the same request."""
+
+
+async def _onboard(
+    apis: ProcessApis,
+    req: OnboardRequest,
+    existing: Contact | None,
+    ids: dict[str, str],
+    journal: Journal,
+) -> tuple[Customer, bool]:
+    crm = apis.systems.crm
+    saga = Saga("onboard", journal)
     resumed = existing is not None
     name = f"{req.first_name} {req.last_name}"
 
@@ -105,7 +160,17 @@ async def onboard(apis: ProcessApis, req: OnboardRequest) -> tuple[Customer, boo
                     },
                 )
             )
-        await apis.store.commit(Outcome(xrefs={cid: {**done, **marker}}, events=events))
+        try:
+            await apis.store.commit(Outcome(xrefs={cid: {**done, **marker}}, events=events))
+        except Exception as exc:  # the saga log still knows the contact is ours: resumable
+            if isinstance(exc, StepFailed):
+                raise
+            raise StepFailed(
+                "store.record",
+                exc,
+                not_undone={"crm.create_contact": CANNOT_DELETE},
+                resumable=True,
+            ) from exc
 
     account: Account | None = None
     if req.company:
@@ -134,7 +199,8 @@ async def onboard(apis: ProcessApis, req: OnboardRequest) -> tuple[Customer, boo
         try:
             return await saga.run(step_name, make, keep_reason=CANNOT_DELETE, resumable=True)
         except Exception:
-            await record(done, finished=False)
+            with contextlib.suppress(StepFailed):  # the failure being raised says more
+                await record(done, finished=False)
             raise
 
     if "erp" not in done:

@@ -1,20 +1,22 @@
 """Deals: closing one as won bills it, stops the nurture and announces ``deal.won``.
 
 Closing is idempotent per opportunity (the key is the deal itself): a retry or a second click
-replays the first answer instead of billing twice.
+replays the first answer instead of billing twice. It runs in the saga log: a failure is undone
+(stage back, invoice void) and the next request runs it again under a new reference.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from system_apis.errors import BackendConflict, BackendNotFound
 
 from .customers import NURTURE_LIST, get_contact
+from .durable import RECOVERY, Journal, Recovery, durable_once
 from .errors import NotFound
-from .idempotency import attempt_reference, once
-from .models import CloseWonResult, Contact, LeadStatus, OpportunityStage, dump
-from .ports import DomainEvent, Outcome, StoredResponse
+from .models import CloseWonResult, Contact, InvoiceStatus, LeadStatus, OpportunityStage, dump
+from .ports import DomainEvent, OperationRecord, Outcome, StoredResponse
 from .saga import Saga
 from .service import ProcessApis
 from .tracing import step
@@ -29,16 +31,20 @@ __all__ = ["close_won"]
 async def close_won(apis: ProcessApis, opportunity_id: str) -> tuple[StoredResponse, bool]:
     """The stored answer of closing this deal, and whether it is a replay."""
     key = f"close-won:{opportunity_id}"
-    return await once(
-        apis.store,
+    return await durable_once(
+        apis.saga_log,
+        "deal",
         key,
         "close-won",
-        lambda: _close_won(apis, opportunity_id, key),
-        apis.idempotency_ttl_s,
+        lambda journal: _close_won(apis, opportunity_id, key, journal),
+        apis.durable,
+        rerun_failed=True,
     )
 
 
-async def _close_won(apis: ProcessApis, opportunity_id: str, key: str) -> StoredResponse:
+async def _close_won(
+    apis: ProcessApis, opportunity_id: str, key: str, journal: Journal
+) -> StoredResponse:
     crm = apis.systems.crm
     with step("crm.get_opportunity"):
         try:
@@ -68,12 +74,13 @@ async def _close_won(apis: ProcessApis, opportunity_id: str, key: str) -> Stored
         )
     previous = opp.stage
     amount = opp.amount
-    ref = await attempt_reference(apis.store, key, "DW")
-    saga = Saga("deal")
+    ref = "DW" + journal.reference
+    saga = Saga("deal", journal)
     won = await saga.run(
         "crm.close_won",
         lambda: crm.set_opportunity_stage(opp.id, OpportunityStage.CLOSED_WON),
         lambda _: crm.set_opportunity_stage(opp.id, previous),
+        intent={"opportunity_id": opp.id, "previous": previous.value},
     )
     invoice = await saga.run(
         "billing.create_invoice",
@@ -86,6 +93,7 @@ async def _close_won(apis: ProcessApis, opportunity_id: str, key: str) -> Stored
             description=f"Deal {opp.name}",
         ),
         lambda inv: apis.systems.billing.void_invoice(inv.id, idempotency_key=ref),
+        intent={"customer_id": bill_to.id, "order_ref": f"deal:{opp.id}", "reference": ref},
     )
     stopped = await _stop_nurture(apis, contact, known)
     result = CloseWonResult(opportunity=won, invoice=invoice, nurture_stopped=stopped)
@@ -102,11 +110,50 @@ async def _close_won(apis: ProcessApis, opportunity_id: str, key: str) -> Stored
             "currency": opp.currency,
         },
     )
-    await saga.run(
-        "publish",
-        lambda: apis.store.commit(Outcome(idempotency_key=key, response=response, events=[event])),
-    )
+
+    async def publish() -> StoredResponse:
+        await apis.store.commit(Outcome(idempotency_key=key, response=response, events=[event]))
+        return response
+
+    await saga.run("publish", publish, final=True)
     return response
+
+
+# --- recovery from the saga log alone -------------------------------------------------------
+
+
+async def _reopen(apis: ProcessApis, op: OperationRecord, record: dict[str, Any]) -> None:
+    opp = await apis.systems.crm.get_opportunity(record["opportunity_id"])
+    if opp.stage is OpportunityStage.CLOSED_WON:
+        await apis.systems.crm.set_opportunity_stage(opp.id, OpportunityStage(record["previous"]))
+
+
+async def _void(apis: ProcessApis, op: OperationRecord, record: dict[str, Any]) -> None:
+    invoice = await apis.systems.billing.get_invoice(record["id"])
+    if invoice.status is not InvoiceStatus.VOID:
+        await apis.systems.billing.void_invoice(invoice.id, idempotency_key=record["reference"])
+
+
+async def _find_invoice(
+    apis: ProcessApis, op: OperationRecord, intent: dict[str, Any]
+) -> dict[str, Any] | None:
+    found = await apis.systems.billing.find_invoice_by_order_ref(
+        intent["customer_id"], intent["order_ref"]
+    )
+    return None if found is None else found.model_dump(mode="json")
+
+
+async def _stage_set(
+    apis: ProcessApis, op: OperationRecord, intent: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The stage change is undone by setting the previous stage back: always safe to do."""
+    return {"id": intent["opportunity_id"]}
+
+
+RECOVERY["deal"] = Recovery(
+    undo={"crm.close_won": _reopen, "billing.create_invoice": _void},
+    lookup={"crm.close_won": _stage_set, "billing.create_invoice": _find_invoice},
+)
 
 
 async def _stop_nurture(apis: ProcessApis, contact: Contact, known: dict[str, str]) -> bool:

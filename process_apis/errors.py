@@ -95,10 +95,11 @@ class KeyInProgress(BackendConflict):
 
     problem_type = "request-in-progress"
 
-    def __init__(self) -> None:
+    def __init__(self, retry_after: float = 1.0) -> None:
         super().__init__(
             "trellis", "a request with this Idempotency-Key is in progress; retry shortly"
         )
+        self.retry_after = retry_after
 
 
 class OrderNotCancellable(BackendConflict):

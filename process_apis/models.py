@@ -12,7 +12,6 @@ from typing import Annotated, Any
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from system_apis.crm import RECORD_ID
 from system_apis.identity import normal_email, normal_name
 from system_apis.models import (
     Account,
@@ -42,6 +41,7 @@ from system_apis.models import (
     TicketPriority,
     TicketStatus,
 )
+from system_apis.roles import CRM_ID_SYNTAX
 
 __all__ = [
     "Account",
@@ -108,7 +108,7 @@ Name = Annotated[
     AfterValidator(normal_name),
 ]
 Phone = Annotated[str, Field(pattern=r"^\+?[0-9][0-9 ()./-]{4,28}$")]
-CRM_ID_PATTERN = f"^{RECORD_ID.pattern}$"
+CRM_ID_PATTERN = f"^{CRM_ID_SYNTAX}$"
 """A CRM record id: 15 characters, or 18 with the case-safe suffix."""
 CHANNEL_PATTERN = r"^(web|sales|partner-[a-z0-9-]{1,40})$"
 

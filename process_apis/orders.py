@@ -14,6 +14,7 @@ from typing import Any
 from system_apis.errors import BackendError, BackendNotFound
 
 from .contacts import get_contact
+from .durable import RECOVERY, Journal, Recovery
 from .errors import NotFound
 from .idempotency import attempt_reference
 from .models import (
@@ -31,7 +32,7 @@ from .models import (
     StockLevel,
     dump,
 )
-from .ports import DomainEvent, Outcome, StoredResponse
+from .ports import DomainEvent, OperationRecord, Outcome, StoredResponse
 from .saga import Saga
 from .service import ProcessApis
 from .tracing import step
@@ -79,8 +80,13 @@ async def _prices(apis: ProcessApis, req: PlaceOrderRequest) -> list[OrderLine]:
     return priced
 
 
-async def place_order(apis: ProcessApis, req: PlaceOrderRequest, key: str) -> StoredResponse:
-    """Run the saga for an already-claimed Idempotency-Key and commit its answer under it."""
+async def place_order(
+    apis: ProcessApis, req: PlaceOrderRequest, key: str, journal: Journal | None = None
+) -> StoredResponse:
+    """Run the saga for an already-claimed Idempotency-Key and commit its answer under it.
+
+    With a ``journal`` (the saga log's handle, ``durable.py``) the backends get the operation's
+    own reference and every step is recorded, so a dead process's order is undone elsewhere."""
     contact = await get_contact_or_422(apis, req.customer_id)
     known = await known_ids(apis, contact)
     erp_number = known.get("erp")
@@ -91,9 +97,9 @@ async def place_order(apis: ProcessApis, req: PlaceOrderRequest, key: str) -> St
     if bill_to is None:
         raise _invalid("customer_id", "the customer has no billing account yet")
     lines = await _prices(apis, req)
-    ref = await attempt_reference(apis.store, key)
+    ref = journal.reference if journal is not None else await attempt_reference(apis.store, key)
     systems = apis.systems
-    saga = Saga("order")
+    saga = Saga("order", journal)
 
     reservation = await saga.run(
         "inventory.reserve",
@@ -101,11 +107,13 @@ async def place_order(apis: ProcessApis, req: PlaceOrderRequest, key: str) -> St
             lines, ref, RESERVATION_TTL_S, idempotency_key=f"reserve-{ref}"
         ),
         lambda r: systems.inventory.release(r.id),
+        intent={"reference": ref, "lines": [ln.model_dump(mode="json") for ln in lines]},
     )
     order = await saga.run(
         "erp.create_order",
         lambda: systems.erp.create_order(erp_number, lines, req.channel, reference=ref),
         lambda o: systems.erp.cancel_order(o.id, "order saga compensation"),
+        intent={"customer_number": erp_number, "reference": ref},
     )
     invoice = await saga.run(
         "billing.create_invoice",
@@ -118,6 +126,7 @@ async def place_order(apis: ProcessApis, req: PlaceOrderRequest, key: str) -> St
             description=f"Sales order {order.id}",
         ),
         lambda inv: systems.billing.void_invoice(inv.id, idempotency_key=ref),
+        intent={"customer_id": bill_to.id, "order_ref": order.id, "reference": ref},
     )
     activity = await saga.run(
         "crm.log_activity",
@@ -146,9 +155,14 @@ async def place_order(apis: ProcessApis, req: PlaceOrderRequest, key: str) -> St
         subject=order.id,
         data={**body, "order_id": order.id, "crm_contact_id": contact.id, "email": contact.email},
     )
+
+    async def publish(outcome: Outcome) -> StoredResponse:
+        await apis.store.commit(outcome)
+        return response  # recorded with the step: the answer survives a lost finish
+
     await saga.run(
         "publish",
-        lambda: apis.store.commit(
+        lambda: publish(
             Outcome(
                 idempotency_key=key,
                 response=response,
@@ -163,8 +177,83 @@ async def place_order(apis: ProcessApis, req: PlaceOrderRequest, key: str) -> St
                 events=[event],
             )
         ),
+        intent={"order_id": order.id, "status": 201, "body": body},
+        final=True,
     )
     return response
+
+
+# --- recovery from the saga log alone (the process that ran the order is gone) ---------------
+
+
+async def _find_reservation(
+    apis: ProcessApis, op: OperationRecord, intent: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The warehouse dedupes a reservation on its idempotency key: asking again with the same
+    key answers the one the lost call made (or makes it, to be released at once)."""
+    lines = [OrderLine.model_validate(ln) for ln in intent["lines"]]
+    ref = intent["reference"]
+    made = await apis.systems.inventory.reserve(
+        lines, ref, RESERVATION_TTL_S, idempotency_key=f"reserve-{ref}"
+    )
+    return made.model_dump(mode="json")
+
+
+async def _find_erp_order(
+    apis: ProcessApis, op: OperationRecord, intent: dict[str, Any]
+) -> dict[str, Any] | None:
+    found = await apis.systems.erp.find_order_by_reference(
+        intent["customer_number"], intent["reference"]
+    )
+    return None if found is None else found.model_dump(mode="json")
+
+
+async def _find_invoice(
+    apis: ProcessApis, op: OperationRecord, intent: dict[str, Any]
+) -> dict[str, Any] | None:
+    found = await apis.systems.billing.find_invoice_by_order_ref(
+        intent["customer_id"], intent["order_ref"]
+    )
+    return None if found is None else found.model_dump(mode="json")
+
+
+async def _published(
+    apis: ProcessApis, op: OperationRecord, intent: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The commit is one transaction: its order link exists exactly when it happened."""
+    links = await apis.store.xrefs(ORDER_PREFIX + intent["order_id"])
+    return {"status": intent["status"], "body": intent["body"]} if links else None
+
+
+async def _release(apis: ProcessApis, op: OperationRecord, result: dict[str, Any]) -> None:
+    await apis.systems.inventory.release(result["id"])
+
+
+async def _cancel(apis: ProcessApis, op: OperationRecord, result: dict[str, Any]) -> None:
+    order = await apis.systems.erp.get_order(result["id"])
+    if order.status != "cancelled":
+        await apis.systems.erp.cancel_order(result["id"], "order saga compensation")
+
+
+async def _void(apis: ProcessApis, op: OperationRecord, result: dict[str, Any]) -> None:
+    invoice = await apis.systems.billing.get_invoice(result["id"])
+    if invoice.status != "void":
+        await apis.systems.billing.void_invoice(result["id"], idempotency_key=op.reference)
+
+
+RECOVERY["order"] = Recovery(
+    undo={
+        "inventory.reserve": _release,
+        "erp.create_order": _cancel,
+        "billing.create_invoice": _void,
+    },
+    lookup={
+        "inventory.reserve": _find_reservation,
+        "erp.create_order": _find_erp_order,
+        "billing.create_invoice": _find_invoice,
+        "publish": _published,
+    },
+)
 
 
 def _activity(contact_id: str, order_id: str, invoice_id: str, total: str) -> Activity:

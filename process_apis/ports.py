@@ -110,3 +110,114 @@ class OperationStore(Protocol):
     async def customer_for(self, system: str, system_id: str) -> str | None:
         """The canonical customer id that ``system_id`` of ``system`` belongs to."""
         ...
+
+
+class OpState(StrEnum):
+    """Where a durable operation stands in the saga log."""
+
+    RUNNING = "running"  # a gateway process holds its lease and works on it
+    DONE = "done"  # succeeded: ``response`` is the answer every retry gets
+    FAILED = "failed"  # failed and fully undone (or nothing to undo): ``response`` is the problem
+    RETRYABLE = "retryable"  # failed; its steps are kept and the same request resumes it
+    STUCK = "stuck"  # an undo kept failing: an operator decides (``/admin/v1/operations``)
+
+
+class StepState(StrEnum):
+    INTENT = "intent"  # about to call the backend: the outcome is unknown until recorded
+    DONE = "done"  # the backend answered; ``result`` holds what undo needs
+    FAILED = "failed"  # the backend refused: nothing was made
+    UNDONE = "undone"  # compensated
+    UNDO_FAILED = "undo_failed"  # compensation failed; retried with backoff, then stuck
+    KEPT = "kept"  # cannot be undone (a logged fact): reported, never retried
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    name: str
+    state: StepState
+    intent: dict[str, Any] = field(default_factory=dict)
+    """What the step sends and the reference it sends it with: enough to look it up later."""
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OperationRecord:
+    id: str
+    kind: str  # "order", "onboard"...: selects the undo and lookup handlers on recovery
+    key: str  # the idempotency key (scoped by operation and caller)
+    fingerprint: str
+    state: OpState
+    reference: str  # what the backends get: unique per operation, never reused
+    owner: str | None
+    lease_until: float
+    created_at: float
+    updated_at: float
+    response: StoredResponse | None = None
+    detail: str | None = None
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    steps: tuple[StepRecord, ...] = ()
+
+
+class SagaLog(Protocol):
+    """The durable record of multi-step operations: each step's intent before its call and its
+    outcome after, each operation's lease, and its final answer. Any gateway process sharing
+    the log can take over an operation whose lease expired (its process died)."""
+
+    async def start(
+        self, kind: str, key: str, fingerprint: str, reference: str, owner: str, lease_s: float
+    ) -> tuple[OperationRecord, bool]:
+        """Create the operation for ``key`` (True), or answer the one that exists (False)."""
+        ...
+
+    async def restart(
+        self, op_id: str, owner: str, lease_s: float, reference: str | None = None
+    ) -> OperationRecord | None:
+        """Take a finished operation back into running for another attempt (None while it runs
+        or is stuck). Callers restart only what may run again. ``reference`` replaces the one
+        the backends got when what it made was undone: it must not be handed back."""
+        ...
+
+    async def get(self, op_id: str) -> OperationRecord | None: ...
+
+    async def by_key(self, key: str) -> OperationRecord | None: ...
+
+    async def step(
+        self,
+        op_id: str,
+        name: str,
+        state: StepState,
+        *,
+        intent: dict[str, Any] | None = None,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record a step's intent (before the call) or outcome (after)."""
+        ...
+
+    async def renew(self, op_id: str, owner: str, lease_s: float) -> bool:
+        """Extend the lease while working; False when another process took the operation."""
+        ...
+
+    async def finish(
+        self,
+        op_id: str,
+        state: OpState,
+        response: StoredResponse | None,
+        detail: str | None = None,
+        *,
+        retry_at: float = 0.0,
+    ) -> None:
+        """Record the final (or stuck) state and the answer retries replay; drops the lease."""
+        ...
+
+    async def claim_expired(self, owner: str, lease_s: float, limit: int) -> list[OperationRecord]:
+        """Running operations whose lease expired, and stuck ones due for another undo
+        attempt, now leased to ``owner``."""
+        ...
+
+    async def listing(self, state: OpState | None, limit: int) -> list[OperationRecord]: ...
+
+    async def close(self) -> None: ...

@@ -18,7 +18,9 @@ from system_apis.errors import (
     CircuitOpen,
 )
 
+from .durable import Journal, OperationInterrupted
 from .errors import StepFailed
+from .ports import StepState
 from .tracing import step as span
 
 T = TypeVar("T")
@@ -39,8 +41,12 @@ def outcome_unknown(exc: BaseException) -> bool:
 
 
 class Saga:
-    def __init__(self, name: str) -> None:
+    """With a ``journal`` every step's intent is recorded before its call and its outcome
+    after (``durable.py``), so another process can finish or undo it."""
+
+    def __init__(self, name: str, journal: Journal | None = None) -> None:
         self.name = name
+        self.journal = journal
         self._undo: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         self._kept: dict[str, str] = {}
 
@@ -52,21 +58,35 @@ class Saga:
         *,
         keep_reason: str | None = None,
         resumable: bool = False,
+        intent: dict[str, Any] | None = None,
+        final: bool = False,
     ) -> T:
         """Do one step; on failure undo the earlier ones and raise ``StepFailed``.
 
         ``keep_reason`` marks a step that cannot be undone (the backend offers no way), so a
         later failure reports it as kept instead of pretending it was rolled back.
+        ``intent`` is what the saga log keeps to look the step's record up at the vendor.
+        ``final`` marks the commit point: once it succeeded nothing is undone, even when the
+        log cannot record it (the sweeper finds the commit by its intent).
         """
+        journal = self.journal
+        if journal is not None:
+            try:
+                await journal.intent(step, intent or {})
+            except Exception as exc:  # not called: undo what was made and say so
+                await self._interrupted(step, exc)
         with span(f"{self.name}.{step}"):
             try:
                 result = await action()
             except Exception as exc:
-                if undo is not None and outcome_unknown(exc):
+                unknown = outcome_unknown(exc)
+                if undo is not None and unknown:
                     await self._settle(step, action, undo)
-                elif keep_reason is not None and outcome_unknown(exc):
+                elif keep_reason is not None and unknown:
                     # no undo, and it may have been applied: report it kept, never rolled back
                     self._kept[step] = f"outcome unknown: it may have been applied; {keep_reason}"
+                elif journal is not None and not unknown:
+                    await journal.note(step, StepState.FAILED, repr(exc)[:500])
                 compensated, failed = await self.compensate()
                 raise StepFailed(
                     step,
@@ -79,7 +99,28 @@ class Saga:
             self._undo.append((step, lambda: undo(result)))
         elif keep_reason is not None:
             self._kept[step] = keep_reason
+        if journal is not None:
+            try:
+                await journal.done(step, result)
+            except Exception as exc:
+                if final:
+                    log.error("saga log unavailable after commit", extra={"error": repr(exc)})
+                    return result
+                await self._interrupted(step, exc)
         return result
+
+    async def _interrupted(self, step: str, exc: Exception) -> None:
+        """The saga log failed: nothing more is done, what was made is undone now, and the
+        sweeper reconciles from the log once it answers again (the lease expires)."""
+        log.error(
+            "saga log unavailable; undoing",
+            extra={"saga": self.name, "step": step, "error": repr(exc)},
+        )
+        compensated, _ = await self.compensate()
+        raise OperationInterrupted(
+            f"step {step}: the operation log is unavailable; undone: "
+            f"{', '.join(compensated) or 'nothing'}; the gateway reconciles the rest",
+        ) from exc
 
     async def _settle(
         self, step: str, action: Callable[[], Awaitable[T]], undo: Callable[[T], Awaitable[Any]]
@@ -102,6 +143,11 @@ class Saga:
                 )
                 return
         self._undo.append((step, lambda: undo(result)))
+        if self.journal is not None:
+            try:
+                await self.journal.done(step, result)
+            except Exception as exc:  # the intent stays: the sweeper looks it up
+                log.error("saga log unavailable", extra={"saga": self.name, "error": repr(exc)})
 
     async def compensate(self) -> tuple[list[str], dict[str, str]]:
         """Undo completed steps, newest first; an undo that fails is reported, not raised."""
@@ -112,7 +158,11 @@ class Saga:
                 try:
                     await undo()
                     done.append(step)
+                    if self.journal is not None:
+                        await self.journal.note(step, StepState.UNDONE)
                 except Exception as exc:  # keep undoing the rest; report this one
+                    if self.journal is not None:
+                        await self.journal.note(step, StepState.UNDO_FAILED, repr(exc)[:500])
                     log.error(
                         "compensation failed",
                         extra={"saga": self.name, "step": step, "error": repr(exc)},

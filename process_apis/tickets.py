@@ -15,6 +15,7 @@ from system_apis.errors import BackendError, BackendNotFound
 
 from .customer360 import payment_status
 from .deadline import view_deadline
+from .durable import RECOVERY, Recovery
 from .errors import NotFound
 from .idempotency import reference_of
 from .models import (
@@ -184,3 +185,7 @@ async def _ticket_context(apis: ProcessApis, ticket_id: str) -> TicketContext:
         partial=bool(unavailable),
         unavailable=sorted(set(unavailable)),
     )
+
+
+RECOVERY["ticket"] = Recovery(undo={}, lookup={}, resumable=True)
+"""Interrupted, it is finished by the same request: each step reuses what its reference made."""

@@ -9,7 +9,8 @@ from starlette.routing import BaseRoute, Route
 from gateway.principal import principal_of
 
 from . import cancellation, customers, deals, leads, orders, tickets
-from .idempotency import HEADER, fingerprint, key_of, once
+from .durable import durable_once
+from .idempotency import HEADER, fingerprint, key_of
 from .models import (
     CancelledOrder,
     CancelOrderRequest,
@@ -64,12 +65,13 @@ async def open_ticket(apis: ProcessApis, request: Request) -> tuple[StoredRespon
     key = key_of(request, "tickets", caller(request))
     body = await read_model(request, CreateTicketRequest)
     assert key is not None
-    return await once(
-        apis.store,
+    return await durable_once(
+        apis.saga_log,
+        "ticket",
         key,
         fingerprint(body),
-        lambda: tickets.create_ticket(apis, body, key),
-        apis.idempotency_ttl_s,
+        lambda _: tickets.create_ticket(apis, body, key),
+        apis.durable,
     )
 
 
@@ -129,12 +131,13 @@ def routes(apis: ProcessApis) -> list[BaseRoute]:
         key = key_of(request, "orders", caller(request))
         body = await read_model(request, PlaceOrderRequest)
         assert key is not None
-        response, replayed = await once(
-            apis.store,
+        response, replayed = await durable_once(
+            apis.saga_log,
+            "order",
             key,
             fingerprint(body),
-            lambda: orders.place_order(apis, body, key),
-            apis.idempotency_ttl_s,
+            lambda journal: orders.place_order(apis, body, key, journal),
+            apis.durable,
         )
         return stored(response, replayed, request)
 
@@ -155,12 +158,13 @@ def routes(apis: ProcessApis) -> list[BaseRoute]:
         body = await read_model(request, CancelOrderRequest)
         assert key is not None
         order_id = request.path_params["id"]
-        response, replayed = await once(
-            apis.store,
+        response, replayed = await durable_once(
+            apis.saga_log,
+            "cancel",
             key,
             fingerprint(body, order_id),
-            lambda: cancellation.cancel_order(apis, order_id, body, key),
-            apis.idempotency_ttl_s,
+            lambda _: cancellation.cancel_order(apis, order_id, body, key),
+            apis.durable,
         )
         return stored(response, replayed)
 

@@ -419,6 +419,14 @@ class BillingClient(BackendClient):
             self.name, lambda c: self.invoices_page(c, page_size, customer_id, status)
         )
 
+    async def find_invoice_by_order_ref(self, customer_id: str, order_ref: str) -> Invoice | None:
+        """The customer's invoice whose metadata names ``order_ref``: how a create whose answer
+        was lost is found (the same idempotency key would replay it only for 24 hours)."""
+        async for invoice in self.iter_invoices(customer_id):
+            if invoice.order_ref == order_ref:
+                return invoice
+        return None
+
     async def create_invoice(
         self,
         customer_id: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -18,7 +19,19 @@ from .proxies import check_proxy_url
 from .tls import TlsConfig
 
 BACKEND_NAMES: tuple[str, ...] = ("crm", "erp", "billing", "support", "marketing", "inventory")
-"""The six backends, in the order of their sandbox ports (base_port + index)."""
+"""The instances the shipped ``config/backends.yaml`` declares, one per role, named after it."""
+
+
+def sandbox_ports(
+    base_port: int, instances: Iterable[str], fixed: Mapping[str, int | None] | None = None
+) -> dict[str, int]:
+    """Each instance's sandbox port: its own ``sandbox_port`` if set, else ``base_port`` plus its
+    rank among the other instance names in sorted order, so a port depends on the names, not on
+    their order in the file."""
+    fixed = fixed or {}
+    names = sorted(set(instances))
+    ranked = [n for n in names if not fixed.get(n)]
+    return {n: fixed.get(n) or base_port + ranked.index(n) for n in names}
 
 
 class Strict(BaseModel):
@@ -91,8 +104,17 @@ class VendorRateLimit(Strict):
 
 
 class BackendConfig(Strict):
+    connector: str | None = Field(
+        None, description="The installed connector this instance runs (docs/connectors.md)."
+    )
+    role: str | None = Field(
+        None, description="The role it plays; default: the connector's (its first) role."
+    )
     sandbox: bool = Field(
         False, description="Served by Trellis's sandbox; base_url is then derived from its port."
+    )
+    sandbox_port: int | None = Field(
+        None, ge=1, le=65535, description="Default: the sandbox base port plus its name's rank."
     )
     base_url: HttpUrl | None = None
     auth: BackendAuth = Field(default_factory=lambda: NoAuth(kind="none"))

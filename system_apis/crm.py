@@ -20,9 +20,10 @@ from .ids import CursorSyntax, IdSyntax
 from .mapping import build_model
 from .models import (
     Account,
+    AccountCreate,
     Activity,
-    Canonical,
     Contact,
+    ContactCreate,
     Lead,
     LeadStatus,
     Opportunity,
@@ -130,29 +131,6 @@ _SOQL_ESCAPES = {
     "\b": "\\b",
     "\f": "\\f",
 }
-
-
-# --- vendor-only input models ---------------------------------------------------------------
-
-
-class ContactCreate(Canonical):
-    """A new contact: the canonical fields a caller may set (the CRM assigns id and date)."""
-
-    email: str
-    first_name: str
-    last_name: str
-    account_id: str | None = None
-    phone: str | None = None
-    title: str | None = None
-    erp_customer_number: str | None = None
-
-
-class AccountCreate(Canonical):
-    name: str
-    domain: str | None = None
-    industry: str | None = None
-    status: str | None = None
-    erp_customer_number: str | None = None
 
 
 # --- pure mapping ---------------------------------------------------------------------------
@@ -425,6 +403,12 @@ class CrmClient(BackendClient):
 
     async def create_account(self, new: AccountCreate) -> Account:
         return await self.get_account(await self._create("Account", account_to_vendor(new)))
+
+    async def set_account_status(self, account_id: str, status: str) -> None:
+        """Set the account's customer status (``Customer_Status__c``)."""
+        RECORD_ID(account_id)
+        body = _to_vendor({"status": status}, ACCOUNT_FIELDS)
+        await self.request("PATCH", f"{API}/sobjects/Account/{account_id}", json=body)
 
     # --- opportunities ------------------------------------------------------------------
 

@@ -14,14 +14,14 @@ from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 from xml.etree.ElementTree import Element, SubElement, tostring
 
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from .client import BackendClient, BackendResponse
 from .errors import BackendError, BackendNotFound, BadBackendData
 from .ids import CursorSyntax, IdSyntax
 from .models import (
-    Canonical,
     ErpCustomer,
+    ErpCustomerCreate,
     Invoice,
     InvoiceStatus,
     Order,
@@ -64,17 +64,6 @@ CUSTOMER_NUMBER = IdSyntax(BACKEND, "customer", NUMBER_PATTERN)
 _COUNT = re.compile(r"[0-9]{1,12}", re.ASCII)
 CURSOR = CursorSyntax(r"0|[1-9][0-9]{0,8}")
 """The ``$skip`` of the next page."""
-
-
-class ErpCustomerCreate(Canonical):
-    """A new ERP customer: the ERP assigns the customer number (KUNNR)."""
-
-    name: str = Field(min_length=1, max_length=35)
-    email: str | None = None
-    phone: str | None = None
-    city: str | None = None
-    country: str | None = Field(None, pattern=r"^[A-Z]{2}$")
-    crm_contact_id: str | None = None
 
 
 # --- pure mapping ---------------------------------------------------------------------------
@@ -399,6 +388,15 @@ class ErpClient(BackendClient):
             idempotency_key=f"{customer_number}:{reference}" if reference else None,
         )
         return order_from_vendor(resp.xml())
+
+    async def find_order_by_reference(self, customer_number: str, reference: str) -> Order | None:
+        """The customer's order carrying our ``reference`` (customer PO, BSTKD), if any: how a
+        create whose answer was lost is found."""
+        params = {**self._filters(customer_number, None), "BSTKD": reference}
+        async for row in self._iterate("SalesOrders", "SalesOrder", params):
+            if (row.findtext("BSTKD") or "") == reference:
+                return order_from_vendor(row)
+        return None
 
     async def cancel_order(self, number: str, reason: str) -> Order:
         """Cancel (reject) an order; shipped or invoiced ones are ``BackendConflict``.

@@ -302,6 +302,40 @@ class Reservation(Canonical):
     expires_at: datetime | None = None
 
 
+# --- Inputs: what a caller may set on a new record (the system assigns the rest) ----------
+
+
+class ContactCreate(Canonical):
+    """A new contact: the canonical fields a caller may set (the CRM assigns id and date)."""
+
+    email: str
+    first_name: str
+    last_name: str
+    account_id: str | None = None
+    phone: str | None = None
+    title: str | None = None
+    erp_customer_number: str | None = None
+
+
+class AccountCreate(Canonical):
+    name: str
+    domain: str | None = None
+    industry: str | None = None
+    status: str | None = None
+    erp_customer_number: str | None = None
+
+
+class ErpCustomerCreate(Canonical):
+    """A new ERP customer: the ERP assigns the customer number."""
+
+    name: str = Field(min_length=1, max_length=35)
+    email: str | None = None
+    phone: str | None = None
+    city: str | None = None
+    country: str | None = Field(None, pattern=r"^[A-Z]{2}$")
+    crm_contact_id: str | None = None
+
+
 # --- Cross-system ---------------------------------------------------------------------------
 
 

@@ -313,6 +313,12 @@ class SupportClient(BackendClient):
 
     # --- comments ---------------------------------------------------------------------------
 
+    async def add_comment(self, ticket_id: str, body: str, public: bool = True) -> None:
+        """A comment on the ticket; ``public=False`` is an internal note agents alone see."""
+        ident = TICKET_ID(ticket_id)
+        comment = {"ticket": {"comment": {"body": body, "public": public}}}
+        await self.request("PUT", f"/api/v2/tickets/{ident}.json", json=comment)
+
     async def comments_page(
         self, ticket_id: str, cursor: str | None = None, limit: int = MAX_PAGE
     ) -> Page[TicketComment]:

@@ -58,7 +58,10 @@ class OAuth:
         """Load (or generate) keys, open the stores and the JWKS session; fail loudly on error."""
         self._keys = await run_in_threadpool(load_local_keys, self.config)
         self._revocations = await open_revocation_store(
-            self.redis_url, self.data_dir, redis_prefix=self.redis_prefix
+            self.redis_url,
+            self.data_dir,
+            redis_prefix=self.redis_prefix,
+            staleness_s=self.config.revocation_staleness_s,
         )
         self._limits = open_limits_storage(self.redis_url, prefix=self.redis_prefix)
         if self.config.external_issuers:

@@ -95,6 +95,14 @@ class OAuthConfig(Strict):
     leeway_s: int = Field(30, ge=0, le=300)
     max_token_bytes: int = Field(8192, ge=512, le=65_536)
     verified_cache_size: int = Field(10_000, ge=0, description="0 disables the cache.")
+    revocation_staleness_s: float = Field(
+        1.0,
+        ge=0,
+        le=60,
+        description="With Redis: a revocation made by another process is refused within this "
+        "many seconds (each process reads the revocation version at most this often instead "
+        "of asking Redis per request); 0: ask Redis on every request.",
+    )
     token_endpoint_limits: TokenEndpointLimits = Field(default_factory=TokenEndpointLimits)
     jwks_min_refresh_interval_s: float = Field(
         30.0, ge=0, description="An unknown kid refetches an external JWKS at most this often."

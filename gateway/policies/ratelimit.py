@@ -3,7 +3,10 @@
 Who is limited: an authenticated caller by client id under its principal's tier; everyone else
 by source address. Several named limits may apply at once (``burst`` and ``sustained``); all must
 pass. Counters live in process memory, or in Redis when ``redis_url`` is set so that every
-gateway process shares one budget. The check never blocks the event loop (``limits.aio``, not
+gateway process shares one budget: ``shared.mode: synced`` (the default) decides on local
+counters synced to Redis every ``sync_interval_ms`` (``synced_window.py``, accuracy bound in
+docs/decisions.md); ``exact`` (or a route's ``exact: true``) spends the shared counters on
+every request. The check never blocks the event loop (``limits.aio``, not
 slowapi: see docs/decisions.md) and is bounded by a time budget, so a stalled Redis costs a
 request at most ``storage_timeout_ms`` and is then handled like a Redis that is down: fail open
 or closed as configured, logged and counted.
@@ -39,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.policies.scope_keys import RESPONSE_HEADERS_KEY
 from gateway.policies.sliding_window import SlidingWindowCounters
+from gateway.policies.synced_window import SyncedCounters, sync_timeout_s
 from gateway.principal import principal_of
 from gateway.problems import problem_response
 from gateway.stores.limits_storage import LimitsStorage, open_limits_storage
@@ -124,6 +128,11 @@ class RouteLimits(Strict):
     unauthenticated: LimitSet | None = Field(
         None, description="Per source address for callers without a token; None: global limits."
     )
+    exact: bool = Field(
+        False,
+        description="Shared counters spent on every request (one Redis round trip each), even "
+        "when shared.mode is synced: for limits that must never be exceeded.",
+    )
 
     @field_validator("methods")
     @classmethod
@@ -161,6 +170,21 @@ class MemoryCounters(Strict):
         le=1_000_000,
         description="Keys one sweep tick may look at (stale keys are swept once a second, a "
         "batch a request while a backlog lasts): bounds the pause of the event loop.",
+    )
+
+
+class SharedCounters(Strict):
+    """How the counters are shared when they are in Redis (``gateway.redis_url`` set)."""
+
+    mode: Literal["synced", "exact"] = Field(
+        "synced",
+        description="synced: decided on local counters, synced to Redis every sync_interval_ms "
+        "(N processes may exceed a limit by what the others admit between two syncs); exact: "
+        "one Redis round trip per limit and request. synced applies to the "
+        "sliding-window-counter strategy; the others are always exact.",
+    )
+    sync_interval_ms: int = Field(
+        100, ge=10, le=10_000, description="Time between two syncs of one process's counters."
     )
 
 
@@ -203,6 +227,9 @@ class RateLimitConfig(Strict):
     memory: MemoryCounters = Field(
         default_factory=MemoryCounters, description="The in-process counters' bounds."
     )
+    shared: SharedCounters = Field(
+        default_factory=SharedCounters, description="Sharing of the counters in Redis."
+    )
 
     @model_validator(mode="after")
     def _limits(self) -> RateLimitConfig:
@@ -242,6 +269,7 @@ class LimitSetRule:
     label: str
     bucket: str
     limits: tuple[Limit, ...]
+    exact: bool = False  # shared counters spent per request even in synced mode
     policy: bytes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -298,6 +326,7 @@ class _CompiledRoute:
     methods: frozenset[str] | None
     tiers: dict[str, tuple[Limit, ...]]
     unauthenticated: tuple[Limit, ...] | None
+    exact: bool
 
 
 def _sliding_retry_after(
@@ -340,10 +369,15 @@ class RateLimitPolicy:
         *,
         redis_prefix: str = DEFAULT_PREFIX,
         storage: LimitsStorage | None = None,
+        max_connections: int = 32,
     ) -> None:
         self.config = config
         self.store = (
-            storage if storage is not None else open_limits_storage(redis_url, prefix=redis_prefix)
+            storage
+            if storage is not None
+            else open_limits_storage(
+                redis_url, prefix=redis_prefix, max_connections=max_connections
+            )
         )
         self.shared = self.store.pool is not None
         self.strategy: RateLimiter = _STRATEGIES[config.strategy](self.store.storage)
@@ -363,6 +397,7 @@ class RateLimitPolicy:
                 methods=frozenset(r.methods) if r.methods else None,
                 tiers={t: _compile_set(s) for t, s in r.tiers.items()},
                 unauthenticated=_compile_set(r.unauthenticated) if r.unauthenticated else None,
+                exact=r.exact,
             )
             for r in config.routes
         )
@@ -385,13 +420,24 @@ class RateLimitPolicy:
         # In process memory the sliding-window counter (the default) is our own: a dict
         # lookup per limit, no awaits, no expiry task per request (sliding_window.py)
         self.counters: SlidingWindowCounters | None = None
-        if (
+        self.synced: SyncedCounters | None = None
+        if config.strategy == "sliding-window-counter" and (
             type(self.store.storage) is MemoryStorage
-            and config.strategy == "sliding-window-counter"
+            or (self.store.redis is not None and config.shared.mode == "synced")
         ):
             self.counters = SlidingWindowCounters(
                 max_keys=config.memory.max_keys, sweep_batch=config.memory.sweep_batch
             )
+            if self.store.redis is not None:  # synced to Redis in batches
+                interval_s = config.shared.sync_interval_ms / 1000
+                self.synced = SyncedCounters(
+                    self.counters,
+                    self.store.redis,
+                    key_prefix=f"{self.store.prefix}limits:synced:",
+                    interval_s=interval_s,
+                    timeout_s=sync_timeout_s(self.timeout_s, interval_s),
+                    on_error=self._sync_failed,
+                )
 
     # ---- which limits apply
 
@@ -426,7 +472,9 @@ class RateLimitPolicy:
                 key = (id(route), None if principal is None else principal.tier)
                 rule = self._route_rules.get(key)
                 if rule is None:
-                    rule = LimitSetRule(f"{tier}@{route.path}", f"route:{route.path}", limits)
+                    rule = LimitSetRule(
+                        f"{tier}@{route.path}", f"route:{route.path}", limits, route.exact
+                    )
                     self._route_rules[key] = rule
                 return rule, identity
             break  # first matching route wins; it does not name this caller: global limits
@@ -444,6 +492,8 @@ class RateLimitPolicy:
         if self.counters is None:
             return None
         rule, found = self._in_memory(scope)
+        if rule is None:
+            return None
         if isinstance(found, Decision):
             return found
         return Decision(True, rule, () if found is None else (found,))
@@ -454,12 +504,18 @@ class RateLimitPolicy:
         if self.counters is None:
             return None
         rule, found = self._in_memory(scope)
+        if rule is None:
+            return None
         if isinstance(found, Decision):
             return found
         return response_headers(rule, found)
 
-    def _in_memory(self, scope: Scope) -> tuple[LimitSetRule, LimitState | Decision | None]:
+    def _in_memory(self, scope: Scope) -> tuple[LimitSetRule | None, LimitState | Decision | None]:
+        """The decision on this process's counters; no rule when the caller's limits are
+        exact ones on shared counters (``check`` spends those)."""
         rule, identity = self.rule_for(scope)
+        if rule.exact and self.synced is not None:
+            return None, None
         self.decisions[rule.label] += 1
         found = self._check_memory_sliding(rule, identity)
         if isinstance(found, Decision):
@@ -528,9 +584,13 @@ class RateLimitPolicy:
         prefix += identity + "\x1f"
         best: LimitState | None = None  # the most constrained: fewest left, then latest reset
         now = time.time()
+        synced = self.synced
         for limit in rule.limits:
             quota, window = limit.quota, limit.window_s
-            admitted, prev, cur, left = counters.hit(prefix + limit.name, quota, window, now)
+            key = prefix + limit.name
+            admitted, prev, cur, left = counters.hit(key, quota, window, now)
+            if synced is not None:
+                synced.note(key, window, now, admitted)
             prev_ttl = left if prev else 0.0
             if not admitted:
                 wait = _sliding_retry_after(quota, window, prev, prev_ttl, cur, left + window)
@@ -572,8 +632,17 @@ class RateLimitPolicy:
             wait = stats.reset_time - time.time()
         return _whole_seconds(wait)
 
+    def _sync_failed(self, exc: BaseException) -> None:
+        """A sync of the shared counters failed: each process limits alone until one passes."""
+        self.storage_errors["synced"] += 1
+        self._warn(exc, "each process limits alone until Redis answers")
+
     def _storage_failed(self, rule: LimitSetRule, exc: BaseException) -> None:
         self.storage_errors[rule.label] += 1
+        mode = "open: requests pass unlimited" if self.config.fail_open else "closed: 503"
+        self._warn(exc, "failing " + mode)
+
+    def _warn(self, exc: BaseException, outcome: str) -> None:
         now = time.monotonic()
         if now - self._last_warning < self.config.error_log_interval_s:
             self._suppressed += 1
@@ -583,10 +652,9 @@ class RateLimitPolicy:
             if isinstance(exc, TimeoutError)
             else f"{type(exc).__name__}: {exc}"
         )
-        mode = "open: requests pass unlimited" if self.config.fail_open else "closed: 503"
         if self._suppressed:
             what += f"; {self._suppressed} more failure(s) since the last warning"
-        log.warning("rate-limit storage failed (%s); failing %s", what, mode)
+        log.warning("rate-limit storage failed (%s); %s", what, outcome)
         self._last_warning, self._suppressed = now, 0
 
     # ---- lifecycle and metrics
@@ -621,7 +689,9 @@ class RateLimitPolicy:
         return False
 
     async def close(self) -> None:
-        """Release the Redis pool (call it from the app's lifespan)."""
+        """Push the last synced hits and release the Redis pool (from the app's lifespan)."""
+        if self.synced is not None:
+            await self.synced.close()
         await self.store.close()
 
 

@@ -4,8 +4,9 @@ Why not ``limits``' ``MemoryStorage`` (used before): every admitted request went
 awaited storage calls (two reads, one increment), and each increment started an expiry task
 that walks **every** key, so its cost grew with the number of distinct callers. Here a key is
 one small list ``[window index, current count, previous count, window]``: a check is a dict
-lookup and a few float operations, with no await and no task. Redis (shared by several
-workers) still goes through ``limits``.
+lookup and a few float operations, with no await and no task. A shared limit
+in exact mode goes through ``limits`` on Redis; in synced mode these counters decide and
+``synced_window.py`` keeps them in step with Redis.
 
 The arithmetic is the sliding-window counter's, as ``limits`` computes it: the previous
 window's count weighs ``1 - elapsed / window`` of itself; a request is admitted while
@@ -121,6 +122,18 @@ class SlidingWindowCounters:
         else:
             prev, cur = 0, 0
         return max(0, quota - math.floor(prev * (1.0 - (position - index)) + cur))
+
+    def absorb(self, key: str, index: int, window: int, current: int, previous: int) -> None:
+        """Take the counts another source knows better (the global ones of a shared limit):
+        ``current`` for window ``index`` of ``key``, ``previous`` for the one before it."""
+        entry = self._entries.get(key)
+        if entry is None or entry[3] != window:
+            return  # evicted or swept meanwhile: the next decision starts it afresh
+        if entry[0] == index:
+            entry[1] = current
+            entry[2] = max(entry[2], previous)
+        elif entry[0] == index + 1:  # the window moved on while the counts were fetched
+            entry[2] = max(entry[2], current)
 
     def _evict_oldest(self) -> None:
         """Drop the key whose window ended first: the front of one of the per-length tables."""

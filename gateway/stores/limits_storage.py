@@ -2,7 +2,8 @@
 
 ``limits[redis]`` pins redis<8, so the redis-py 8 client is used through limits'
 ``implementation="redispy"`` bridge with a ``BlockingConnectionPool`` (a burst waits for a
-connection instead of opening hundreds). Counters are the keys ``<prefix>limits:...``.
+connection instead of opening hundreds). Counters are the keys ``<prefix>limits:...``; the
+synced counters (``policies/synced_window.py``) use the same pool through ``redis``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from gateway.stores.redis_options import DEFAULT_PREFIX, REDIS_TIMEOUTS
 
 @dataclass(slots=True)
 class LimitsStorage:
-    """A storage plus what must be closed with it."""
+    """A storage plus what must be closed with it; with Redis, a client on the same pool."""
 
     storage: Storage
     pool: aioredis.BlockingConnectionPool | None = None
+    redis: aioredis.Redis | None = None
+    prefix: str = DEFAULT_PREFIX
 
     async def close(self) -> None:
         if self.pool is not None:
@@ -32,7 +35,7 @@ def open_limits_storage(
 ) -> LimitsStorage:
     """Redis storage when ``redis_url`` is set, else process memory."""
     if not redis_url:
-        return LimitsStorage(MemoryStorage())
+        return LimitsStorage(MemoryStorage(), prefix=prefix)
     pool = aioredis.BlockingConnectionPool.from_url(
         redis_url, max_connections=max_connections, **REDIS_TIMEOUTS
     )
@@ -42,4 +45,4 @@ def open_limits_storage(
         key_prefix=f"{prefix}limits",  # limits adds the ":" itself
         connection_pool=pool,  # type: ignore[arg-type]
     )
-    return LimitsStorage(storage, pool)
+    return LimitsStorage(storage, pool, aioredis.Redis(connection_pool=pool), prefix)

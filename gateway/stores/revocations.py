@@ -1,7 +1,12 @@
 """Revoked access-token ids, shared by every gateway process.
 
-A revocation must be refused by every process from the very next request. With Redis each
-check is one ``EXISTS`` (one round trip). With SQLite (the processes of one host), a negative
+With Redis, a revocation is refused by every process within ``oauth.revocation_staleness_s``
+(1 s by default): a revocation sets the token's key and increments the **revocation version**
+(``<prefix>revoked-version``) in one transaction; each process remembers the tokens it found
+not revoked, and reads the version at most once per staleness interval, forgetting what it
+remembered when the version moved. A request then costs no round trip, and a process makes one
+``GET`` per interval plus one ``EXISTS`` per token new to it. The process that revokes refuses
+the token from its next request on. With SQLite (the processes of one host), a negative
 answer is remembered in-process until the file's **revocation version** changes: an 8-byte
 counter in ``revocations.version``, memory-mapped by every process and bumped, under a file
 lock, after each committed revocation. A check then costs one read of shared memory instead
@@ -14,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import math
 import mmap
 import os
 import sqlite3
 import struct
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -196,12 +203,39 @@ class SqliteRevocationStore:
 
 
 class RedisRevocationStore:
-    """Revocations as Redis keys (``<prefix>revoked:<jti>``) that expire with the token."""
+    """Revocations as Redis keys (``<prefix>revoked:<jti>``) that expire with the token, and
+    the revocation version (``<prefix>revoked-version``) read at most every ``staleness_s``.
 
-    def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX) -> None:
+    ``staleness_s`` 0: one ``EXISTS`` per check, nothing remembered. ``clock`` (monotonic
+    seconds) measures the staleness.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        staleness_s: float = 1.0,
+        cache_size: int = 10_000,
+        max_connections: int = 16,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.url = url
         self.key_prefix = f"{prefix}revoked:"
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(url, **REDIS_TIMEOUTS)
+        self.version_key = f"{prefix}revoked-version"
+        self.staleness_s = staleness_s
+        self._clock = clock
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, **REDIS_TIMEOUTS
+        )
+        self._redis: aioredis.Redis = aioredis.Redis(connection_pool=pool)
+        self._cache_size = cache_size
+        self._not_revoked: set[str] = set()  # checked since the version was ``_seen_version``
+        self._seen_version: bytes | str | None = None
+        self._checked_at = -math.inf  # monotonic time the version read was sent
+        self._refresh: asyncio.Future[None] | None = None
+        self.version_reads = 0
+        """Round trips spent on the version (for tests and metrics)."""
 
     async def open(self) -> None:
         """Fail at startup, not on the first request, when Redis is unreachable."""
@@ -210,25 +244,68 @@ class RedisRevocationStore:
     async def revoke(self, jti: str, expires_at: float) -> None:
         # Keep the key a minute past expiry so clock skew between processes never reopens it.
         expire_at = max(int(expires_at) + 60, int(time.time()) + 1)
-        await self._redis.set(self.key_prefix + jti, b"1", exat=expire_at)
-
-    async def is_revoked(self, jti: str) -> bool:
-        return bool(await self._redis.exists(self.key_prefix + jti))
+        pipe = self._redis.pipeline(transaction=True)  # no version without its key
+        pipe.set(self.key_prefix + jti, b"1", exat=expire_at)
+        pipe.incr(self.version_key)
+        await pipe.execute()
+        self._not_revoked.discard(jti)  # this process refuses it from its next request
 
     def known_not_revoked(self, jti: str) -> bool:
-        return False  # another host may revoke at any time: always ask Redis
+        """Found not revoked, and the version read less than ``staleness_s`` ago."""
+        return jti in self._not_revoked and self._clock() - self._checked_at < self.staleness_s
+
+    async def is_revoked(self, jti: str) -> bool:
+        if self.staleness_s <= 0:
+            return bool(await self._redis.exists(self.key_prefix + jti))
+        if self._clock() - self._checked_at >= self.staleness_s:
+            await self._read_version()
+        if jti in self._not_revoked:
+            return False
+        version = self._seen_version
+        revoked = bool(await self._redis.exists(self.key_prefix + jti))
+        # remembered under the version read before the EXISTS: a revocation in between moves
+        # the version, and the next read forgets this answer
+        if not revoked and version == self._seen_version:
+            if len(self._not_revoked) >= self._cache_size:
+                self._not_revoked.clear()
+            self._not_revoked.add(jti)
+        return revoked
+
+    async def _read_version(self) -> None:
+        """One read of the version for every request that needs it at the same time."""
+        refresh = self._refresh
+        if refresh is None or refresh.done():
+            refresh = self._refresh = asyncio.ensure_future(self._fetch_version())
+        # shielded: a caller that goes away does not cancel the read the others wait for
+        await asyncio.shield(refresh)
+
+    async def _fetch_version(self) -> None:
+        sent = self._clock()
+        version = await self._redis.get(self.version_key)
+        self.version_reads += 1
+        if version != self._seen_version:
+            self._not_revoked.clear()
+            self._seen_version = version
+        self._checked_at = max(self._checked_at, sent)
 
     async def close(self) -> None:
+        if self._refresh is not None and not self._refresh.done():
+            self._refresh.cancel()
         await self._redis.aclose()
+        await self._redis.connection_pool.disconnect()
 
 
 async def open_revocation_store(
-    redis_url: str | None, data_dir: Path, *, redis_prefix: str = DEFAULT_PREFIX
+    redis_url: str | None,
+    data_dir: Path,
+    *,
+    redis_prefix: str = DEFAULT_PREFIX,
+    staleness_s: float = 1.0,
 ) -> SqliteRevocationStore | RedisRevocationStore:
     """Redis when configured (several processes or hosts), else ``data_dir/revocations.db``."""
     store: SqliteRevocationStore | RedisRevocationStore
     if redis_url:
-        store = RedisRevocationStore(redis_url, prefix=redis_prefix)
+        store = RedisRevocationStore(redis_url, prefix=redis_prefix, staleness_s=staleness_s)
     else:
         store = SqliteRevocationStore(data_dir / "revocations.db")
     await store.open()

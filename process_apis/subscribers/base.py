@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from process_apis.ports import DomainEvent
-from system_apis.registry import SystemApis
+from system_apis.roles import Systems
 
-Handler = Callable[[DomainEvent, SystemApis], Awaitable[None]]
+Handler = Callable[[DomainEvent, Systems], Awaitable[None]]
 
 
 class PermanentFailure(Exception):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 
 from process_apis.ports import DomainEvent
-from system_apis.registry import SystemApis
+from system_apis.roles import Systems
 
 from .lookup import customer_email
 
@@ -17,7 +17,7 @@ log = logging.getLogger("trellis.events.subscribers")
 NURTURE_LIST = "Nurture"
 
 
-async def stop_nurture(event: DomainEvent, systems: SystemApis) -> None:
+async def stop_nurture(event: DomainEvent, systems: Systems) -> None:
     email = await customer_email(event.data, systems)
     contact = await systems.marketing.find_contact_by_email(email)
     if contact is None:

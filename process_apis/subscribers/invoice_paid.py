@@ -12,10 +12,9 @@ from __future__ import annotations
 import logging
 
 from process_apis.ports import DomainEvent
-from system_apis.crm import API
 from system_apis.errors import BackendNotFound
 from system_apis.models import InvoiceStatus
-from system_apis.registry import SystemApis
+from system_apis.roles import Systems
 
 from .base import PermanentFailure, require
 from .lookup import crm_contact
@@ -25,7 +24,7 @@ log = logging.getLogger("trellis.events.subscribers")
 PAID_STATUS = "Active"
 
 
-async def update_account_status(event: DomainEvent, systems: SystemApis) -> None:
+async def update_account_status(event: DomainEvent, systems: Systems) -> None:
     invoice_id = require(event.data, "invoice id", "invoice_id", "invoice.id")
     try:
         invoice = await systems.billing.get_invoice(invoice_id)
@@ -46,8 +45,4 @@ async def update_account_status(event: DomainEvent, systems: SystemApis) -> None
     if contact.account_id is None:
         log.info("invoice.paid %s: CRM contact %s has no account", event.id, contact.id)
         return
-    await systems.crm.request(
-        "PATCH",
-        f"{API}/sobjects/Account/{contact.account_id}",
-        json={"Customer_Status__c": PAID_STATUS},
-    )
+    await systems.crm.set_account_status(contact.account_id, PAID_STATUS)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from system_apis.models import Contact
-from system_apis.registry import SystemApis
+from system_apis.roles import Systems
 
 from .base import PermanentFailure, field
 
@@ -48,7 +48,7 @@ def crm_contact_id_of(data: Mapping[str, Any]) -> str | None:
     return canonical if canonical and canonical.startswith(CRM_CONTACT_KEY_PREFIX) else None
 
 
-async def crm_contact(data: Mapping[str, Any], systems: SystemApis) -> Contact:
+async def crm_contact(data: Mapping[str, Any], systems: Systems) -> Contact:
     """The CRM contact the event is about: by id when given, else by email."""
     contact_id = crm_contact_id_of(data)
     if contact_id is not None:
@@ -62,6 +62,6 @@ async def crm_contact(data: Mapping[str, Any], systems: SystemApis) -> Contact:
     return contact
 
 
-async def customer_email(data: Mapping[str, Any], systems: SystemApis) -> str:
+async def customer_email(data: Mapping[str, Any], systems: Systems) -> str:
     """The customer's email: from the event, else from the CRM contact."""
     return email_of(data) or (await crm_contact(data, systems)).email

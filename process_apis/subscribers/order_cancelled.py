@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from process_apis.ports import DomainEvent
 from system_apis.models import SupportUser, TicketPriority
-from system_apis.registry import SystemApis
+from system_apis.roles import Systems
 
 from .base import field, require
 from .lookup import crm_contact, email_of, marker
@@ -19,7 +19,7 @@ from .order_placed import order_id_of
 REFUND_TAGS = ("trellis", "refund")
 
 
-async def _requester(event: DomainEvent, systems: SystemApis) -> SupportUser:
+async def _requester(event: DomainEvent, systems: Systems) -> SupportUser:
     """The customer's helpdesk user, created (once: keyed by CRM contact) if they have none."""
     email = email_of(event.data)
     if email is not None:
@@ -38,7 +38,7 @@ async def _requester(event: DomainEvent, systems: SystemApis) -> SupportUser:
     )
 
 
-async def open_refund_ticket(event: DomainEvent, systems: SystemApis) -> None:
+async def open_refund_ticket(event: DomainEvent, systems: Systems) -> None:
     if event.data.get("refund_needed") is not True:
         return
     order_id = order_id_of(event)

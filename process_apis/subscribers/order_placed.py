@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from process_apis.ports import DomainEvent
 from system_apis.models import Activity
-from system_apis.registry import SystemApis
+from system_apis.roles import Systems
 
 from .base import require
 from .lookup import crm_contact, customer_email, marker
@@ -23,7 +23,7 @@ def order_id_of(event: DomainEvent) -> str:
     )
 
 
-async def log_crm_activity(event: DomainEvent, systems: SystemApis) -> None:
+async def log_crm_activity(event: DomainEvent, systems: Systems) -> None:
     """A completed CRM task on the contact, unless the order already has one.
 
     The order saga logs "Order X placed" itself (process_apis/orders.py) when it places the
@@ -51,7 +51,7 @@ async def log_crm_activity(event: DomainEvent, systems: SystemApis) -> None:
     )
 
 
-async def send_confirmation(event: DomainEvent, systems: SystemApis) -> None:
+async def send_confirmation(event: DomainEvent, systems: Systems) -> None:
     """The order-confirmation email through marketing (the bus dedupes redeliveries)."""
     order_id_of(event)  # an event without an order is not confirmable: dead-letter it
     await systems.marketing.send_email(

@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 
 from process_apis.ports import DomainEvent
-from system_apis.billing import BillingClient
-from system_apis.erp import ErpClient
 from system_apis.errors import BackendError
-from system_apis.registry import SystemApis
+from system_apis.roles import Billing, Erp, Systems
 
 from .base import field, require
 from .lookup import email_of, marker
@@ -20,7 +18,7 @@ from .lookup import email_of, marker
 MAX_ITEMS = 5
 
 
-async def _orders(erp: ErpClient, email: str) -> list[str]:
+async def _orders(erp: Erp, email: str) -> list[str]:
     customer = await erp.find_customer_by_email(email)
     if customer is None:
         return []
@@ -28,7 +26,7 @@ async def _orders(erp: ErpClient, email: str) -> list[str]:
     return [f"order {o.id}: {o.status.value}, {o.total} {o.currency}" for o in page.items]
 
 
-async def _invoices(billing: BillingClient, email: str) -> list[str]:
+async def _invoices(billing: Billing, email: str) -> list[str]:
     customer = await billing.find_customer_by_email(email)
     if customer is None:
         return []
@@ -38,7 +36,7 @@ async def _invoices(billing: BillingClient, email: str) -> list[str]:
     ]
 
 
-async def attach_history(event: DomainEvent, systems: SystemApis) -> None:
+async def attach_history(event: DomainEvent, systems: Systems) -> None:
     ticket_id = require(event.data, "ticket id", "ticket_id", "ticket.id", "id")
     tag = marker(event.id)
     async for comment in systems.support.iter_comments(ticket_id):
@@ -65,8 +63,4 @@ async def attach_history(event: DomainEvent, systems: SystemApis) -> None:
         lines.append(f"{title}:")
         lines.extend(f"- {item}" for item in items or ["none"])
     body = "Customer history (added by Trellis)\n" + "\n".join(lines) + f"\n{tag}"
-    await systems.support.request(
-        "PUT",
-        f"/api/v2/tickets/{ticket_id}.json",
-        json={"ticket": {"comment": {"body": body, "public": False}}},
-    )
+    await systems.support.add_comment(ticket_id, body, public=False)

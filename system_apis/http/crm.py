@@ -6,17 +6,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..crm import CURSOR, ContactCreate, CrmClient
+from ..crm import CURSOR
 from ..models import (
     Account,
     Activity,
     Canonical,
     Contact,
+    ContactCreate,
     Lead,
     Opportunity,
     OpportunityStage,
     Page,
 )
+from ..roles import Crm as CrmRole
 from .common import InvalidInput, json_response, location, query_cursor, query_int, read_model
 from .operation import BACKEND_ERRORS, PAGE_QUERY, QueryParam, operation
 
@@ -27,7 +29,7 @@ class StageChange(Canonical):
     stage: OpportunityStage
 
 
-def routes(client: CrmClient) -> list[BaseRoute]:
+def routes(client: CrmRole) -> list[BaseRoute]:
     @operation(
         "List contacts, or look one up by email",
         response=Page[Contact],

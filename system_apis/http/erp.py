@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..erp import CURSOR, CUSTOMER_NUMBER, ErpClient, ErpCustomerCreate
-from ..models import Canonical, ErpCustomer, Invoice, Order, OrderLine, Page
+from ..erp import CURSOR, CUSTOMER_NUMBER, ErpClient
+from ..models import Canonical, ErpCustomer, ErpCustomerCreate, Invoice, Order, OrderLine, Page
 from .common import InvalidInput, json_response, location, query_cursor, query_int, read_model
 from .operation import BACKEND_ERRORS, PAGE_QUERY, QueryParam, operation
 

@@ -246,10 +246,13 @@ def _routes(state: ErpState) -> list[web.RouteDef]:
     async def list_orders(request: web.Request) -> web.Response:
         kunnr = request.query.get("KUNNR")
         vtweg = request.query.get("VTWEG")
+        bstkd = request.query.get("BSTKD")  # customer PO (PurchaseOrderByCustomer)
         rows = [
             o
             for o in state.orders.values()
-            if (not kunnr or o["KUNNR"] == _alpha(kunnr)) and (not vtweg or o["VTWEG"] == vtweg)
+            if (not kunnr or o["KUNNR"] == _alpha(kunnr))
+            and (not vtweg or o["VTWEG"] == vtweg)
+            and (not bstkd or o["BSTKD"] == bstkd)
         ]
         rows.sort(key=lambda o: o["VBELN"])
         return _xml(_list("SalesOrders", "SalesOrder", rows, request))

@@ -1,27 +1,40 @@
-"""Run the six sandbox backends on consecutive ports (base_port + index in BACKEND_NAMES)."""
+"""Run the sandbox of each instance with ``sandbox: true``: its connector's imitation of the
+vendor, on the instance's port (``system_apis.config.sandbox_ports``), with fault injection."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib import import_module
 
 from aiohttp import web
 
-from ..config import BACKEND_NAMES
+from ..config import sandbox_ports
+from ..connectors import get
 from .faults import Faults, FaultState, install_faults
 
 AppFactory = Callable[[], web.Application]
 FAULTS_KEY = web.AppKey("faults", FaultState)
 
+DEFAULT_INSTANCES: Mapping[str, str] = {
+    "crm": "salesforce",
+    "erp": "sap",
+    "billing": "stripe",
+    "support": "zendesk",
+    "marketing": "hubspot-marketing",
+    "inventory": "inventory",
+}
+"""The instances of the shipped configuration and their connectors."""
 
-def make_backend_app(name: str, faults: Faults | None = None) -> web.Application:
-    """The sandbox app for one backend, with fault injection and control endpoints."""
-    module = import_module(f"system_apis.sandbox.{name}")
-    app: web.Application = module.create_app()
+
+def make_backend_app(
+    name: str, faults: Faults | None = None, connector: str | None = None
+) -> web.Application:
+    """The sandbox app for one instance (its connector's, by default the shipped instance's),
+    with fault injection and control endpoints."""
+    app = get(connector or DEFAULT_INSTANCES[name]).sandbox_app()
     state = FaultState(faults)
     app[FAULTS_KEY] = state
     install_faults(app, state)
@@ -30,19 +43,28 @@ def make_backend_app(name: str, faults: Faults | None = None) -> web.Application
 
 @dataclass
 class Sandbox:
+    """The sandboxes of ``instances`` (instance name -> connector name)."""
+
     host: str
     base_port: int
+    instances: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_INSTANCES))
+    fixed_ports: Mapping[str, int | None] = field(default_factory=dict)
     runners: list[web.AppRunner] = field(default_factory=list)
 
-    def url(self, name: str) -> str:
-        return f"http://{self.host}:{self.base_port + BACKEND_NAMES.index(name)}"
+    @property
+    def ports(self) -> dict[str, int]:
+        return sandbox_ports(self.base_port, self.instances, self.fixed_ports)
 
-    async def start(self, faults: dict[str, Faults] | None = None) -> None:
-        for i, name in enumerate(BACKEND_NAMES):
-            app = make_backend_app(name, (faults or {}).get(name))
+    def url(self, name: str) -> str:
+        return f"http://{self.host}:{self.ports[name]}"
+
+    async def start(self, faults: Mapping[str, Faults] | None = None) -> None:
+        ports = self.ports
+        for name, connector in self.instances.items():  # runners in the order given
+            app = make_backend_app(name, (faults or {}).get(name), connector)
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
-            site = web.TCPSite(runner, self.host, self.base_port + i, reuse_address=True)
+            site = web.TCPSite(runner, self.host, ports[name], reuse_address=True)
             await site.start()
             self.runners.append(runner)
 
@@ -56,13 +78,15 @@ async def serve_forever(
     host: str,
     base_port: int,
     announce: Callable[[str], None] = print,
-    faults: dict[str, Faults] | None = None,
+    faults: Mapping[str, Faults] | None = None,
+    instances: Mapping[str, str] | None = None,
+    fixed_ports: Mapping[str, int | None] | None = None,
 ) -> None:
-    """Start every backend, announce where each listens, run until SIGINT/SIGTERM."""
-    sandbox = Sandbox(host, base_port)
+    """Start every instance's sandbox, announce where each listens, run until SIGINT/SIGTERM."""
+    sandbox = Sandbox(host, base_port, dict(instances or DEFAULT_INSTANCES), fixed_ports or {})
     await sandbox.start(faults)
-    for name in BACKEND_NAMES:
-        announce(f"sandbox {name:<10} {sandbox.url(name)}")
+    for name, connector in sorted(sandbox.instances.items()):
+        announce(f"sandbox {name:<10} {sandbox.url(name)}  ({connector})")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

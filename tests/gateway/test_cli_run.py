@@ -84,7 +84,7 @@ def test_trellis_run_serves_and_stops_cleanly(
         text = out.decode()
         assert proc.returncode == 0, text
         assert f"gateway    http://127.0.0.1:{port}" in text
-        assert f"sandbox crm        http://127.0.0.1:{base}" in text
+        assert f"sandbox crm        http://127.0.0.1:{base + 1}" in text  # billing is first
         assert "trellis: stopped" in text
         assert not _listening(port)
         assert not any(_listening(base + i) for i in range(6))  # the sandbox stopped too
@@ -159,7 +159,7 @@ def test_sandbox_faults_from_config(run_config: tuple[Path, int, int]) -> None:
         stderr=subprocess.STDOUT,
     )
     try:
-        url = f"http://127.0.0.1:{base + 5}"
+        url = f"http://127.0.0.1:{base + 3}"  # inventory: 4th of the instance names, sorted
         eventually_sync(lambda: _get(url + "/__health") == 200, timeout=20, interval=0.1)
         stock = url + "/v1/stock/SKU-0001"
         request = urllib.request.Request(stock, headers={"X-Api-Key": "inv-sandbox-key"})
@@ -177,6 +177,34 @@ def test_sandbox_faults_from_config(run_config: tuple[Path, int, int]) -> None:
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert b"sandbox inventory  faults {" in out and b"'fail_next': 2" in out
+
+
+def test_sandbox_serves_only_instances_marked_sandbox(
+    run_config: tuple[Path, int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An instance that points elsewhere gets no sandbox; the others keep their ports."""
+    cfg, _, base = run_config
+    monkeypatch.setenv("TRELLIS_INVENTORY_API_KEY", "a-real-warehouse-key")
+    text = (cfg / "backends.yaml").read_text()
+    old = "inventory:\n  sandbox: true\n"
+    assert old in text
+    (cfg / "backends.yaml").write_text(
+        text.replace(old, "inventory:\n  sandbox: false\n  base_url: https://wms.example\n")
+    )
+    cmd = [sys.executable, "-m", "gateway.cli", "sandbox", "--base-port", str(base)]
+    proc = subprocess.Popen(
+        [*cmd, "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        support = f"http://127.0.0.1:{base + 5}"  # the last of the sorted instance names
+        eventually_sync(lambda: _get(support + "/__health") == 200, timeout=20, interval=0.1)
+        assert not _listening(base + 3)  # inventory's port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert f"sandbox support    http://127.0.0.1:{base + 5}  (zendesk)".encode() in out
+    assert b"sandbox inventory" not in out
 
 
 def test_bad_sandbox_faults_config_names_the_key(run_config: tuple[Path, int, int]) -> None:

@@ -29,8 +29,11 @@ def problems_of(directory: Path) -> list[str]:
 def test_shipped_config_is_valid() -> None:
     settings = load_settings(DEFAULT_CONFIG_DIR)
     assert set(settings.backends) == {"crm", "erp", "billing", "support", "marketing", "inventory"}
-    assert settings.backend_url("crm") == "http://127.0.0.1:9101"
-    assert settings.backend_url("inventory") == "http://127.0.0.1:9106"
+    # sandbox ports follow the instance names in sorted order from base_port
+    assert settings.backend_url("billing") == "http://127.0.0.1:9101"
+    assert settings.backend_url("crm") == "http://127.0.0.1:9102"
+    assert settings.backend_url("support") == "http://127.0.0.1:9106"
+    assert settings.role_instances()["crm"] == "crm"
     assert settings.backends["support"].rate_limit is not None
 
 
@@ -91,14 +94,17 @@ def test_environment_overrides_any_key(config_dir: Path, monkeypatch: pytest.Mon
     assert settings.shared_stores
 
 
-def test_unknown_backend_and_missing_backend(config_dir: Path) -> None:
+def test_renamed_instance_must_be_renamed_in_roles(config_dir: Path) -> None:
     text = (config_dir / "backends.yaml").read_text().replace("\ninventory:", "\nwarehouse:")
     (config_dir / "backends.yaml").write_text(text)
     assert problems_of(config_dir) == [
-        "config/backends.yaml: warehouse: unknown backend; known: "
-        "['crm', 'erp', 'billing', 'support', 'marketing', 'inventory']",
-        "config/backends.yaml: (top level): backend(s) ['inventory'] are not configured",
+        "config/roles.yaml: inventory: unknown instance 'inventory'; instances: "
+        "['billing', 'crm', 'erp', 'marketing', 'support', 'warehouse']",
     ]
+    roles = (config_dir / "roles.yaml").read_text()
+    (config_dir / "roles.yaml").write_text(roles.replace("inventory: inventory", ""))
+    settings = load_settings(config_dir)  # the one instance playing the role serves it
+    assert settings.role_instances()["inventory"] == "warehouse"
 
 
 def test_unknown_scope_reference(config_dir: Path) -> None:

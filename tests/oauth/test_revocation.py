@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
 
 from gateway.stores.revocations import RedisRevocationStore, SqliteRevocationStore
+from tests.eventually import eventually
 
 from .conftest import RunFactory, Running, secret_of
 
@@ -68,7 +70,11 @@ async def test_revocation_rules(run_gateway: RunFactory) -> None:
         assert unauthenticated.status_code == 401
 
 
-async def _revocation_is_shared(run_gateway: RunFactory, **shared: object) -> None:
+async def _revocation_is_shared(
+    run_gateway: RunFactory, *, at_once: bool = True, **shared: object
+) -> None:
+    """``at_once``: the second process refuses from its next request; else within the
+    staleness bound (polled; the bound itself is tested with a clock in test_scaleout.py)."""
     async with run_gateway(**shared) as first, run_gateway(**shared) as second:
         token = await first.token("orders-service")
         assert (await second.get("/orders", token)).status_code == 200  # cached by `second`
@@ -77,7 +83,15 @@ async def _revocation_is_shared(run_gateway: RunFactory, **shared: object) -> No
             "/oauth/revoke", data={"token": token}, auth=_auth("orders-service")
         )
         assert r.status_code == 200
-        assert (await second.get("/orders", token)).status_code == 401
+        assert (await first.get("/orders", token)).status_code == 401  # the revoker: at once
+        if at_once:
+            assert (await second.get("/orders", token)).status_code == 401
+        else:
+
+            async def refused() -> bool:
+                return (await second.get("/orders", token)).status_code == 401
+
+            await eventually(refused, message="the second process refuses the revoked token")
         assert await second.auth_error(token) == "revoked"
         other = await second.token("orders-service")
         assert (await first.get("/orders", other)).status_code == 200
@@ -90,10 +104,17 @@ async def test_revocation_seen_by_a_second_process_sharing_sqlite(
     assert (tmp_path / "shared" / "revocations.db").exists()
 
 
+@pytest.mark.parametrize("staleness_s", [0.0, 1.0])
 async def test_revocation_seen_by_a_second_process_sharing_redis(
-    run_gateway: RunFactory, redis_url: str, redis_prefix: str
+    run_gateway: RunFactory, redis_url: str, redis_prefix: str, staleness_s: float
 ) -> None:
-    await _revocation_is_shared(run_gateway, redis_url=redis_url, redis_prefix=redis_prefix)
+    await _revocation_is_shared(
+        run_gateway,
+        at_once=staleness_s == 0,
+        redis_url=redis_url,
+        redis_prefix=redis_prefix,
+        revocation_staleness_s=staleness_s,
+    )
 
 
 async def test_sqlite_store_round_trip_and_pruning(tmp_path: Path) -> None:

@@ -499,6 +499,7 @@ async def test_two_processes_on_one_redis_share_one_limit_exactly(
         strategy=strategy,
         tiers={"default": {"sustained": f"{quota}/hour"}},
         storage_timeout_ms=2000,
+        shared={"mode": "exact"},
     )
     client_id = fresh_id()
     with (
@@ -615,7 +616,12 @@ async def test_stalled_redis_does_not_stall_the_loop(redis_url: str, redis_prefi
     sees as lag too. That noise only ever adds, while a blocking limiter stalls ~300 ms in every
     round, so the bound is checked on the best of up to three stalled rounds.
     """
-    cfg = config(strategy="sliding-window-counter", storage_timeout_ms=50, fail_open=True)
+    cfg = config(
+        strategy="sliding-window-counter",
+        storage_timeout_ms=50,
+        fail_open=True,
+        shared={"mode": "exact"},  # every request waits on Redis: the mode a stall can hurt
+    )
     who = as_client(fresh_id())
     lags: list[float] = []
     rounds: list[tuple[int, set[int]]] = []

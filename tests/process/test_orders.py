@@ -182,8 +182,12 @@ async def test_saga_failure_is_compensated(
     }[step]
     assert len(after["orders"].keys() - before["orders"].keys()) == made[0]
     assert len(after["invoices"].keys() - before["invoices"].keys()) == made[1]
-    # the key was released: the same request succeeds once the backend is back
-    status, _, ok = await clean.call("POST", "/process/v1/orders", json=req, headers=hdr)
+    # the same key answers the same problem: never a 201 for what was undone
+    status, headers, again = await clean.call("POST", "/process/v1/orders", json=req, headers=hdr)
+    assert_problem(status, headers, again, 503)
+    assert again["detail"] == body["detail"] and again["step"] == step
+    # a new key places the order once the backend is back
+    status, _, ok = await clean.call("POST", "/process/v1/orders", json=req, headers=key())
     assert status == 201, ok
     order = await clean.systems.erp.get_order(ok["id"])
     assert order.status is OrderStatus.OPEN
@@ -191,8 +195,8 @@ async def test_saga_failure_is_compensated(
 
 async def test_lost_answer_is_settled_then_undone_and_retry_makes_one_order(clean: Gw) -> None:
     """The ERP creates the order but every answer to our tries is cut off: the saga replays the
-    step by its reference to learn what was made, undoes it with the rest, and a retry with the
-    same key leaves exactly one open order, not two."""
+    step by its reference to learn what was made, undoes it with the rest; a retry with the
+    same key answers that failure again and makes nothing, and a new key makes one order."""
     p, skus = person(), [next(_skus)]
     before = await snapshot(clean, p, skus)
     req = {"customer_id": p.crm_contact_id, "lines": [{"sku": skus[0], "quantity": 1}]}
@@ -208,7 +212,11 @@ async def test_lost_answer_is_settled_then_undone_and_retry_makes_one_order(clea
     assert len(made) == 1  # the order the lost answers hid...
     assert all(mid["orders"][n].status is OrderStatus.CANCELLED for n in made)  # ...is undone
     assert mid["stock"] == before["stock"]
-    status, _, ok = await clean.call("POST", "/process/v1/orders", json=req, headers=hdr)
+    status, headers, again = await clean.call("POST", "/process/v1/orders", json=req, headers=hdr)
+    assert_problem(status, headers, again, 503)
+    assert again["detail"] == body["detail"]
+    assert (await snapshot(clean, p, skus))["orders"] == mid["orders"]
+    status, _, ok = await clean.call("POST", "/process/v1/orders", json=req, headers=key())
     assert status == 201, ok
     after = await snapshot(clean, p, skus)
     new = after["orders"].keys() - before["orders"].keys()
