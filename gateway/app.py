@@ -43,6 +43,7 @@ from .policies.ratelimit import RateLimitMiddleware, RateLimitPolicy
 from .policies.routing import served_directly
 from .policies.worker_metrics import WorkerMetricsShare
 from .settings import Settings, load_settings
+from .stores.readiness import StoreProbe
 
 log = logging.getLogger("trellis.gateway")
 
@@ -180,9 +181,12 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         limit_rejections=ratelimit_rejections(ratelimit),
     )
 
+    store_probe = StoreProbe(settings.gateway.redis_url, Path(settings.gateway.data_dir))
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(store_probe.close)
             # observability first: its tracer provider and log handler serve all that follows
             for component in (obs, systems, oauth, ratelimit, layers, events, console):
                 await component.start()
@@ -219,7 +223,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
     routes: list[BaseRoute] = [  # the busiest first: Starlette's router tries them in order
         *system_mounts(systems),
         *layers.routes,
-        *health_routes(settings, systems),
+        *health_routes(settings, systems, store_probe),
         *oauth.routes(),
         *events.routes(),
         *obs.routes(protect=metrics_guard(settings)),

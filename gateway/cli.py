@@ -147,6 +147,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    from .stores.preflight import PreflightError, preflight
+
+    try:
+        preflight(settings)
+    except PreflightError as exc:
+        print(f"trellis: cannot start: {exc}", file=sys.stderr)
+        return 1
     config_dir = Path(args.config or default_config_dir()).resolve()
     os.environ["TRELLIS_CONFIG_DIR"] = str(config_dir)
     grace = gw.server.shutdown_grace_s

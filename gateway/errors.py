@@ -23,7 +23,7 @@ from system_apis.errors import BackendError, BackendUnavailable, BadBackendData
 from system_apis.http.common import InvalidInput
 
 from .problems import problem_kind, problem_response
-from .stores.postgres import DatabaseUnavailable
+from .stores.errors import RETRY_AFTER_S, STORE_ERRORS
 
 log = logging.getLogger("trellis.errors")
 
@@ -77,18 +77,16 @@ async def client_gone(request: Request, exc: Exception) -> Response:
     return Response(status_code=499)
 
 
-STORE_ERRORS: tuple[type[Exception], ...] = (DatabaseUnavailable,)
-"""Exceptions that mean a store is down or stalled: a 503 ``store-unavailable`` problem."""
-
-
 async def store_unavailable(request: Request, exc: Exception) -> Response:
-    log.warning("store unavailable: %s", exc, extra={"path": request.url.path})
+    """A store is down: 503 with Retry-After, answered (the connection kept) instead of left
+    to the server as an unhandled error."""
+    log.warning("store unavailable", extra={"path": request.url.path, "error": type(exc).__name__})
     return problem_response(
         503,
         scope=request.scope,
         problem="store-unavailable",
-        detail="a store the operation needs is unavailable; retry shortly with the same key",
-        headers={"Retry-After": "1"},
+        detail="a store this request needs is unavailable; retry later",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
     )
 
 

@@ -81,7 +81,13 @@ class Layers:
 
 def build_layers(settings: Settings, systems: SystemApis) -> Layers:
     """Process APIs under /process/v1 and experience APIs under /experience/{channel}/v1."""
-    process = ProcessApis(systems, durable=settings.gateway.operations.durable())
+    views = settings.gateway.views
+    process = ProcessApis(
+        systems,
+        durable=settings.gateway.operations.durable(),
+        section_timeout_s=views.section_timeout_s,
+        view_deadline_s=views.deadline_s,
+    )
     routes: list[BaseRoute] = [
         *operation_routes(process),
         Mount(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from experience_apis.config import ExperienceConfig
 from gateway.config_env import (
@@ -89,10 +89,23 @@ class SandboxSettings(Strict):
 
 
 class ReadinessSettings(Strict):
-    required_backends: list[str] | None = Field(
-        None, description="Backends that must answer for /readyz to be 200; default all."
+    required_backends: list[str] = Field(
+        default_factory=list,
+        description="Backends that must answer for /readyz to be 200, besides the critical "
+        "ones (critical: true in backends.yaml); a non-critical backend down only degrades.",
     )
     probe_timeout_s: float = Field(1.0, gt=0)
+
+
+class ViewSettings(Strict):
+    """Composed views (the customer 360, a ticket's context): process_apis/deadline.py."""
+
+    deadline_s: float = Field(
+        5.0, gt=0, description="The whole view, its record of truth included; then 504."
+    )
+    section_timeout_s: float = Field(
+        3.0, gt=0, description="One non-critical section; then it is reported unavailable."
+    )
 
 
 class GatewaySettings(Strict):
@@ -123,6 +136,7 @@ class GatewaySettings(Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     readiness: ReadinessSettings = Field(default_factory=ReadinessSettings)
+    views: ViewSettings = Field(default_factory=ViewSettings)
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
     gc: GcSettings = Field(default_factory=GcSettings)
     admission: AdmissionConfig = Field(
@@ -157,6 +171,15 @@ class Settings(BaseModel):
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     experience: ExperienceConfig = Field(default_factory=ExperienceConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
+
+    @model_validator(mode="after")
+    def _keys_in_data_dir(self) -> Settings:
+        """Unset, ``oauth.keys_dir`` is ``<gateway.data_dir>/keys``: the data dir holds every
+        file the gateway writes."""
+        if "keys_dir" not in self.oauth.model_fields_set:
+            keys_dir = Path(self.gateway.data_dir) / "keys"
+            self.oauth = self.oauth.model_copy(update={"keys_dir": keys_dir})
+        return self
 
     def sandbox_ports(self) -> dict[str, int]:
         """Every instance's sandbox port (``system_apis.config.sandbox_ports``)."""

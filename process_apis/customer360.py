@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from system_apis.errors import BackendError, BackendNotFound
 
 from .contacts import get_contact
+from .deadline import view_deadline
 from .models import (
     Account,
     BillingCustomer,
@@ -293,12 +294,18 @@ async def _remember(apis: ProcessApis, customer_id: str, changed: dict[str, str]
 async def customer_360(apis: ProcessApis, customer_id: str) -> Customer360:
     """The CRM contact (system of record: its failure is the view's) and every section at once,
     each section with its own timeout: latency is the slowest backend when the store knows the
-    customer's keys, and at most three rounds (contact, lookup, data) when it does not."""
+    customer's keys, and at most three rounds (contact, lookup, data) when it does not; the
+    whole view within ``view_deadline_s`` (else a 504 naming the CRM)."""
+    async with view_deadline(apis.view_deadline_s, "crm"):
+        return await _customer_360(apis, customer_id)
+
+
+async def _customer_360(apis: ProcessApis, customer_id: str) -> Customer360:
     with step("store.xrefs"):
         known = await apis.store.xrefs(customer_id)
     contact_task = asyncio.ensure_future(get_contact(apis, customer_id))
     pending = PendingContact(contact_task)
-    timeout = apis.section_timeout_s
+    timeout = min(apis.section_timeout_s, apis.view_deadline_s)
     sections = asyncio.gather(
         _section("crm", timeout, lambda: _account(apis, pending, known)),
         _section("erp", timeout, lambda: _erp(apis, pending, known)),

@@ -82,6 +82,9 @@ class Saga:
                 unknown = outcome_unknown(exc)
                 if undo is not None and unknown:
                     await self._settle(step, action, undo)
+                elif keep_reason is not None and unknown:
+                    # no undo, and it may have been applied: report it kept, never rolled back
+                    self._kept[step] = f"outcome unknown: it may have been applied; {keep_reason}"
                 elif journal is not None and not unknown:
                     await journal.note(step, StepState.FAILED, repr(exc)[:500])
                 compensated, failed = await self.compensate()

@@ -21,6 +21,8 @@ class ProcessApis:
     systems: Systems
     section_timeout_s: float = 3.0
     """How long a composite view waits for one non-critical backend before it counts as down."""
+    view_deadline_s: float = 5.0
+    """How long a composite view waits in all, its record of truth included (``deadline.py``)."""
     idempotency_ttl_s: float = 86_400.0
     durable: DurableConfig = field(default_factory=DurableConfig)
     _store: OperationStore | None = None

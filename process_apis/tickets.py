@@ -14,6 +14,7 @@ from typing import TypeVar
 from system_apis.errors import BackendError, BackendNotFound
 
 from .customer360 import payment_status
+from .deadline import view_deadline
 from .durable import RECOVERY, Recovery
 from .errors import NotFound
 from .idempotency import reference_of
@@ -110,7 +111,13 @@ async def create_ticket(apis: ProcessApis, req: CreateTicketRequest, key: str) -
 
 
 async def ticket_context(apis: ProcessApis, ticket_id: str) -> TicketContext:
-    """The ticket is the record here (support is critical); everything else is best effort."""
+    """The ticket is the record here (support is critical); everything else is best effort;
+    the whole view within ``view_deadline_s``."""
+    async with view_deadline(apis.view_deadline_s, "support"):
+        return await _ticket_context(apis, ticket_id)
+
+
+async def _ticket_context(apis: ProcessApis, ticket_id: str) -> TicketContext:
     support = apis.systems.support
     with step("support.get_ticket"):
         try:

@@ -235,7 +235,15 @@ class BackendClient:
         while attempt < attempts:
             state = breaker.state  # read once: closed (the usual case) needs no trial slot
             if state is not BreakerState.CLOSED:
-                if not breaker.try_acquire():
+                if not breaker.try_acquire() and not (
+                    # half-open, its trial running: share the trial's verdict
+                    state is BreakerState.HALF_OPEN
+                    and await breaker.await_trial(self.config.timeouts.total_s)
+                ):
+                    if last_error is not None:
+                        # opened by others while this call was failing: report why this one
+                        # failed (a timeout stays a timeout), not the breaker it then met
+                        break
                     raise CircuitOpen(
                         self.name, "circuit open", retry_after=breaker.retry_in() or None
                     )

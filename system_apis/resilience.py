@@ -8,6 +8,7 @@ either sync-first or do not honour Retry-After together with a breaker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import deque
@@ -59,6 +60,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._half_open_in_flight = 0
+        self._verdict: asyncio.Event | None = None
         self.listeners: list[Callable[[BreakerState], None]] = []
 
     @property
@@ -88,11 +90,36 @@ class CircuitBreaker:
             return True
         return False
 
+    async def await_trial(self, timeout_s: float) -> bool:
+        """Half-open with every trial slot taken: wait (at most ``timeout_s``) for a trial's
+        verdict, then try again. The concurrent calls of one view share the trial's outcome
+        instead of being refused while it runs. False: still no slot (the trial failed, or
+        no verdict in time)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout_s
+        while not self.try_acquire():
+            remaining = end - loop.time()
+            if self.state is not BreakerState.HALF_OPEN or remaining <= 0:
+                return False  # open again (the trial failed), or no verdict in time
+            if self._verdict is None:
+                self._verdict = asyncio.Event()
+            verdict = self._verdict
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await verdict.wait()
+        return True
+
+    def _trial_ended(self) -> None:
+        if self._verdict is not None:
+            self._verdict.set()  # wake the waiters; the next half-open round gets a new event
+            self._verdict = None
+
     def record_success(self) -> None:
         self._failures = 0
         if self._state is not BreakerState.CLOSED:
             self._half_open_in_flight = 0
             self._set(BreakerState.CLOSED)
+            self._trial_ended()
 
     def record_failure(self) -> None:
         self._failures += 1
@@ -102,11 +129,13 @@ class CircuitBreaker:
             self._half_open_in_flight = 0
             self._opened_at = self._clock()
             self._set(BreakerState.OPEN)
+            self._trial_ended()
 
     def release_trial(self) -> None:
         """A half-open trial ended without a verdict (e.g. cancelled): free its slot."""
         if self._state is BreakerState.HALF_OPEN and self._half_open_in_flight > 0:
             self._half_open_in_flight -= 1
+            self._trial_ended()  # a slot is free: one waiter takes it
 
     def _set(self, state: BreakerState) -> None:
         if state is not self._state:

@@ -158,6 +158,7 @@ class EventBus:
         if self.bus is not None:
             await self.bus.close()
             self.bus = None
+        await self.alerts.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

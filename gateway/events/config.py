@@ -72,9 +72,19 @@ class InboundSourceConfig(Strict):
     )
 
 
+class AlertRetry(Strict):
+    max_attempts: int = Field(5, ge=1, le=20, description="POSTs per alert, the first included.")
+    base_delay_s: float = Field(1.0, gt=0, description="Full-jitter backoff base.")
+    max_delay_s: float = Field(60.0, gt=0, description="Cap of one backoff delay.")
+    max_pending: int = Field(
+        100, ge=1, description="Alerts waiting for a retry at once; past it the oldest is dropped."
+    )
+
+
 class AlertConfig(Strict):
     webhook_url: str | None = Field(None, description="POSTed a JSON alert per dead letter.")
     timeout_s: float = Field(5.0, gt=0)
+    retry: AlertRetry = Field(default_factory=AlertRetry)
 
 
 class BusConfig(Strict):
@@ -94,6 +104,13 @@ class BusConfig(Strict):
     )
     start_from: str = Field(
         "0", pattern=r"^(0|\$)$", description="Redis: a new consumer group starts at 0 or $."
+    )
+    drain_s: float = Field(
+        5.0,
+        ge=0,
+        description="At shutdown, deliveries in flight may finish this long (no new ones start); "
+        "keep it within gateway.server.shutdown_grace_s. Those still running are cut and "
+        "delivered again after the restart.",
     )
 
 

@@ -99,6 +99,11 @@ class RedisBus:
         # cancelled until they end: a loop cut off inside a Redis call may carry on once
         await cancel_until_done(self._tasks)
         self._tasks.clear()
+        # nothing new is read; the attempts in flight may end and record their outcome within
+        # drain_s (one cut off stays pending and is delivered again after the restart)
+        in_flight = {t for tasks in self._in_flight.values() for t in tasks}
+        if in_flight:
+            await asyncio.wait(in_flight, timeout=self.config.drain_s)
         await cancel_until_done([t for tasks in self._in_flight.values() for t in tasks])
 
     # --- loops ----------------------------------------------------------------------------

@@ -119,6 +119,8 @@ class SqliteBus:
         self._in_flight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._draining = False
+        """No new claims: shutting down, the deliveries in flight finishing (``drain_s``)."""
         self._last_prune = 0.0
         self._due: float | None = None
         self._names = list(self.subscriptions)
@@ -137,10 +139,16 @@ class SqliteBus:
         freed = await self.steps.release_dead_leases()
         if freed:
             log.info("released %d delivery lease(s) of processes that ended", freed)
-        self._stopping = False
+        self._stopping = self._draining = False
         self._task = asyncio.create_task(self._run(), name="trellis-events-sqlite")
 
     async def close(self) -> None:
+        if self._task is not None and self._in_flight:
+            # claim nothing more, let the attempts in flight end and their outcomes be
+            # recorded (the loop keeps running for that), within drain_s: a delivery cut off
+            # mid-attempt would be delivered again after the restart
+            self._draining = True
+            await asyncio.wait(set(self._in_flight), timeout=self.config.drain_s)
         if self._task is not None:
             self._stopping = True  # let a step in progress finish and answer its outcomes
             self._wake.set()
@@ -183,7 +191,8 @@ class SqliteBus:
         """One step; True when there is more to do at once."""
         self._wake.clear()  # a wake-up from now on means another step
         pending, self._outcomes = self._outcomes, []
-        free = 0 if self._stopping else self.config.concurrency - self._busy + len(pending)
+        closing = self._stopping or self._draining
+        free = 0 if closing else self.config.concurrency - self._busy + len(pending)
         try:
             step = await self.steps.dispatch(
                 [p.outcome for p in pending],

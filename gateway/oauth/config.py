@@ -75,7 +75,8 @@ class OAuthConfig(Strict):
     access_token_lifetime_s: int = Field(900, ge=60, le=86_400)
     keys_dir: Path = Field(
         Path("var/keys"),
-        description="PEM private keys, kid = file stem; relative to the working directory.",
+        description="PEM private keys, kid = file stem; relative to the working directory. "
+        "Unset: <gateway.data_dir>/keys (gateway/settings.py).",
     )
     keys: list[InlineKey] = Field(default_factory=list)
     signing_kid: str | None = Field(

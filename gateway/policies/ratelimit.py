@@ -765,6 +765,7 @@ class RateLimitMiddleware:
                 scope=scope,
                 problem="rate-limit-unavailable",
                 detail="The rate-limit store cannot be reached; try again shortly.",
+                headers={"Retry-After": "1"},
             )
             return response(scope, receive, send)
         return self._admitted(headers, scope, receive, send)

@@ -96,6 +96,7 @@ async def test_readyz_503_names_unreachable_backend(sandbox: SandboxThread, tmp_
         backends={
             "erp": {"sandbox": False, "base_url": dead, "auth": {"kind": "api_key", "key": "x"}}
         },
+        gateway={"data_dir": str(tmp_path / "data"), "readiness": {"required_backends": ["erp"]}},
     )
     async with serve(create_app(settings)) as url:
         admin = await token(url, "test-everything")

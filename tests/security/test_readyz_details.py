@@ -27,6 +27,7 @@ async def test_readyz_details_need_admin(sandbox: SandboxThread, tmp_path: Path)
         backends={
             "erp": {"sandbox": False, "base_url": dead, "auth": {"kind": "api_key", "key": "x"}}
         },
+        gateway={"data_dir": str(tmp_path / "data"), "readiness": {"required_backends": ["erp"]}},
     )
     async with serve(create_app(settings)) as url:
         status, body = await _readyz(url, None)
