@@ -1,12 +1,12 @@
 """What a store that is down looks like, and what a caller is told.
 
 A store outage (Redis refusing or dropping connections, timing out, loading, read-only after a
-failover; SQLite locked past its busy timeout, its disk failing; PostgreSQL unreachable or timing out) is not a bug of the request:
-it is answered as a 503 problem ``store-unavailable`` with ``Retry-After``, by the error
-handlers (``gateway/errors.py``) and by the token endpoint's brute-force limiter. A Redis
-command that fails on a pooled connection gone stale while Redis was away is retried once on a
-new connection (``REDIS_RETRY`` in ``redis_options.py``), so the first request after Redis
-returns does not fail.
+failover; SQLite locked past its busy timeout, its disk failing; PostgreSQL unreachable or
+timing out) is not a bug of the request: it is answered as a 503 problem
+``store-unavailable`` with ``Retry-After``, by the error handlers (``gateway/errors.py``) and
+by the token endpoint's brute-force limiter. A Redis command that fails on a pooled connection
+gone stale while Redis was away is retried once on a new connection (``REDIS_RETRY`` in
+``redis_options.py``), so the first request after Redis returns does not fail.
 """
 
 from __future__ import annotations
