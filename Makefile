@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint fmt sandbox check-config bench clean
+.PHONY: run test test-fast lint fmt sandbox check-config bench clean services
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (none found on PATH)"; exit 1; }
@@ -35,8 +35,16 @@ lint: $(STAMP)
 # WORKERS=0 runs every test in this one process. Tests are spread one by one (`--dist load`).
 WORKERS ?= auto
 
+# The real stores the tests use: the machine's Redis and PostgreSQL when they answer on
+# loopback, else installed and started by these scripts (the test role and database created),
+# and Chromium for the browser tests.
+services:
+	@bash .ci/start_redis.sh
+	@bash .ci/start_postgres.sh
+	@bash tests/docs/ensure_chromium.sh
+
 # Lint, then every test: what CI runs (.ci/run).
-test: $(STAMP) lint
+test: $(STAMP) lint services
 	$(BIN)/pytest -n $(WORKERS) $(PYTEST_ARGS)
 
 # Unit and in-process tests only: what is marked `slow` (pyproject's markers) is left out.
