@@ -61,20 +61,24 @@ def config(sandbox: SandboxThread, tmp: Path) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def gateway(
-    settings: dict[str, Any], tmp: Path, name: str
+    settings: dict[str, Any], tmp: Path, name: str, *, log: Path | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A gateway subprocess on ``settings``; its JSON log lines go to ``log`` when given."""
     path = tmp / f"{name}.json"
     path.write_text(json.dumps(settings))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("TRELLIS_REDIS_URL", None)
+    stderr = log.open("w") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.events.gateway_process", str(path)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
     )
+    if log is not None:
+        stderr.close()  # type: ignore[union-attr]  # the child holds its own copy
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
