@@ -68,17 +68,17 @@ def gateway(
     path.write_text(json.dumps(settings))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("TRELLIS_REDIS_URL", None)
-    stderr = log.open("w") if log is not None else subprocess.DEVNULL
+    log_file = log.open("w") if log is not None else None
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.events.gateway_process", str(path)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=stderr,
+        stderr=subprocess.DEVNULL if log_file is None else log_file,
         text=True,
     )
-    if log is not None:
-        stderr.close()  # type: ignore[union-attr]  # the child holds its own copy
+    if log_file is not None:
+        log_file.close()  # the child holds its own copy
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
