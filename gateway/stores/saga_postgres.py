@@ -10,8 +10,9 @@ differs is only what several hosts need:
   database's clock.
 - ``claim_expired`` takes due operations with ``FOR UPDATE SKIP LOCKED`` in one statement:
   two sweepers claiming at once get disjoint sets, and neither waits for the other.
-- Each call is one statement (``restart``: one transaction), reading an operation and its
-  steps together, so a record is never half of one write and half of the next.
+- Each call is one statement (``start`` of a key that exists: two; ``restart``: one
+  transaction), and an operation is read with its steps in one statement, so a record is never
+  half of one write and half of the next.
 
 Rows are bounded like the SQLite log's: each ``start`` forgets up to ``PURGE_BATCH`` finished
 operations older than ``retain_s`` (more than one per start, so the table holds what the
