@@ -181,7 +181,11 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         limit_rejections=ratelimit_rejections(ratelimit),
     )
 
-    store_probe = StoreProbe(settings.gateway.redis_url, Path(settings.gateway.data_dir))
+    store_probe = StoreProbe(
+        settings.gateway.redis_url,
+        Path(settings.gateway.data_dir),
+        database_url=settings.gateway.database_url,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

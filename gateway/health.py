@@ -1,9 +1,10 @@
 """Liveness and readiness.
 
 ``/healthz`` says the process is alive. ``/readyz`` says it can serve what its callers need:
-config loaded, the stores answer (Redis when configured, else the embedded SQLite files), the
-critical backends (``critical: true``, the systems of record) and those listed in
-``gateway.readiness.required_backends`` answer, and not every breaker is open; otherwise 503.
+config loaded, the stores answer (PostgreSQL with ``database_url``, Redis when configured, the
+embedded SQLite files in use), the critical backends (``critical: true``, the systems of
+record) and those listed in ``gateway.readiness.required_backends`` answer, and not every
+breaker is open; otherwise 503.
 A non-critical backend that is down, or whose breaker is open, degrades the views that use it
 and does not take the gateway out of its load balancer. It is public (load
 balancers call it without a token), so it says only ready or not; the reasons, each backend's

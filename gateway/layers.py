@@ -1,7 +1,8 @@
 """The process and experience layers, assembled for the gateway (owned by the process-API work).
 
 ``build_layers`` returns the mounts (each wrapped in its scopes) and the lifespan hooks that
-open and close the operation store (idempotency keys, cross-references, outbox).
+open and close the operation store (idempotency keys, cross-references, outbox) and the saga
+log of multi-step operations, with the sweeper that takes over a dead process's operations.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .settings import Settings
 from .stores.operations import RedisOperationStore, SqliteOperationStore, open_operation_store
 from .stores.postgres_records import PostgresOperationStore
 from .stores.redis_options import DEFAULT_PREFIX
+from .stores.saga_postgres import PostgresSagaLog
 from .stores.saga_sqlite import SqliteSagaLog
 
 CHANNEL_SCOPES: dict[str, str] = {
@@ -43,7 +45,7 @@ class Layers:
     database_url: str | None = None
     store: SqliteOperationStore | RedisOperationStore | PostgresOperationStore | None = None
     operations: OperationsConfig = field(default_factory=OperationsConfig)
-    saga_log: SqliteSagaLog | None = None
+    saga_log: SqliteSagaLog | PostgresSagaLog | None = None
     sweeper: Sweeper | None = None
 
     async def start(self) -> None:
@@ -55,11 +57,20 @@ class Layers:
             redis_prefix=self.redis_prefix,
             database_url=self.database_url,
         )
-        self.saga_log = SqliteSagaLog(self.data_dir / "sagas.db", retain_s=self.operations.retain_s)
+        self.saga_log = self._saga_log()
         await self.saga_log.open()
         self.process.attach(self.store, self.saga_log)
         self.sweeper = Sweeper(self.process, self.saga_log, self.operations)
         self.sweeper.start()  # takes over what a stopped process left running
+
+    def _saga_log(self) -> SqliteSagaLog | PostgresSagaLog:
+        """In PostgreSQL beside the other durable records when ``database_url`` is set, so
+        every host sharing the database takes over the others' operations; else a SQLite file
+        of its own in the data dir."""
+        retain_s = self.operations.retain_s
+        if self.database_url:
+            return PostgresSagaLog(self.database_url, retain_s=retain_s)
+        return SqliteSagaLog(self.data_dir / "sagas.db", retain_s=retain_s)
 
     def stuck_counts(self) -> dict[str, int]:
         """Operations found stuck (an operator is needed), by kind, since this process started."""

@@ -2,9 +2,10 @@
 
 ``TRELLIS_DATABASE_URL`` (``gateway.database_url``, ``postgresql://...``) puts every durable
 record (idempotency keys, cross-references, the outbox and event log, revocations, dead
-letters) in one PostgreSQL database. Each store opens its own small pool (asyncpg): bounded in
-connections, every connect, acquire and statement under a timeout, so a stalled or absent
-database fails a request within seconds instead of hanging it.
+letters, the saga log of multi-step operations) in one PostgreSQL database. Each store opens
+its own small pool (asyncpg): bounded in connections, every connect, acquire and statement
+under a timeout, so a stalled or absent database fails a request within seconds instead of
+hanging it.
 
 The schema is versioned in ``trellis_schema``; ``open_pool`` applies the missing migrations under
 a transaction-scoped advisory lock, so several gateway processes starting together on one
@@ -107,6 +108,28 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             "CREATE TABLE revoked_tokens (jti TEXT PRIMARY KEY,"
             " expires_at DOUBLE PRECISION NOT NULL)",
             "CREATE INDEX revoked_tokens_expiry ON revoked_tokens (expires_at)",
+        ),
+    ),
+    (
+        2,
+        (
+            # the saga log of durable operations (gateway/stores/saga_postgres.py); times are
+            # seconds on the database's clock
+            "CREATE TABLE operations (id TEXT PRIMARY KEY, kind TEXT NOT NULL,"
+            " key TEXT NOT NULL UNIQUE, fingerprint TEXT NOT NULL, state TEXT NOT NULL,"
+            " reference TEXT NOT NULL, owner TEXT, lease_until DOUBLE PRECISION NOT NULL,"
+            " created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,"
+            " status INTEGER, body TEXT, detail TEXT, attempts INTEGER NOT NULL DEFAULT 0)",
+            "CREATE INDEX operations_due ON operations (lease_until) WHERE state = 'running'",
+            "CREATE INDEX operations_finished ON operations (updated_at)"
+            " WHERE state IN ('done', 'failed')",
+            "CREATE INDEX operations_by_state ON operations (state, created_at)",
+            "CREATE INDEX operations_recent ON operations (created_at)",
+            # ``seq`` orders an operation's steps by their first record
+            "CREATE TABLE operation_steps (op_id TEXT NOT NULL, name TEXT NOT NULL,"
+            " seq BIGINT GENERATED ALWAYS AS IDENTITY, state TEXT NOT NULL, intent TEXT NOT NULL,"
+            " result TEXT, error TEXT, attempts INTEGER NOT NULL DEFAULT 0,"
+            " PRIMARY KEY (op_id, name))",
         ),
     ),
 )

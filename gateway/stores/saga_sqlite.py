@@ -178,8 +178,6 @@ class SqliteSagaLog:
         reference: str | None,
     ) -> OperationRecord | None:
         now = time.time()
-        if reference is not None:  # a new run: the old run's steps are history, not progress
-            conn.execute("DELETE FROM operation_steps WHERE op_id = ?", (op_id,))
         changed = conn.execute(
             "UPDATE operations SET state = 'running', owner = ?, lease_until = ?,"
             " updated_at = ?, status = NULL, body = NULL, detail = NULL,"
@@ -187,7 +185,12 @@ class SqliteSagaLog:
             " WHERE id = ? AND state NOT IN ('running', 'stuck')",
             (owner, now + lease_s, now, reference, op_id),
         ).rowcount
-        return self._where(conn, "id = ?", (op_id,)) if changed else None
+        if not changed:  # running (perhaps restarted by another request) or stuck: untouched
+            return None
+        if reference is not None:  # a new run: the old run's steps are history, not progress
+            conn.execute("DELETE FROM operation_steps WHERE op_id = ?", (op_id,))
+        restarted: OperationRecord | None = self._where(conn, "id = ?", (op_id,))
+        return restarted
 
     @staticmethod
     def _step(

@@ -61,20 +61,24 @@ def config(sandbox: SandboxThread, tmp: Path) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def gateway(
-    settings: dict[str, Any], tmp: Path, name: str
+    settings: dict[str, Any], tmp: Path, name: str, *, log: Path | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A gateway subprocess on ``settings``; its JSON log lines go to ``log`` when given."""
     path = tmp / f"{name}.json"
     path.write_text(json.dumps(settings))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("TRELLIS_REDIS_URL", None)
+    log_file = log.open("w") if log is not None else None
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.events.gateway_process", str(path)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if log_file is None else log_file,
         text=True,
     )
+    if log_file is not None:
+        log_file.close()  # the child holds its own copy
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

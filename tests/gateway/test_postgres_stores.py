@@ -24,6 +24,7 @@ from gateway.settings import load_settings
 from gateway.stores.postgres import MIGRATIONS, DatabaseUnavailable, SchemaMissing, migrate
 from gateway.stores.postgres_records import PostgresOperationStore, PostgresRevocationStore
 from gateway.stores.revocations import open_revocation_store
+from gateway.stores.saga_postgres import PostgresSagaLog
 from process_apis.ports import Outcome, StoredResponse
 from system_apis.sandbox import seed
 from tests.conftest import SandboxThread
@@ -97,11 +98,13 @@ def order_request(index: int) -> dict[str, Any]:
 async def test_orders_tokens_and_events_through_a_postgres_backed_gateway(
     sandbox: SandboxThread, tmp_path: Path, database_url: str, clean_sandbox: SandboxThread
 ) -> None:
-    """Keys, xrefs, the outbox and revocations in PostgreSQL: nothing in the data dir's SQLite."""
+    """The saga log, xrefs, the outbox and revocations in PostgreSQL: nothing in the data dir's
+    SQLite."""
     req = order_request(401)
     hdr = {"Idempotency-Key": uuid.uuid4().hex}
     async with running_gateway(sandbox, tmp_path, gateway={"database_url": database_url}) as gw:
         assert isinstance(gw.process.store, PostgresOperationStore)
+        assert isinstance(gw.process.saga_log, PostgresSagaLog)
         status, _, first = await gw.call("POST", "/process/v1/orders", json=req, headers=hdr)
         assert status == 201, first
         status, headers, again = await gw.call("POST", "/process/v1/orders", json=req, headers=hdr)
@@ -109,9 +112,20 @@ async def test_orders_tokens_and_events_through_a_postgres_backed_gateway(
 
         conn = await asyncpg.connect(database_url)
         try:
-            idem = await conn.fetchrow("SELECT state, status, body FROM idempotency")
-            assert idem["state"] == "done" and idem["status"] == 201
-            assert orjson.loads(idem["body"]) == first
+            # an order's key and answer are in the saga log, beside its steps
+            op = await conn.fetchrow("SELECT id, state, status, body FROM operations")
+            assert op["state"] == "done" and op["status"] == 201
+            assert orjson.loads(op["body"]) == first
+            steps = await conn.fetch(
+                "SELECT name, state FROM operation_steps WHERE op_id = $1 ORDER BY seq", op["id"]
+            )
+            assert [(r["name"], r["state"]) for r in steps] == [
+                ("inventory.reserve", "done"),
+                ("erp.create_order", "done"),
+                ("billing.create_invoice", "done"),
+                ("crm.log_activity", "done"),
+                ("publish", "done"),
+            ]
             placed = await conn.fetch("SELECT subject FROM outbox WHERE type = 'order.placed'")
             assert [r["subject"] for r in placed] == [first["id"]]
             xref = await conn.fetchval(
@@ -149,7 +163,8 @@ async def test_orders_tokens_and_events_through_a_postgres_backed_gateway(
         finally:
             await conn.close()
     data = Path(gw.settings.gateway.data_dir)
-    assert not (data / "trellis.db").exists() and not (data / "revocations.db").exists()
+    for name in ("trellis.db", "revocations.db", "sagas.db"):
+        assert not (data / name).exists(), name
 
 
 async def test_database_outage_is_a_503_problem_and_the_retry_after_it_succeeds(
