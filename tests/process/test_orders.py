@@ -13,13 +13,13 @@ import pytest
 
 from system_apis.models import InvoiceStatus, OrderStatus, ReservationStatus
 from system_apis.sandbox import seed
+from tests import crm_swap
 from tests.process.harness import Gw, assert_problem
 
 PEOPLE = seed.people()
 STOCKED = [s.sku for s in seed.skus() if s.on_hand >= 150]
 _people = itertools.count(100)
 _skus = itertools.cycle(STOCKED)
-API = "/services/data/v60.0"
 
 
 def person() -> seed.Person:
@@ -143,7 +143,7 @@ SAGA_FAULTS = [
     ("inventory.reserve", "inventory", ["/v1/reservations"]),
     ("erp.create_order", "erp", ["/sap/zsd/v1/SalesOrders"]),
     ("billing.create_invoice", "billing", ["/v1/invoices"]),
-    ("crm.log_activity", "crm", [f"{API}/sobjects/Task"]),
+    ("crm.log_activity", "crm", [crm_swap.crm().tasks_path]),
 ]
 
 
