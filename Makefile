@@ -42,7 +42,7 @@ test: $(STAMP) lint
 
 # The suites that depend on the CRM, unchanged, with the crm instance on the hubspot-crm
 # connector and its sandbox (tests/crm_swap.py); Salesforce's own contract tests are skipped.
-CRM_SUITES := tests/process tests/experience tests/events tests/faults tests/system/test_crm_role.py tests/system/test_vendor_neutral.py tests/gateway/test_instance_errors.py
+CRM_SUITES := tests/process tests/experience tests/events tests/faults tests/system/test_vendor_neutral.py tests/gateway/test_instance_errors.py
 test-hubspot-crm: $(STAMP)
 	TRELLIS_TEST_CRM=hubspot-crm $(BIN)/pytest -n $(WORKERS) $(PYTEST_ARGS) $(CRM_SUITES)
 

@@ -13,6 +13,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from system_apis.identity import normal_email, normal_name
+from system_apis.ids import IdSyntax
 from system_apis.models import (
     Account,
     Activity,
@@ -41,7 +42,6 @@ from system_apis.models import (
     TicketPriority,
     TicketStatus,
 )
-from system_apis.ids import IdSyntax
 from system_apis.roles import CRM_ID_CHARSET, Crm
 
 __all__ = [

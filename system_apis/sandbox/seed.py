@@ -154,7 +154,8 @@ def use_crm(connector: str) -> CrmIds:
     try:
         ids = CRM_IDS[connector]
     except KeyError:
-        raise LookupError(f"no seed ids for CRM connector {connector!r}: {sorted(CRM_IDS)}") from None
+        known = sorted(CRM_IDS)
+        raise LookupError(f"no seed ids for CRM connector {connector!r}: {known}") from None
     _in_use[0] = ids
     return ids
 
