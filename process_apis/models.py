@@ -125,6 +125,8 @@ def _crm_id(value: str, info: ValidationInfo) -> str:
     if isinstance(syntax, IdSyntax) and not syntax.matches(value):
         raise ValueError("not a record id of the CRM in use")
     return value
+
+
 CustomerId = Annotated[str, Field(pattern=CRM_ID_PATTERN), AfterValidator(_crm_id)]
 """A canonical customer id: the contact id in the CRM in use."""
 CHANNEL_PATTERN = r"^(web|sales|partner-[a-z0-9-]{1,40})$"
@@ -172,8 +174,6 @@ class PlaceOrderRequest(Input):
                 raise ValueError(f"sku {line.sku} appears twice; add the quantities")
             seen.add(line.sku)
         return lines
-
-
 
 
 class CancelOrderRequest(Input):

@@ -15,7 +15,6 @@ from tests.process.harness import assert_problem, running_gateway
 pytestmark = pytest.mark.slow
 
 
-
 async def test_a_crm_task_that_timed_out_is_listed_as_not_undone(
     clean_sandbox: SandboxThread, tmp_path: Path
 ) -> None:
