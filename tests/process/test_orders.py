@@ -248,7 +248,7 @@ BAD_ORDERS: list[tuple[str, Any, int, str]] = [
         422,
         "lines",
     ),
-    ("unknown-customer", {"customer_id": "003TR9999999999999"}, 422, "customer_id"),
+    ("unknown-customer", {"customer_id": seed.crm_ids().missing_contact}, 422, "customer_id"),
     ("bad-channel", {"channel": "partner-"}, 422, "channel"),
     ("extra-field", {"discount": 99}, 422, "discount"),
 ]
