@@ -42,7 +42,10 @@ test: $(STAMP) lint
 
 # The suites that depend on the CRM, unchanged, with the crm instance on the hubspot-crm
 # connector and its sandbox (tests/crm_swap.py); Salesforce's own contract tests are skipped.
-CRM_SUITES := tests/process tests/experience tests/events tests/faults tests/system/test_vendor_neutral.py tests/gateway/test_instance_errors.py
+CRM_SUITES := tests/process tests/experience tests/events tests/faults \
+	tests/observability/test_gateway_trace.py tests/security/test_json_bodies.py \
+	tests/docs/test_generated_client.py tests/gateway/test_instance_errors.py \
+	tests/system/test_vendor_neutral.py
 test-hubspot-crm: $(STAMP)
 	TRELLIS_TEST_CRM=hubspot-crm $(BIN)/pytest -n $(WORKERS) $(PYTEST_ARGS) $(CRM_SUITES)
 
