@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint fmt sandbox check-config bench clean services
+.PHONY: run test test-fast test-hubspot-crm lint fmt sandbox check-config bench clean services
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (none found on PATH)"; exit 1; }
@@ -43,9 +43,19 @@ services:
 	@bash .ci/start_postgres.sh
 	@bash tests/docs/ensure_chromium.sh
 
-# Lint, then every test: what CI runs (.ci/run).
+# Lint, then every test, then the CRM-dependent suites again on HubSpot: what CI runs (.ci/run).
 test: $(STAMP) lint services
 	$(BIN)/pytest -n $(WORKERS) $(PYTEST_ARGS)
+	$(MAKE) test-hubspot-crm
+
+# The suites that depend on the CRM, unchanged, with the crm instance on the hubspot-crm
+# connector and its sandbox (tests/crm_swap.py); Salesforce's own contract tests are skipped.
+CRM_SUITES := tests/process tests/experience tests/events tests/faults \
+	tests/observability/test_gateway_trace.py tests/security/test_json_bodies.py \
+	tests/docs/test_generated_client.py tests/gateway/test_instance_errors.py \
+	tests/system/test_vendor_neutral.py
+test-hubspot-crm: $(STAMP)
+	TRELLIS_TEST_CRM=hubspot-crm $(BIN)/pytest -n $(WORKERS) $(PYTEST_ARGS) $(CRM_SUITES)
 
 # Unit and in-process tests only: what is marked `slow` (pyproject's markers) is left out.
 test-fast: $(STAMP)

@@ -10,9 +10,10 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from system_apis.identity import normal_email, normal_name
+from system_apis.ids import IdSyntax
 from system_apis.models import (
     Account,
     Activity,
@@ -41,7 +42,7 @@ from system_apis.models import (
     TicketPriority,
     TicketStatus,
 )
-from system_apis.roles import CRM_ID_SYNTAX
+from system_apis.roles import CRM_ID_CHARSET, Crm
 
 __all__ = [
     "Account",
@@ -108,8 +109,26 @@ Name = Annotated[
     AfterValidator(normal_name),
 ]
 Phone = Annotated[str, Field(pattern=r"^\+?[0-9][0-9 ()./-]{4,28}$")]
-CRM_ID_PATTERN = f"^{CRM_ID_SYNTAX}$"
-"""A CRM record id: 15 characters, or 18 with the case-safe suffix."""
+CRM_ID_PATTERN = f"^{CRM_ID_CHARSET}$"
+"""What any CRM's record id is made of (the schema's bound); the CRM in use checks its own."""
+CRM_ID_SYNTAX = "crm_id_syntax"
+"""The validation context key of the configured CRM's ``IdSyntax`` (``input_context``)."""
+
+
+def input_context(crm: Crm) -> dict[str, Any]:
+    """The validation context of a request body: what depends on the configured systems."""
+    return {CRM_ID_SYNTAX: crm.id_syntax}
+
+
+def _crm_id(value: str, info: ValidationInfo) -> str:
+    syntax = (info.context or {}).get(CRM_ID_SYNTAX)
+    if isinstance(syntax, IdSyntax) and not syntax.matches(value):
+        raise ValueError("not a record id of the CRM in use")
+    return value
+
+
+CustomerId = Annotated[str, Field(pattern=CRM_ID_PATTERN), AfterValidator(_crm_id)]
+"""A canonical customer id: the contact id in the CRM in use."""
 CHANNEL_PATTERN = r"^(web|sales|partner-[a-z0-9-]{1,40})$"
 
 
@@ -142,7 +161,7 @@ class OrderLineRequest(Input):
 
 
 class PlaceOrderRequest(Input):
-    customer_id: Annotated[str, Field(pattern=CRM_ID_PATTERN)]
+    customer_id: CustomerId
     lines: Annotated[list[OrderLineRequest], Field(min_length=1, max_length=50)]
     channel: Annotated[str, Field(pattern=CHANNEL_PATTERN)] = "sales"
 
@@ -155,10 +174,6 @@ class PlaceOrderRequest(Input):
                 raise ValueError(f"sku {line.sku} appears twice; add the quantities")
             seen.add(line.sku)
         return lines
-
-
-CustomerId = Annotated[str, Field(pattern=CRM_ID_PATTERN)]
-"""A canonical customer id: the CRM contact id (15 or 18 characters)."""
 
 
 class CancelOrderRequest(Input):

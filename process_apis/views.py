@@ -27,6 +27,7 @@ from .models import (
     PlaceOrderRequest,
     Ticket,
     TicketContext,
+    input_context,
 )
 from .ports import StoredResponse
 from .service import ProcessApis
@@ -63,7 +64,7 @@ def stored(response: StoredResponse, replayed: bool, request: Request | None = N
 async def open_ticket(apis: ProcessApis, request: Request) -> tuple[StoredResponse, bool]:
     """Open a ticket once per Idempotency-Key; shared with the support desk's channel."""
     key = key_of(request, "tickets", caller(request))
-    body = await read_model(request, CreateTicketRequest)
+    body = await read_model(request, CreateTicketRequest, input_context(apis.systems.crm))
     assert key is not None
     return await durable_once(
         apis.saga_log,
@@ -129,7 +130,7 @@ def routes(apis: ProcessApis) -> list[BaseRoute]:
     )
     async def place_order(request: Request) -> Response:
         key = key_of(request, "orders", caller(request))
-        body = await read_model(request, PlaceOrderRequest)
+        body = await read_model(request, PlaceOrderRequest, input_context(apis.systems.crm))
         assert key is not None
         response, replayed = await durable_once(
             apis.saga_log,

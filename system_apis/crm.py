@@ -300,6 +300,8 @@ class CrmClient(BackendClient):
     """Typed access to the CRM; ids are Salesforce's 15/18-character record ids."""
 
     name = "crm"
+    id_syntax = RECORD_ID
+    cursor_syntax = CURSOR
 
     # Salesforce answers every refusal 400 with an errorCode; a duplicate is a conflict to us.
     def _client_error(self, resp: BackendResponse) -> BackendError:

@@ -497,6 +497,8 @@ class HubSpotCrmClient(BackendClient):
     """Typed access to HubSpot's CRM; ids are HubSpot's numeric record ids (as strings)."""
 
     name = BACKEND
+    id_syntax = RECORD_ID
+    cursor_syntax = AFTER
 
     def __init__(self, config: BackendConfig, base_url: str, name: str | None = None) -> None:
         super().__init__(config, base_url, name)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
-from .crm import RECORD_ID
+from .ids import CursorSyntax, IdSyntax
 from .marketing import ListMembershipChange
 from .models import (
     Account,
@@ -50,13 +50,24 @@ from .models import (
 ROLE_NAMES: tuple[str, ...] = ("crm", "erp", "billing", "support", "marketing", "inventory")
 """Every role the process layer needs an instance for."""
 
-CRM_ID_SYNTAX: str = RECORD_ID.pattern
-"""The syntax of a CRM record id that process inputs accept (a regular expression)."""
+CRM_ID_CHARSET: str = r"[A-Za-z0-9_-]{1,64}"
+"""What any CRM's record id is made of, whichever the vendor (a regular expression): the bound
+an API schema states; the CRM in use checks its own, narrower ``Crm.id_syntax``."""
 
 
 @runtime_checkable
 class Crm(Protocol):
-    """The CRM: contacts, accounts, opportunities, tasks and leads."""
+    """The CRM: contacts, accounts, opportunities, tasks and leads.
+
+    ``id_syntax`` is what the vendor's record ids look like and ``cursor_syntax`` its page
+    cursors as ``contacts_page`` hands them out: inputs are checked against the configured
+    CRM's, never against one vendor's.
+    """
+
+    @property
+    def id_syntax(self) -> IdSyntax: ...
+    @property
+    def cursor_syntax(self) -> CursorSyntax: ...
 
     async def get_contact(self, contact_id: str) -> Contact: ...
     async def find_contact_by_email(self, email: str) -> Contact | None: ...

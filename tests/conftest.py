@@ -28,7 +28,8 @@ import pytest
 import redis
 
 from system_apis.config import BACKEND_NAMES
-from system_apis.sandbox.server import Sandbox
+from system_apis.sandbox.server import DEFAULT_INSTANCES, Sandbox
+from tests import crm_swap
 from tests.servers import free_port_block
 
 # Every test configures its gateway itself: a setting from the shell (a TRELLIS_REDIS_URL
@@ -36,6 +37,9 @@ from tests.servers import free_port_block
 for _name in [n for n in os.environ if n.startswith("TRELLIS_")]:
     if not _name.startswith("TRELLIS_TEST_"):
         del os.environ[_name]
+
+# The seed's cross-references (and every id a test takes from it) are the CRM under test's.
+crm_swap.use_seed()
 
 SLOW_DIRECTORIES = ("process", "experience", "console")
 """Every test here drives a whole gateway against every sandbox backend (the console's in a
@@ -45,10 +49,18 @@ Elsewhere a module (``pytestmark``) or a test says so itself."""
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     root = Path(__file__).parent
+    crm = crm_swap.crm().connector
     for item in items:
         parts = item.path.relative_to(root).parts if item.path.is_relative_to(root) else ()
         if parts and parts[0] in SLOW_DIRECTORIES:
             item.add_marker(pytest.mark.slow)
+        vendor = item.get_closest_marker("vendor_crm")
+        if vendor is not None and vendor.args[0] != crm:
+            item.add_marker(
+                pytest.mark.skip(
+                    reason=f"about the {vendor.args[0]} CRM; {crm_swap.ENV} runs on {crm}"
+                )
+            )
 
 
 class SandboxThread:
@@ -60,7 +72,9 @@ class SandboxThread:
 
     def __init__(self) -> None:
         self.base_port = free_port_block(len(BACKEND_NAMES))
-        self.sandbox = Sandbox("127.0.0.1", self.base_port)
+        self.sandbox = Sandbox(
+            "127.0.0.1", self.base_port, crm_swap.sandbox_instances(dict(DEFAULT_INSTANCES))
+        )
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None

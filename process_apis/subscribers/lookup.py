@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from system_apis.errors import BackendNotFound
 from system_apis.models import Contact
-from system_apis.roles import Systems
+from system_apis.roles import Crm, Systems
 
 from .base import PermanentFailure, field
 
@@ -27,11 +28,9 @@ def email_of(data: Mapping[str, Any]) -> str | None:
     return field(data, "email", "customer.email", "contact.email")
 
 
-CRM_CONTACT_KEY_PREFIX = "003"
-"""Salesforce Contact ids start with it; the canonical customer id is the CRM contact id."""
-
-
-def crm_contact_id_of(data: Mapping[str, Any]) -> str | None:
+def crm_contact_id_of(data: Mapping[str, Any], crm: Crm) -> tuple[str | None, bool]:
+    """The CRM contact id the event names, and whether it is only the canonical customer id
+    (which a source other than the process APIs may use for an id of its own)."""
     named = field(
         data,
         "crm_contact_id",
@@ -41,18 +40,25 @@ def crm_contact_id_of(data: Mapping[str, Any]) -> str | None:
         "customer.crm_contact_id",
     )
     if named is not None:
-        return named
+        return named, False
     # process APIs name the customer by its canonical id, which is its CRM contact id; other
-    # sources (the billing webhook) use customer_id for their own ids
+    # sources (the billing webhook) use customer_id for their own ids: only an id in the
+    # configured CRM's syntax can be a contact id
     canonical = field(data, "customer_id", "customer.id")
-    return canonical if canonical and canonical.startswith(CRM_CONTACT_KEY_PREFIX) else None
+    if canonical and crm.id_syntax.matches(canonical):
+        return canonical, True
+    return None, False
 
 
 async def crm_contact(data: Mapping[str, Any], systems: Systems) -> Contact:
     """The CRM contact the event is about: by id when given, else by email."""
-    contact_id = crm_contact_id_of(data)
+    contact_id, only_canonical = crm_contact_id_of(data, systems.crm)
     if contact_id is not None:
-        return await systems.crm.get_contact(contact_id)
+        try:
+            return await systems.crm.get_contact(contact_id)
+        except BackendNotFound:
+            if not only_canonical:  # another system's id in the CRM's syntax: try the email
+                raise
     email = email_of(data)
     if email is None:
         raise PermanentFailure("event data names no CRM contact id and no email")

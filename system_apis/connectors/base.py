@@ -11,6 +11,7 @@ from starlette.routing import BaseRoute
 
 from ..client import BackendClient
 from ..config import BackendConfig
+from ..instance_errors import name_instance
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -38,7 +39,8 @@ class Connector(Generic[C]):
     summary: str = ""
 
     def make_client(self, config: BackendConfig, base_url: str, instance: str) -> C:
-        return self.client(config, base_url, instance)
+        """The client of one instance; the errors it raises name the instance."""
+        return name_instance(self.client(config, base_url, instance), instance)
 
     def sandbox_app(self) -> web.Application:
         """A new instance of the vendor's imitation."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -159,17 +160,20 @@ async def read_json(request: Request) -> Any:
     return parse_json(await read_body(request))
 
 
-async def read_model(request: Request, model: type[M]) -> M:
+async def read_model(
+    request: Request, model: type[M], context: Mapping[str, Any] | None = None
+) -> M:
     """The request body validated into ``model`` with strict types; 422 with field paths.
 
     Strict in pydantic's JSON mode: a JSON string is never a number or a boolean, nor a
     number a string; what JSON can only say as a string (an enum value, an ISO date, a
-    decimal) still validates from one.
+    decimal) still validates from one. ``context`` is handed to the model's validators (what
+    depends on configuration, such as the id syntax of the CRM in use).
     """
     body = await read_body(request)
     parse_json(body)  # the syntax checks orjson and pydantic-core do not make (repeated keys)
     try:
-        return model.model_validate_json(body, strict=True)
+        return model.model_validate_json(body, strict=True, context=context)
     except ValidationError as exc:
         raise InvalidInput("the request body is invalid", validation_errors(exc)) from exc
 

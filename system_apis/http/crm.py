@@ -6,7 +6,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..crm import CURSOR
 from ..models import (
     Account,
     Activity,
@@ -42,7 +41,7 @@ def routes(client: CrmRole) -> list[BaseRoute]:
             found = await client.find_contact_by_email(email)
             return json_response({"items": [found] if found else [], "next_cursor": None})
         limit = query_int(request, "limit", DEFAULT_LIMIT)
-        page = await client.contacts_page(query_cursor(request, CURSOR), limit)
+        page = await client.contacts_page(query_cursor(request, client.cursor_syntax), limit)
         return json_response(page)
 
     @operation("A contact", response=Contact, errors=[404, *BACKEND_ERRORS])

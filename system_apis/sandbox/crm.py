@@ -203,16 +203,36 @@ def _sf_datetime(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.000+0000")
 
 
+DEAL_STAGE = {
+    "prospecting": "Prospecting",
+    "qualification": "Qualification",
+    "proposal": "Proposal/Price Quote",
+    "negotiation": "Negotiation/Review",
+    "closed_won": "Closed Won",
+    "closed_lost": "Closed Lost",
+}
+"""The seed's canonical deal stages as Salesforce's ``StageName`` values."""
+LEAD_STATUS = {
+    "new": "Open - Not Contacted",
+    "working": "Working - Contacted",
+    "qualified": "Qualified",
+    "disqualified": "Closed - Not Converted",
+}
+"""The seed's canonical lead statuses as Salesforce's Lead ``Status`` values."""
+
+
 def seed_state() -> CrmState:
-    """Deterministic records: every seed person a Contact, every account an Account, and more."""
+    """Deterministic records: every seed person a Contact, every account an Account, every seed
+    deal an Opportunity, every seed lead a Lead, and a few tasks."""
     state = CrmState()
+    ids = seed.CRM_IDS["salesforce"]
     r = seed.rng("crm")
     statuses = ("Active", "Active", "Prospect", "Churned")
     for a in seed.accounts():
         state.insert(
             "Account",
             {
-                "Id": a.crm_id,
+                "Id": ids.account(a.index),
                 "Name": a.name,
                 "Website": a.domain,
                 "Industry": a.industry,
@@ -226,35 +246,33 @@ def seed_state() -> CrmState:
         state.insert(
             "Contact",
             {
-                "Id": p.crm_contact_id,
+                "Id": ids.contact(p.index),
                 "FirstName": p.first_name,
                 "LastName": p.last_name,
                 "Email": p.email,
                 "Phone": p.phone,
                 "Title": r.choice(TITLES),
-                "AccountId": p.account.crm_id,
+                "AccountId": ids.account(p.account.index),
                 "ERP_Customer_Number__c": p.erp_customer_number,
                 "CreatedDate": _sf_datetime(created),
             },
         )
-    people = seed.people()
-    for i in range(1, 601):
-        person = people[r.randrange(len(people))]
-        stage = r.choices(STAGES, weights=(3, 3, 2, 2, 3, 2))[0]
-        close = date(2026, r.randint(1, 12), r.randint(1, 28))
+    for d in seed.deals():
+        stage = DEAL_STAGE[d.stage]
         state.insert(
             "Opportunity",
             {
-                "Id": seed.crm_id("006", i),
-                "Name": f"{person.account.name} - Deal {i}",
-                "AccountId": person.account.crm_id,
-                "Primary_Contact__c": person.crm_contact_id,
+                "Id": ids.deal(d.index),
+                "Name": d.name,
+                "AccountId": ids.account(d.person.account.index),
+                "Primary_Contact__c": ids.contact(d.person.index),
                 "StageName": stage,
-                "Amount": float(r.randint(10, 5000) * 100),
-                "CloseDate": close.isoformat(),
+                "Amount": float(d.amount),
+                "CloseDate": d.close.isoformat(),
                 "IsWon": stage == "Closed Won",
             },
         )
+    people = seed.people()
     for i in range(1, 41):
         person = people[r.randrange(len(people))]
         state.insert(
@@ -262,26 +280,26 @@ def seed_state() -> CrmState:
             {
                 "Id": seed.crm_id("00T", i),
                 "Subject": r.choice(("Call", "Email", "Follow up")),
-                "WhatId": person.account.crm_id,
-                "WhoId": person.crm_contact_id,
+                "WhatId": ids.account(person.account.index),
+                "WhoId": ids.contact(person.index),
                 "Status": r.choice(TASK_STATUSES),
                 "ActivityDate": date(2026, r.randint(1, 12), r.randint(1, 28)).isoformat(),
                 "Description": None,
             },
         )
-    for i in range(1, 51):
+    for lead in seed.leads():
         state.insert(
             "Lead",
             {
-                "Id": seed.crm_id("00Q", i),
-                "FirstName": "Prospect",
-                "LastName": f"Number{i}",
-                "Email": f"prospect{i}@lead{i}.example.org",
-                "Company": f"Lead Company {i}",
+                "Id": ids.lead(lead.index),
+                "FirstName": lead.first_name,
+                "LastName": lead.last_name,
+                "Email": lead.email,
+                "Company": lead.company,
                 "Phone": None,
-                "Status": r.choice(LEAD_STATUSES),
+                "Status": LEAD_STATUS[lead.status],
                 "LeadSource": "Web",
-                "Lead_Score__c": float(r.randint(0, 100)),
+                "Lead_Score__c": float(lead.score),
             },
         )
     return state

@@ -496,10 +496,27 @@ _INDUSTRY_OF_SEED = {
     "Healthcare": "HOSPITAL_HEALTH_CARE",
     "Finance": "FINANCIAL_SERVICES",
 }
-COMPANY_ID_BASE = 20_000
-CONTACT_ID_BASE = 100_000
-DEAL_ID_BASE = 300_000
+COMPANY_ID_BASE = seed.HUBSPOT_COMPANY_BASE
+CONTACT_ID_BASE = seed.HUBSPOT_CONTACT_BASE
+LEAD_ID_BASE = seed.HUBSPOT_LEAD_BASE
+DEAL_ID_BASE = seed.HUBSPOT_DEAL_BASE
 TASK_ID_BASE = 400_000
+DEAL_STAGE = {
+    "prospecting": "appointmentscheduled",
+    "qualification": "qualifiedtobuy",
+    "proposal": "presentationscheduled",
+    "negotiation": "decisionmakerboughtin",
+    "closed_won": "closedwon",
+    "closed_lost": "closedlost",
+}
+"""The seed's canonical deal stages as stages of the default pipeline."""
+LEAD_STATUS = {
+    "new": "NEW",
+    "working": "IN_PROGRESS",
+    "qualified": "OPEN_DEAL",
+    "disqualified": "UNQUALIFIED",
+}
+"""The seed's canonical lead statuses as ``hs_lead_status`` values."""
 
 
 def company_id(seed_index: int) -> int:
@@ -562,20 +579,17 @@ def seeded() -> Portal:
         portal.associate(contact, companies[p.account.index], 279)
         portal.associate(contact, companies[p.account.index], 1)
         contacts.append(contact)
-    people = seed.people()
-    for i in range(1, 601):
-        person = people[r.randrange(len(people))]
-        stage = r.choices(STAGES, weights=(3, 3, 2, 2, 2, 3, 2))[0]
-        close = datetime(2026, r.randint(1, 12), r.randint(1, 28), tzinfo=UTC)
+    for d in seed.deals():
         created = EPOCH_2025_MS + r.randint(0, 300) * day
+        close = datetime(d.close.year, d.close.month, d.close.day, tzinfo=UTC)
         deal = portal.insert(
             Record(
-                DEAL_ID_BASE + i,
+                DEAL_ID_BASE + d.index,
                 DEALS,
                 {
-                    "dealname": f"{person.account.name} - Deal {i}",
-                    "amount": str(r.randint(10, 5000) * 100),
-                    "dealstage": stage.id,
+                    "dealname": d.name,
+                    "amount": str(d.amount),
+                    "dealstage": DEAL_STAGE[d.stage],
                     "pipeline": PIPELINE_ID,
                     "closedate": _iso(int(close.timestamp() * 1000)),
                     "deal_currency_code": "USD",
@@ -584,9 +598,34 @@ def seeded() -> Portal:
                 created,
             )
         )
-        portal.associate(deal, companies[person.account.index], 341)
-        portal.associate(deal, companies[person.account.index], 5)
-        portal.associate(deal, contacts[person.index - 1], 3)
+        portal.associate(deal, companies[d.person.account.index], 341)
+        portal.associate(deal, companies[d.person.account.index], 5)
+        portal.associate(deal, contacts[d.person.index - 1], 3)
+    for lead in seed.leads():
+        created = EPOCH_2025_MS + r.randint(0, 300 * 86_400) * 1000
+        portal.insert(
+            Record(
+                LEAD_ID_BASE + lead.index,
+                CONTACTS,
+                {
+                    "email": lead.email,
+                    "firstname": lead.first_name,
+                    "lastname": lead.last_name,
+                    "phone": None,
+                    "jobtitle": None,
+                    "company": lead.company,
+                    "lifecyclestage": "lead",
+                    "hs_lead_status": LEAD_STATUS[lead.status],
+                    "lead_source": "Web",
+                    "erp_customer_number": None,
+                    "hubspotscore": str(lead.score),
+                    "associatedcompanyid": None,
+                },
+                created,
+                created,
+            )
+        )
+    people = seed.people()
     for i in range(1, 41):
         person = people[r.randrange(len(people))]
         due = datetime(2026, r.randint(1, 12), r.randint(1, 28), tzinfo=UTC)

@@ -3,12 +3,19 @@
 About 1,000 people exist in every system under that system's own ids; each backend derives its
 own records (orders, invoices, tickets...) from these with its own ``rng(name)``, so every run
 produces the same data.
+
+Every CRM connector's sandbox holds the same accounts, contacts, deals and leads (``deals()``,
+``leads()``), each under its vendor's id syntax (``CRM_IDS``). The other systems cross-reference
+the CRM in use: ``use_crm(connector)`` chooses it (Salesforce by default), and with it the ids
+``Person.crm_contact_id`` and ``AccountSeed.crm_id`` give.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from decimal import Decimal
 from functools import cache
 
@@ -49,7 +56,11 @@ class AccountSeed:
     name: str
     domain: str
     industry: str
-    crm_id: str
+
+    @property
+    def crm_id(self) -> str:
+        """The account's id in the CRM in use (``use_crm``)."""
+        return crm_ids().account(self.index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +73,6 @@ class Person:
     city: str
     country: str
     account: AccountSeed
-    crm_contact_id: str
     erp_customer_number: str
     billing_customer_id: str
     support_user_id: int
@@ -71,6 +81,11 @@ class Person:
     @property
     def name(self) -> str:
         return f"{self.first_name} {self.last_name}"
+
+    @property
+    def crm_contact_id(self) -> str:
+        """The person's contact id in the CRM in use (``use_crm``)."""
+        return crm_ids().contact(self.index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +102,69 @@ def crm_id(prefix: str, n: int) -> str:
     return f"{prefix}TR{n:013d}"
 
 
+@dataclass(frozen=True, slots=True)
+class CrmIds:
+    """The seed's records under one CRM's ids: the n-th (from 1) account, contact, deal, lead,
+    and ids of the right syntax that name no record (for not-found cases)."""
+
+    connector: str
+    account: Callable[[int], str]
+    contact: Callable[[int], str]
+    deal: Callable[[int], str]
+    lead: Callable[[int], str]
+    missing_contact: str
+    missing_deal: str
+
+
+HUBSPOT_COMPANY_BASE = 20_000
+HUBSPOT_CONTACT_BASE = 100_000
+HUBSPOT_LEAD_BASE = 200_000
+HUBSPOT_DEAL_BASE = 300_000
+
+CRM_IDS: dict[str, CrmIds] = {
+    "salesforce": CrmIds(
+        "salesforce",
+        account=lambda n: crm_id("001", n),
+        contact=lambda n: crm_id("003", n),
+        deal=lambda n: crm_id("006", n),
+        lead=lambda n: crm_id("00Q", n),
+        missing_contact=crm_id("003", 9_999_999_999_999),
+        missing_deal=crm_id("006", 9_999_999_999_999),
+    ),
+    "hubspot-crm": CrmIds(
+        "hubspot-crm",
+        account=lambda n: str(HUBSPOT_COMPANY_BASE + n),
+        contact=lambda n: str(HUBSPOT_CONTACT_BASE + n),
+        deal=lambda n: str(HUBSPOT_DEAL_BASE + n),
+        lead=lambda n: str(HUBSPOT_LEAD_BASE + n),
+        missing_contact="999999999",
+        missing_deal="999999998",
+    ),
+}
+"""Each CRM connector's sandbox ids of the seed records."""
+
+_in_use: list[CrmIds] = [CRM_IDS["salesforce"]]
+
+
+def use_crm(connector: str) -> CrmIds:
+    """Make ``connector`` the CRM the other systems cross-reference; its seed ids.
+
+    Called before the sandboxes are made (their records are built from the seed when made).
+    """
+    try:
+        ids = CRM_IDS[connector]
+    except KeyError:
+        known = sorted(CRM_IDS)
+        raise LookupError(f"no seed ids for CRM connector {connector!r}: {known}") from None
+    _in_use[0] = ids
+    return ids
+
+
+def crm_ids() -> CrmIds:
+    """The seed ids of the CRM in use."""
+    return _in_use[0]
+
+
 def erp_customer_number(n: int) -> str:
     return f"{100000 + n:010d}"
 
@@ -99,7 +177,7 @@ def accounts() -> tuple[AccountSeed, ...]:
         words = r.sample(_COMPANY_WORDS, 2)
         name = f"{words[0]} {words[1]} {r.choice(_SUFFIX)}"
         domain = f"{words[0].lower()}{words[1].lower()}{i}.example.com"
-        out.append(AccountSeed(i, name, domain, r.choice(_INDUSTRIES), crm_id("001", i)))
+        out.append(AccountSeed(i, name, domain, r.choice(_INDUSTRIES)))
     return tuple(out)
 
 
@@ -122,7 +200,6 @@ def people() -> tuple[Person, ...]:
                 city=city,
                 country=country,
                 account=account,
-                crm_contact_id=crm_id("003", i),
                 erp_customer_number=erp_customer_number(i),
                 billing_customer_id=f"cus_TR{i:08d}",
                 support_user_id=360_000_000 + i,
@@ -211,3 +288,76 @@ def orders() -> tuple[OrderSeed, ...]:
             )
         )
     return tuple(out)
+
+
+DEALS = 600
+DEAL_STAGES = (
+    "prospecting",
+    "qualification",
+    "proposal",
+    "negotiation",
+    "closed_won",
+    "closed_lost",
+)
+"""The canonical stages (``OpportunityStage`` values); each CRM sandbox maps them to its own."""
+
+
+@dataclass(frozen=True, slots=True)
+class DealSeed:
+    index: int
+    person: Person
+    stage: str  # one of DEAL_STAGES
+    amount: int  # whole currency units
+    close: date
+
+    @property
+    def name(self) -> str:
+        return f"{self.person.account.name} - Deal {self.index}"
+
+
+@cache
+def deals() -> tuple[DealSeed, ...]:
+    """The deals every CRM holds, each of one person's account with them as its contact."""
+    r = rng("deals")
+    ppl = people()
+    out = []
+    for i in range(1, DEALS + 1):
+        person = ppl[r.randrange(len(ppl))]
+        stage = r.choices(DEAL_STAGES, weights=(3, 3, 2, 2, 3, 2))[0]
+        close = date(2026, r.randint(1, 12), r.randint(1, 28))
+        out.append(DealSeed(i, person, stage, r.randint(10, 5000) * 100, close))
+    return tuple(out)
+
+
+LEADS = 50
+LEAD_STATUSES = ("new", "working", "qualified", "disqualified")
+"""The canonical statuses (``LeadStatus`` values) of open seed leads."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeadSeed:
+    index: int
+    first_name: str
+    last_name: str
+    email: str
+    company: str
+    status: str  # one of LEAD_STATUSES
+    score: int
+
+
+@cache
+def leads() -> tuple[LeadSeed, ...]:
+    """The prospects every CRM holds as leads (none of them is a customer)."""
+    r = rng("leads")
+    return tuple(
+        LeadSeed(
+            i,
+            "Prospect",
+            f"Number{i}",
+            f"prospect{i}@lead{i}.example.org",
+            f"Lead Company {i}",
+            r.choice(LEAD_STATUSES),
+            r.randint(0, 100),
+        )
+        for i in range(1, LEADS + 1)
+    )

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from ..config import sandbox_ports
 from ..connectors import get
+from . import seed
 from .faults import Faults, FaultState, install_faults
 
 AppFactory = Callable[[], web.Application]
@@ -39,6 +40,13 @@ def make_backend_app(
     app[FAULTS_KEY] = state
     install_faults(app, state)
     return app
+
+
+def seed_crm(instances: Mapping[str, str]) -> str | None:
+    """The CRM connector among ``instances`` (name -> connector) that the seed has ids for, when
+    exactly one is served."""
+    crms = {c for c in instances.values() if c in seed.CRM_IDS}
+    return crms.pop() if len(crms) == 1 else None
 
 
 @dataclass
@@ -82,8 +90,13 @@ async def serve_forever(
     instances: Mapping[str, str] | None = None,
     fixed_ports: Mapping[str, int | None] | None = None,
 ) -> None:
-    """Start every instance's sandbox, announce where each listens, run until SIGINT/SIGTERM."""
+    """Start every instance's sandbox, announce where each listens, run until SIGINT/SIGTERM.
+
+    The other systems' seed records cross-reference the CRM served (when exactly one is).
+    """
     sandbox = Sandbox(host, base_port, dict(instances or DEFAULT_INSTANCES), fixed_ports or {})
+    if crm := seed_crm(sandbox.instances):
+        seed.use_crm(crm)
     await sandbox.start(faults)
     for name, connector in sorted(sandbox.instances.items()):
         announce(f"sandbox {name:<10} {sandbox.url(name)}  ({connector})")

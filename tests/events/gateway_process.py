@@ -17,7 +17,8 @@ from typing import Any
 import uvicorn
 
 from gateway.app import create_app
-from gateway.settings import DEFAULT_CONFIG_DIR, load_settings
+from gateway.settings import load_settings
+from tests import crm_swap
 from tests.eventually import eventually
 
 
@@ -31,7 +32,7 @@ async def main(path: Path) -> None:
     overrides: dict[str, Any] = json.loads(await asyncio.to_thread(path.read_text))
     data_dir = overrides.get("gateway", {}).get("data_dir", "var")
     overrides.setdefault("oauth", {}).setdefault("keys_dir", str(Path(data_dir) / "keys"))
-    settings = load_settings(DEFAULT_CONFIG_DIR, **overrides)
+    settings = load_settings(crm_swap.config_dir(), **overrides)
     port = _free_port()
     config = uvicorn.Config(
         create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"

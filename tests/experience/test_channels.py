@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,17 @@ from tests.process.harness import Gw, assert_problem, running_gateway
 PEOPLE = seed.people()
 ACME = [o for o in seed.orders() if o.channel == "partner-acme"]
 GLOBEX = [o for o in seed.orders() if o.channel == "partner-globex"]
-FORBIDDEN_IN_PARTNER = ("customer_number", "crm_contact_id", "unit_cost", "erp", "003TR", "0000100")
+FORBIDDEN_IN_PARTNER = ("customer_number", "crm_contact_id", "unit_cost", "erp", "0000100")
+CRM_IDS = {p.crm_contact_id for p in PEOPLE} | {a.crm_id for a in seed.accounts()}
+
+
+def values(body: Any) -> set[str]:
+    """Every string and number in a JSON body, as text."""
+    if isinstance(body, dict):
+        return set().union(*(values(v) for v in body.values())) if body else set()
+    if isinstance(body, list):
+        return set().union(*(values(v) for v in body)) if body else set()
+    return {str(body)}
 
 
 # --- web -------------------------------------------------------------------------------------
@@ -158,6 +169,7 @@ async def test_partner_sees_only_its_orders(clean: Gw) -> None:
     assert status == 200 and {o["id"] for o in nxt["items"]} <= acme_ids
     text = str(body)
     assert not any(word in text for word in FORBIDDEN_IN_PARTNER)
+    assert not values(body) & CRM_IDS  # no CRM id, whichever the CRM
 
 
 async def test_other_partners_order_is_404_like_a_missing_one(clean: Gw) -> None:
@@ -190,6 +202,7 @@ async def test_partner_order_masks_buyer_pii(clean: Gw) -> None:
     assert buyer["phone"].endswith(person.phone[-2:]) and person.phone not in str(body)
     assert buyer["name"] == f"{person.first_name[0]}. {person.last_name[0]}."
     assert not any(word in str(body) for word in FORBIDDEN_IN_PARTNER)
+    assert not values(body) & CRM_IDS
     assert [ln["sku"] for ln in body["lines"]] == [ln.sku for ln in order.lines]
 
 

@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 
 from system_apis.sandbox import seed
+from tests import crm_swap
 from tests.conftest import SandboxThread
 from tests.process.harness import assert_problem, running_gateway
 
 pytestmark = pytest.mark.slow
-
-API = "/services/data/v60.0"
 
 
 async def test_a_crm_task_that_timed_out_is_listed_as_not_undone(
@@ -25,7 +24,7 @@ async def test_a_crm_task_that_timed_out_is_listed_as_not_undone(
     sku = next(s.sku for s in seed.skus() if s.on_hand >= 150)
     async with running_gateway(clean_sandbox, tmp_path) as gw:
         req = {"customer_id": person.crm_contact_id, "lines": [{"sku": sku, "quantity": 1}]}
-        await clean_sandbox.set_faults("crm", response_ms=4000, paths=[f"{API}/sobjects/Task"])
+        await clean_sandbox.set_faults("crm", response_ms=4000, paths=[crm_swap.crm().tasks_path])
         status, headers, body = await gw.call(
             "POST", "/process/v1/orders", json=req, headers={"Idempotency-Key": uuid.uuid4().hex}
         )

@@ -8,7 +8,8 @@ from typing import Any
 import aiohttp
 from argon2 import PasswordHasher
 
-from gateway.settings import DEFAULT_CONFIG_DIR, Settings, load_settings
+from gateway.settings import Settings, load_settings
+from tests import crm_swap
 
 TEST_CLIENTS = {
     # client id -> scopes; secret is "<client-id>-secret" as in the shipped sandbox clients
@@ -51,7 +52,7 @@ def test_settings(sandbox_base_port: int, tmp: Path, **overrides: Any) -> Settin
     }
     for key, value in overrides.items():
         merged[key] = {**merged.get(key, {}), **value}
-    return load_settings(DEFAULT_CONFIG_DIR, **merged)
+    return load_settings(crm_swap.config_dir(), **merged)
 
 
 async def token(base_url: str, client_id: str, scope: str | None = None) -> str:

@@ -129,7 +129,7 @@ async def test_bad_bodies_and_unknown_customers_create_nothing(clean: Gw) -> Non
         )
         assert_problem(status, headers, body, 422)
         assert path in [e["path"] for e in body["errors"]], body
-    req = ticket_body("003TR9999999999999")
+    req = ticket_body(seed.crm_ids().missing_contact)
     status, headers, body = await clean.call("POST", "/process/v1/tickets", json=req, headers=key())
     assert_problem(status, headers, body, 422)
     assert [e["path"] for e in body["errors"]] == ["customer_id"]

@@ -52,7 +52,7 @@ async def test_close_won_billing_down_restores_the_stage(clean: Gw) -> None:
 
 async def test_close_won_unknown_and_closed_deals(clean: Gw) -> None:
     status, headers, body = await clean.call(
-        "POST", "/process/v1/deals/006TR9999999999999/close-won"
+        "POST", f"/process/v1/deals/{seed.crm_ids().missing_deal}/close-won"
     )
     assert_problem(status, headers, body, 404)
     async for opp in clean.systems.crm.iter_opportunities():

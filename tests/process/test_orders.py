@@ -13,13 +13,13 @@ import pytest
 
 from system_apis.models import InvoiceStatus, OrderStatus, ReservationStatus
 from system_apis.sandbox import seed
+from tests import crm_swap
 from tests.process.harness import Gw, assert_problem
 
 PEOPLE = seed.people()
 STOCKED = [s.sku for s in seed.skus() if s.on_hand >= 150]
 _people = itertools.count(100)
 _skus = itertools.cycle(STOCKED)
-API = "/services/data/v60.0"
 
 
 def person() -> seed.Person:
@@ -143,7 +143,7 @@ SAGA_FAULTS = [
     ("inventory.reserve", "inventory", ["/v1/reservations"]),
     ("erp.create_order", "erp", ["/sap/zsd/v1/SalesOrders"]),
     ("billing.create_invoice", "billing", ["/v1/invoices"]),
-    ("crm.log_activity", "crm", [f"{API}/sobjects/Task"]),
+    ("crm.log_activity", "crm", [crm_swap.crm().tasks_path]),
 ]
 
 
@@ -248,7 +248,7 @@ BAD_ORDERS: list[tuple[str, Any, int, str]] = [
         422,
         "lines",
     ),
-    ("unknown-customer", {"customer_id": "003TR9999999999999"}, 422, "customer_id"),
+    ("unknown-customer", {"customer_id": seed.crm_ids().missing_contact}, 422, "customer_id"),
     ("bad-channel", {"channel": "partner-"}, 422, "channel"),
     ("extra-field", {"discount": 99}, 422, "discount"),
 ]

@@ -47,6 +47,8 @@ from system_apis.models import Activity, Lead, LeadStatus, OpportunityStage
 from system_apis.sandbox import seed
 from system_apis.sandbox.crm import STAGES, run_query, seed_state
 
+pytestmark = pytest.mark.vendor_crm("salesforce")
+
 
 def config(secret: str = "crm-sandbox-secret") -> BackendConfig:
     return BackendConfig.model_validate(

@@ -31,6 +31,8 @@ from system_apis.sandbox import crm as sandbox_crm
 from tests.egress.certs import PrivateCA
 from tests.system.contracts.conftest import Backend, Recorded
 
+pytestmark = pytest.mark.vendor_crm("salesforce")
+
 VERSION = "60.0"
 
 

@@ -277,12 +277,13 @@ async def test_associations_on_create_and_through_v4(api: httpx.AsyncClient) -> 
     assert links["companies"]["results"] == [
         {"id": str(company), "type": "contact_to_company_unlabeled"}
     ]
+    buyer = str(contact_id(seed.deals()[0].person.index))
     r = await api.post(
         "/crm/v4/associations/contacts/deals/batch/read",
-        json={"inputs": [{"id": cid}, {"id": str(contact_id(1))}]},
+        json={"inputs": [{"id": cid}, {"id": buyer}]},
     )
     assert r.status_code == 200  # both have a deal
-    assert [x["from"]["id"] for x in r.json()["results"]] == [cid, str(contact_id(1))]
+    assert [x["from"]["id"] for x in r.json()["results"]] == [cid, buyer]
     assert (
         await api.delete(f"/crm/v4/objects/contacts/{cid}/associations/deals/{deal}")
     ).status_code == 204
