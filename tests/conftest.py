@@ -27,6 +27,7 @@ import asyncpg
 import pytest
 import redis
 
+from gateway.settings import DEFAULT_CONFIG_DIR, load_settings
 from system_apis.config import BACKEND_NAMES
 from system_apis.sandbox.server import Sandbox
 from tests.servers import free_port_block
@@ -52,7 +53,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 class SandboxThread:
-    """The six sandbox backends served from their own thread and event loop.
+    """The sandbox backends of the shipped configuration, from their own thread and event loop.
 
     A separate loop keeps the backends' latency independent of the test's loop, as a real
     backend would be.
@@ -60,7 +61,9 @@ class SandboxThread:
 
     def __init__(self) -> None:
         self.base_port = free_port_block(len(BACKEND_NAMES))
-        self.sandbox = Sandbox("127.0.0.1", self.base_port)
+        # the shipped instances' configs: a `rest` instance's sandbox is made from its own
+        shipped = load_settings(DEFAULT_CONFIG_DIR).backends
+        self.sandbox = Sandbox("127.0.0.1", self.base_port, configs=shipped)
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._error: BaseException | None = None

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from ..config import sandbox_ports
+from ..config import BackendConfig, sandbox_ports
 from ..connectors import get
 from .faults import Faults, FaultState, install_faults
 
@@ -25,16 +25,22 @@ DEFAULT_INSTANCES: Mapping[str, str] = {
     "support": "zendesk",
     "marketing": "hubspot-marketing",
     "inventory": "inventory",
+    "shipping": "rest",
 }
-"""The instances of the shipped configuration and their connectors."""
+"""The instances of the shipped configuration and their connectors (a ``rest`` one's sandbox
+is made from its config: ``Sandbox.configs``)."""
 
 
 def make_backend_app(
-    name: str, faults: Faults | None = None, connector: str | None = None
+    name: str,
+    faults: Faults | None = None,
+    connector: str | None = None,
+    config: BackendConfig | None = None,
 ) -> web.Application:
-    """The sandbox app for one instance (its connector's, by default the shipped instance's),
-    with fault injection and control endpoints."""
-    app = get(connector or DEFAULT_INSTANCES[name]).sandbox_app()
+    """The sandbox app for one instance (its connector's, by default the shipped instance's;
+    made from ``config`` where the connector's sandbox is per instance), with fault injection
+    and control endpoints."""
+    app = get(connector or DEFAULT_INSTANCES[name]).sandbox_app(config)
     state = FaultState(faults)
     app[FAULTS_KEY] = state
     install_faults(app, state)
@@ -43,12 +49,14 @@ def make_backend_app(
 
 @dataclass
 class Sandbox:
-    """The sandboxes of ``instances`` (instance name -> connector name)."""
+    """The sandboxes of ``instances`` (instance name -> connector name); ``configs`` holds the
+    configs of the instances whose sandbox is made from theirs."""
 
     host: str
     base_port: int
     instances: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_INSTANCES))
     fixed_ports: Mapping[str, int | None] = field(default_factory=dict)
+    configs: Mapping[str, BackendConfig] = field(default_factory=dict)
     runners: list[web.AppRunner] = field(default_factory=list)
 
     @property
@@ -61,7 +69,9 @@ class Sandbox:
     async def start(self, faults: Mapping[str, Faults] | None = None) -> None:
         ports = self.ports
         for name, connector in self.instances.items():  # runners in the order given
-            app = make_backend_app(name, (faults or {}).get(name), connector)
+            app = make_backend_app(
+                name, (faults or {}).get(name), connector, self.configs.get(name)
+            )
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             site = web.TCPSite(runner, self.host, ports[name], reuse_address=True)
@@ -81,9 +91,12 @@ async def serve_forever(
     faults: Mapping[str, Faults] | None = None,
     instances: Mapping[str, str] | None = None,
     fixed_ports: Mapping[str, int | None] | None = None,
+    configs: Mapping[str, BackendConfig] | None = None,
 ) -> None:
     """Start every instance's sandbox, announce where each listens, run until SIGINT/SIGTERM."""
-    sandbox = Sandbox(host, base_port, dict(instances or DEFAULT_INSTANCES), fixed_ports or {})
+    sandbox = Sandbox(
+        host, base_port, dict(instances or DEFAULT_INSTANCES), fixed_ports or {}, configs or {}
+    )
     await sandbox.start(faults)
     for name, connector in sorted(sandbox.instances.items()):
         announce(f"sandbox {name:<10} {sandbox.url(name)}  ({connector})")
