@@ -8,6 +8,7 @@ with its zone. A record that does not fit is ``BadBackendData`` naming the vendo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
@@ -19,6 +20,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from ..errors import BadBackendData
 from .config import ModelSpec, element_type
 
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 _SCALARS: dict[str, Any] = {
     "string": str,
     "integer": int,
@@ -162,5 +164,8 @@ def build_mappers(backend: str, models: Mapping[str, ModelSpec]) -> dict[str, Ma
 
 
 def _quoted(name: str) -> str:
-    """A field name as a JMESPath identifier (quoted: ``_`` and digits are not all bare)."""
+    """A field name as a JMESPath expression: bare where it is an identifier (as config's
+    ``NAME`` makes every field name), so messages name ``qty``, not ``"qty"``."""
+    if _IDENTIFIER.fullmatch(name):
+        return name
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
