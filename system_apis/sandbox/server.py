@@ -97,15 +97,17 @@ async def serve_forever(
     sandbox = Sandbox(
         host, base_port, dict(instances or DEFAULT_INSTANCES), fixed_ports or {}, configs or {}
     )
-    await sandbox.start(faults)
-    for name, connector in sorted(sandbox.instances.items()):
-        announce(f"sandbox {name:<10} {sandbox.url(name)}  ({connector})")
+    # a stop signal counts from before the first sandbox listens: one that arrives while the
+    # others start (a caller saw the first answer) still stops them all in order
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     try:
+        await sandbox.start(faults)
+        for name, connector in sorted(sandbox.instances.items()):
+            announce(f"sandbox {name:<10} {sandbox.url(name)}  ({connector})")
         await stop.wait()
     finally:
         await sandbox.stop()
