@@ -11,6 +11,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from multidict import CIMultiDict
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import create_app
@@ -19,6 +24,7 @@ from tests.gateway.helpers import test_settings, token
 from tests.servers import serve
 
 BASE = "/system/v1/shipping"
+TRACE_ID = "5cf92f3577b34da6a3ce929d0e0e4736"
 
 
 @dataclass
@@ -27,11 +33,18 @@ class Gw:
     reader: str  # system:read and system:write
     admin: str  # every scope (/metrics)
     outsider: str  # experience:web only
+    spans: InMemorySpanExporter
 
     async def call(
-        self, path: str, bearer: str | None = None, **params: str
-    ) -> tuple[int, dict[str, str], Any]:
-        headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+        self,
+        path: str,
+        bearer: str | None = None,
+        headers: dict[str, str] | None = None,
+        **params: str,
+    ) -> tuple[int, CIMultiDict[str], Any]:
+        headers = dict(headers or {})
+        if bearer:
+            headers["Authorization"] = f"Bearer {bearer}"
         async with (
             aiohttp.ClientSession() as s,
             s.get(self.url + path, headers=headers, params=params) as r,
@@ -39,7 +52,7 @@ class Gw:
             text = await r.text()
             ctype = r.headers.get("Content-Type", "")
             body = await r.json(content_type=None) if "json" in ctype else text
-            return r.status, dict(r.headers), body
+            return r.status, CIMultiDict(r.headers), body
 
 
 @pytest.fixture(scope="module")
@@ -55,16 +68,20 @@ async def gw(sandbox: SandboxThread, tmp_path_factory: pytest.TempPathFactory) -
             }
         },
     )
-    async with serve(create_app(settings)) as url:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))  # readable once answered
+    async with serve(create_app(settings, tracer_provider=provider)) as url:
         yield Gw(
             url,
             await token(url, "test-system-writer"),
             await token(url, "test-everything"),
             await token(url, "test-nothing"),
+            exporter,
         )
 
 
-def assert_problem(status: int, headers: dict[str, str], body: Any, expected: int) -> None:
+def assert_problem(status: int, headers: CIMultiDict[str], body: Any, expected: int) -> None:
     assert status == expected, body
     assert headers["Content-Type"].startswith("application/problem+json"), headers
     assert body["status"] == expected and body["title"] and body["type"]
@@ -217,6 +234,29 @@ async def test_readiness_and_metrics_include_the_carrier(
     assert calls and sum(s.value for s in calls) >= 1
     routes = {s.labels.get("route") for s in samples if s.name == "trellis_http_requests_total"}
     assert f"{BASE}/shipments" in routes
+
+
+async def test_a_call_is_one_trace_down_to_the_carrier(
+    gw: Gw, clean_sandbox: SandboxThread
+) -> None:
+    gw.spans.clear()
+    parent = {"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}
+    status, headers, _ = await gw.call(f"{BASE}/shipments", gw.reader, headers=parent)
+    assert status == 200 and headers["X-Trace-Id"] == TRACE_ID
+    trace = [
+        s
+        for s in gw.spans.get_finished_spans()
+        if s.context is not None and format(s.context.trace_id, "032x") == TRACE_ID
+    ]
+    [server] = [s for s in trace if s.kind is SpanKind.SERVER]
+    assert server.name == f"GET {BASE}/shipments"
+    clients = [s for s in trace if s.kind is SpanKind.CLIENT]
+    assert clients and all(
+        s.attributes is not None and s.attributes.get("trellis.backend") == "shipping"
+        for s in clients
+    )
+    stats = await clean_sandbox.control("shipping", "GET", "/__stats")
+    assert stats["trace_ids"].get(TRACE_ID) == stats["total"] == 1
 
 
 def test_the_fixture_is_part_of_the_repository() -> None:
