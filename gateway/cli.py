@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .events.cli import add_dlq_commands
-from .settings import Settings, default_config_dir, inspect_config
+from .settings import DEFAULT_CONFIG_DIR, Settings, default_config_dir, inspect_config
 
 if TYPE_CHECKING:
     from .server.workers import StopSignals
@@ -57,16 +57,16 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from system_apis.sandbox.server import serve_forever
 
-    faults = None
-    instances = None
-    ports = None
-    if args.config:  # the instances with sandbox: true, and faults from gateway.sandbox.faults
-        settings = _load_or_exit(args.config, gateway={"sandbox": {"base_port": args.base_port}})
-        faults = settings.gateway.sandbox.faults
-        for name, f in faults.items():
-            print(f"sandbox {name:<10} faults {f.model_dump(exclude_defaults=True)}", flush=True)
-        instances = {n: c.connector or n for n, c in settings.backends.items() if c.sandbox}
-        ports = settings.sandbox_ports()
+    # the instances with sandbox: true (of the shipped configuration without --config), and
+    # faults from gateway.sandbox.faults
+    config = args.config or str(DEFAULT_CONFIG_DIR)
+    settings = _load_or_exit(config, gateway={"sandbox": {"base_port": args.base_port}})
+    faults = settings.gateway.sandbox.faults
+    for name, f in faults.items():
+        print(f"sandbox {name:<10} faults {f.model_dump(exclude_defaults=True)}", flush=True)
+    served = {n: c for n, c in settings.backends.items() if c.sandbox}
+    instances = {n: c.connector or n for n, c in served.items()}
+    ports = settings.sandbox_ports()
     try:
         asyncio.run(
             serve_forever(
@@ -76,6 +76,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
                 faults=faults,
                 instances=instances,
                 fixed_ports=ports,
+                configs=served,
             )
         )
     except OSError as exc:
@@ -242,8 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument(
         "--config",
         default=None,
-        help="serve the instances with sandbox: true (default: the shipped six), inject "
-        "gateway.sandbox.faults",
+        help="serve the instances with sandbox: true (default: those of the shipped "
+        "configuration), inject gateway.sandbox.faults",
     )
     sandbox.set_defaults(func=cmd_sandbox)
 

@@ -466,8 +466,10 @@ def _repository_secrets(
     return out
 
 
-def _validation_problems(data: Mapping[str, Any]) -> tuple[Settings | None, list[_Problem]]:
-    data, problems = _by_connector_schema(data)
+def _validation_problems(
+    data: Mapping[str, Any], config_dir: Path | None = None
+) -> tuple[Settings | None, list[_Problem]]:
+    data, problems = _by_connector_schema(data, config_dir)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
@@ -487,8 +489,11 @@ def _problems_of(exc: ValidationError, prefix: KeyPath) -> list[_Problem]:
     return problems
 
 
-def _by_connector_schema(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[_Problem]]:
-    """Instances whose connector has its own config schema, validated by it."""
+def _by_connector_schema(
+    data: Mapping[str, Any], config_dir: Path | None = None
+) -> tuple[dict[str, Any], list[_Problem]]:
+    """Instances whose connector has its own config schema, validated by it (a file it names,
+    such as a ``rest`` instance's fixture, is read from ``config_dir``)."""
     out = dict(data)
     backends = data.get("backends")
     try:
@@ -505,10 +510,12 @@ def _by_connector_schema(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[
         if connector is None or connector.config_schema is BackendConfig:
             continue
         try:
-            validated[name] = connector.config_schema.model_validate(raw)
+            context = {"config_dir": config_dir} if config_dir is not None else None
+            validated[name] = connector.config_schema.model_validate(raw, context=context)
         except ValidationError as exc:
             problems += _problems_of(exc, ("backends", name))
-            validated[name] = BackendConfig.model_construct()
+            # a stand-in that passes every check: the problems above are the whole story
+            validated[name] = BackendConfig.model_construct(sandbox=True)
     out["backends"] = validated
     return out, problems
 
@@ -570,7 +577,7 @@ def inspect_config(config_dir: Path | str | None = None, **overrides: Any) -> Co
 
     unset = [p for p in files.unset if env.origin(p.path) is None]
     blank = [p.path for p in unset]  # a value left empty: its own problem says why
-    settings, invalid = _validation_problems(data)
+    settings, invalid = _validation_problems(data, directory)
     found = [
         p
         for p in invalid

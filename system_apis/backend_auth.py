@@ -1,4 +1,5 @@
-"""Outbound authentication to backends: API keys, basic auth, cached OAuth client credentials.
+"""Outbound authentication to backends: API keys (in a header or the query), bearer tokens,
+basic auth, cached OAuth client credentials.
 
 The client-credentials provider is a small cached, single-flight token fetcher; it posts to
 the token endpoint through the backend client's own transport (``Send``), so the token fetch
@@ -17,7 +18,14 @@ from urllib.parse import urlencode, urljoin
 import orjson
 
 from . import observe
-from .config import ApiKeyAuth, BackendAuth, BasicAuth, OAuthClientCredentialsAuth
+from .config import (
+    ApiKeyAuth,
+    ApiKeyQueryAuth,
+    BackendAuth,
+    BasicAuth,
+    BearerAuth,
+    OAuthClientCredentialsAuth,
+)
 from .errors import BackendAuthFailed, BackendTimeout, BackendUnavailable, BadBackendData
 from .transport import Response, TransportError
 
@@ -148,7 +156,16 @@ def make_auth_provider(
         return ClientCredentialsToken(backend, base_url, cfg, timeout_s)
     if isinstance(cfg, ApiKeyAuth):
         return StaticHeaders({cfg.header: cfg.prefix + cfg.key.get_secret_value()})
+    if isinstance(cfg, BearerAuth):
+        return StaticHeaders({"Authorization": "Bearer " + cfg.token.get_secret_value()})
     if isinstance(cfg, BasicAuth):
         raw = f"{cfg.username}:{cfg.password.get_secret_value()}".encode()
         return StaticHeaders({"Authorization": "Basic " + base64.b64encode(raw).decode()})
-    return StaticHeaders({})
+    return StaticHeaders({})  # no credentials in headers (none, or a key in the query)
+
+
+def auth_query(cfg: BackendAuth) -> dict[str, str]:
+    """Query parameters every authenticated call carries (an API key taken in the query)."""
+    if isinstance(cfg, ApiKeyQueryAuth):
+        return {cfg.param: cfg.key.get_secret_value()}
+    return {}

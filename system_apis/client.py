@@ -31,7 +31,7 @@ from defusedxml import ElementTree as SafeET
 from multidict import CIMultiDictProxy
 
 from . import observe
-from .backend_auth import AuthProvider, make_auth_provider
+from .backend_auth import AuthProvider, auth_query, make_auth_provider
 from .config import BackendConfig
 from .egress import OriginTransport, make_transport, tls_warning
 from .errors import (
@@ -135,6 +135,8 @@ class BackendClient:
         self.auth: AuthProvider = make_auth_provider(
             self.name, self.base_url, config.auth, config.timeouts.total_s
         )
+        self._auth_query = auth_query(config.auth)
+        """Credentials sent as query parameters (``api_key_query``), else empty."""
         self._origin, _ = split_url(self.base_url)
         self._base_path = urlsplit(self.base_url).path  # "" or a prefix such as "/api"
         self._transport: OriginTransport | None = None
@@ -224,6 +226,8 @@ class BackendClient:
             hdrs.setdefault("Content-Type", "application/json")
         if idempotency_key:
             hdrs[self.idempotency_header] = idempotency_key
+        if authenticated and self._auth_query:  # ours last: a caller's value never replaces it
+            params = {**(params or {}), **self._auth_query}
         retry_safe = method in SAFE_METHODS or idempotency_key is not None
         policy = self.config.retry
         attempts = policy.max_attempts

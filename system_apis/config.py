@@ -18,8 +18,17 @@ from pydantic import (
 from .proxies import check_proxy_url
 from .tls import TlsConfig
 
-BACKEND_NAMES: tuple[str, ...] = ("crm", "erp", "billing", "support", "marketing", "inventory")
-"""The instances the shipped ``config/backends.yaml`` declares, one per role, named after it."""
+BACKEND_NAMES: tuple[str, ...] = (
+    "crm",
+    "erp",
+    "billing",
+    "support",
+    "marketing",
+    "inventory",
+    "shipping",
+)
+"""The instances the shipped ``config/backends.yaml`` declares: one per role, named after it,
+then ``shipping``, a system declared with the ``rest`` connector that plays no role."""
 
 
 def sandbox_ports(
@@ -54,6 +63,22 @@ class ApiKeyAuth(Strict):
     prefix: str = ""
 
 
+class ApiKeyQueryAuth(Strict):
+    """The key in a query parameter of every call (some vendors take it no other way; it then
+    shows in their access logs, so prefer a header where the vendor offers one)."""
+
+    kind: Literal["api_key_query"]
+    param: str = Field("api_key", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    key: SecretStr
+
+
+class BearerAuth(Strict):
+    """A fixed bearer token (a personal or private-app access token)."""
+
+    kind: Literal["bearer"]
+    token: SecretStr
+
+
 class BasicAuth(Strict):
     kind: Literal["basic"]
     username: str
@@ -65,7 +90,8 @@ class NoAuth(Strict):
 
 
 BackendAuth = Annotated[
-    OAuthClientCredentialsAuth | ApiKeyAuth | BasicAuth | NoAuth, Field(discriminator="kind")
+    OAuthClientCredentialsAuth | ApiKeyAuth | ApiKeyQueryAuth | BearerAuth | BasicAuth | NoAuth,
+    Field(discriminator="kind"),
 ]
 
 

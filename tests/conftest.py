@@ -27,6 +27,7 @@ import asyncpg
 import pytest
 import redis
 
+from gateway.settings import DEFAULT_CONFIG_DIR, load_settings
 from system_apis.config import BACKEND_NAMES
 from system_apis.sandbox.server import DEFAULT_INSTANCES, Sandbox
 from tests import crm_swap
@@ -64,7 +65,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 class SandboxThread:
-    """The six sandbox backends served from their own thread and event loop.
+    """The sandbox backends of the shipped configuration, from their own thread and event loop.
 
     A separate loop keeps the backends' latency independent of the test's loop, as a real
     backend would be.
@@ -72,8 +73,13 @@ class SandboxThread:
 
     def __init__(self) -> None:
         self.base_port = free_port_block(len(BACKEND_NAMES))
+        # the shipped instances' configs: a `rest` instance's sandbox is made from its own
+        shipped = load_settings(DEFAULT_CONFIG_DIR).backends
         self.sandbox = Sandbox(
-            "127.0.0.1", self.base_port, crm_swap.sandbox_instances(dict(DEFAULT_INSTANCES))
+            "127.0.0.1",
+            self.base_port,
+            crm_swap.sandbox_instances(dict(DEFAULT_INSTANCES)),
+            configs=shipped,
         )
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()

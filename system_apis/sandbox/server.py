@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from ..config import sandbox_ports
+from ..config import BackendConfig, sandbox_ports
 from ..connectors import get
 from . import seed
 from .faults import Faults, FaultState, install_faults
@@ -26,16 +26,22 @@ DEFAULT_INSTANCES: Mapping[str, str] = {
     "support": "zendesk",
     "marketing": "hubspot-marketing",
     "inventory": "inventory",
+    "shipping": "rest",
 }
-"""The instances of the shipped configuration and their connectors."""
+"""The instances of the shipped configuration and their connectors (a ``rest`` one's sandbox
+is made from its config: ``Sandbox.configs``)."""
 
 
 def make_backend_app(
-    name: str, faults: Faults | None = None, connector: str | None = None
+    name: str,
+    faults: Faults | None = None,
+    connector: str | None = None,
+    config: BackendConfig | None = None,
 ) -> web.Application:
-    """The sandbox app for one instance (its connector's, by default the shipped instance's),
-    with fault injection and control endpoints."""
-    app = get(connector or DEFAULT_INSTANCES[name]).sandbox_app()
+    """The sandbox app for one instance (its connector's, by default the shipped instance's;
+    made from ``config`` where the connector's sandbox is per instance), with fault injection
+    and control endpoints."""
+    app = get(connector or DEFAULT_INSTANCES[name]).sandbox_app(config)
     state = FaultState(faults)
     app[FAULTS_KEY] = state
     install_faults(app, state)
@@ -51,12 +57,14 @@ def seed_crm(instances: Mapping[str, str]) -> str | None:
 
 @dataclass
 class Sandbox:
-    """The sandboxes of ``instances`` (instance name -> connector name)."""
+    """The sandboxes of ``instances`` (instance name -> connector name); ``configs`` holds the
+    configs of the instances whose sandbox is made from theirs."""
 
     host: str
     base_port: int
     instances: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_INSTANCES))
     fixed_ports: Mapping[str, int | None] = field(default_factory=dict)
+    configs: Mapping[str, BackendConfig] = field(default_factory=dict)
     runners: list[web.AppRunner] = field(default_factory=list)
 
     @property
@@ -69,7 +77,9 @@ class Sandbox:
     async def start(self, faults: Mapping[str, Faults] | None = None) -> None:
         ports = self.ports
         for name, connector in self.instances.items():  # runners in the order given
-            app = make_backend_app(name, (faults or {}).get(name), connector)
+            app = make_backend_app(
+                name, (faults or {}).get(name), connector, self.configs.get(name)
+            )
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             site = web.TCPSite(runner, self.host, ports[name], reuse_address=True)
@@ -89,23 +99,28 @@ async def serve_forever(
     faults: Mapping[str, Faults] | None = None,
     instances: Mapping[str, str] | None = None,
     fixed_ports: Mapping[str, int | None] | None = None,
+    configs: Mapping[str, BackendConfig] | None = None,
 ) -> None:
     """Start every instance's sandbox, announce where each listens, run until SIGINT/SIGTERM.
 
     The other systems' seed records cross-reference the CRM served (when exactly one is).
     """
-    sandbox = Sandbox(host, base_port, dict(instances or DEFAULT_INSTANCES), fixed_ports or {})
+    sandbox = Sandbox(
+        host, base_port, dict(instances or DEFAULT_INSTANCES), fixed_ports or {}, configs or {}
+    )
     if crm := seed_crm(sandbox.instances):
         seed.use_crm(crm)
-    await sandbox.start(faults)
-    for name, connector in sorted(sandbox.instances.items()):
-        announce(f"sandbox {name:<10} {sandbox.url(name)}  ({connector})")
+    # a stop signal counts from before the first sandbox listens: one that arrives while the
+    # others start (a caller saw the first answer) still stops them all in order
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     try:
+        await sandbox.start(faults)
+        for name, connector in sorted(sandbox.instances.items()):
+            announce(f"sandbox {name:<10} {sandbox.url(name)}  ({connector})")
         await stop.wait()
     finally:
         await sandbox.stop()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from gateway.settings import DEFAULT_CONFIG_DIR
-from system_apis.config import BackendConfig
+from system_apis.config import BACKEND_NAMES, BackendConfig
 from system_apis.errors import BackendUnavailable
 from system_apis.inventory import InventoryClient
 from system_apis.library_transport import LibraryTransport
@@ -199,7 +199,7 @@ def test_trellis_run_with_http_proxy_and_no_no_proxy(tmp_path: Path) -> None:
     the backend calls to the sandbox stay direct, so the gateway starts and is ready."""
     cfg = tmp_path / "config"
     shutil.copytree(DEFAULT_CONFIG_DIR, cfg)
-    port, base = free_port(), free_port_block(6)
+    port, base = free_port(), free_port_block(len(BACKEND_NAMES))
     dead_proxy = f"http://127.0.0.1:{free_port()}"
     env = {
         "PATH": "/usr/bin:/bin",

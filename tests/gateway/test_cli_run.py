@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.settings import DEFAULT_CONFIG_DIR
+from system_apis.config import BACKEND_NAMES
 from tests.conftest import free_port_block
 from tests.eventually import eventually_sync
 from tests.servers import free_port
@@ -52,7 +53,7 @@ def _listening(port: int) -> bool:
 def run_config(tmp_path: Path) -> tuple[Path, int, int]:
     cfg = tmp_path / "config"
     shutil.copytree(DEFAULT_CONFIG_DIR, cfg)
-    return cfg, free_port(), free_port_block(6)
+    return cfg, free_port(), free_port_block(len(BACKEND_NAMES))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -75,7 +76,7 @@ def test_trellis_run_serves_and_stops_cleanly(
     )
     try:
         wait_ready(proc, port, 40)
-        assert all(_listening(base + i) for i in range(6))
+        assert all(_listening(base + i) for i in range(len(BACKEND_NAMES)))
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
             assert r.headers.get("server") is None  # the server software is not advertised
             assert r.headers["x-content-type-options"] == "nosniff"
@@ -87,7 +88,9 @@ def test_trellis_run_serves_and_stops_cleanly(
         assert f"sandbox crm        http://127.0.0.1:{base + 1}" in text  # billing is first
         assert "trellis: stopped" in text
         assert not _listening(port)
-        assert not any(_listening(base + i) for i in range(6))  # the sandbox stopped too
+        assert not any(
+            _listening(base + i) for i in range(len(BACKEND_NAMES))
+        )  # the sandbox stopped too
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -196,14 +199,14 @@ def test_sandbox_serves_only_instances_marked_sandbox(
         [*cmd, "--config", str(cfg)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     try:
-        support = f"http://127.0.0.1:{base + 5}"  # the last of the sorted instance names
+        support = f"http://127.0.0.1:{base + 6}"  # the last of the sorted instance names
         eventually_sync(lambda: _get(support + "/__health") == 200, timeout=20, interval=0.1)
         assert not _listening(base + 3)  # inventory's port
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
     assert proc.returncode == 0
-    assert f"sandbox support    http://127.0.0.1:{base + 5}  (zendesk)".encode() in out
+    assert f"sandbox support    http://127.0.0.1:{base + 6}  (zendesk)".encode() in out
     assert b"sandbox inventory" not in out
 
 
@@ -286,7 +289,7 @@ def test_several_workers_share_redis_stores(
         assert proc.returncode == 0, out.decode()
         assert "workers: 2" in out.decode()
         assert not _listening(port)
-        assert not any(_listening(base + i) for i in range(6))
+        assert not any(_listening(base + i) for i in range(len(BACKEND_NAMES)))
     finally:
         if proc.poll() is None:
             proc.kill()

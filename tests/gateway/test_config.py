@@ -28,11 +28,20 @@ def problems_of(directory: Path) -> list[str]:
 
 def test_shipped_config_is_valid() -> None:
     settings = load_settings(DEFAULT_CONFIG_DIR)
-    assert set(settings.backends) == {"crm", "erp", "billing", "support", "marketing", "inventory"}
+    assert set(settings.backends) == {
+        "crm",
+        "erp",
+        "billing",
+        "support",
+        "marketing",
+        "inventory",
+        "shipping",
+    }
     # sandbox ports follow the instance names in sorted order from base_port
     assert settings.backend_url("billing") == "http://127.0.0.1:9101"
     assert settings.backend_url("crm") == "http://127.0.0.1:9102"
-    assert settings.backend_url("support") == "http://127.0.0.1:9106"
+    assert settings.backend_url("shipping") == "http://127.0.0.1:9106"
+    assert settings.backend_url("support") == "http://127.0.0.1:9107"
     assert settings.role_instances()["crm"] == "crm"
     assert settings.backends["support"].rate_limit is not None
 
@@ -99,7 +108,7 @@ def test_renamed_instance_must_be_renamed_in_roles(config_dir: Path) -> None:
     (config_dir / "backends.yaml").write_text(text)
     assert problems_of(config_dir) == [
         "config/roles.yaml: inventory: unknown instance 'inventory'; instances: "
-        "['billing', 'crm', 'erp', 'marketing', 'support', 'warehouse']",
+        "['billing', 'crm', 'erp', 'marketing', 'shipping', 'support', 'warehouse']",
     ]
     roles = (config_dir / "roles.yaml").read_text()
     (config_dir / "roles.yaml").write_text(roles.replace("inventory: inventory", ""))

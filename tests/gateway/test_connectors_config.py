@@ -17,7 +17,8 @@ from system_apis.connectors import UnknownConnector, connectors, get
 from system_apis.roles import ROLE_NAMES
 
 INSTALLED = (
-    "['hubspot-crm', 'hubspot-marketing', 'inventory', 'salesforce', 'sap', 'stripe', 'zendesk']"
+    "['hubspot-crm', 'hubspot-marketing', 'inventory', 'rest', 'salesforce', 'sap', 'stripe', "
+    "'zendesk']"
 )
 
 
@@ -47,6 +48,7 @@ def test_builtin_connectors_are_entry_points_and_cover_every_role() -> None:
     assert provided == set(ROLE_NAMES)
     assert get("salesforce").roles == ("crm",)
     assert get("hubspot-crm").roles == ("crm",)
+    assert get("rest").roles == ()  # a declared system plays no role: served at its mount
 
 
 def test_unknown_connector_suggests_the_closest() -> None:
@@ -131,7 +133,8 @@ def test_two_instances_of_one_connector_need_a_choice_of_role(
     two_billing_accounts(config_dir)
     assert problems_of(config_dir) == [
         "config/roles.yaml: billing: unknown instance 'billing'; instances: "
-        "['billing-eu', 'billing-us', 'crm', 'erp', 'inventory', 'marketing', 'support']"
+        "['billing-eu', 'billing-us', 'crm', 'erp', 'inventory', 'marketing', 'shipping', "
+        "'support']"
     ]
     edit(config_dir / "roles.yaml", "billing: billing\n", "")
     assert problems_of(config_dir) == [
@@ -142,7 +145,7 @@ def test_two_instances_of_one_connector_need_a_choice_of_role(
     settings = load_settings(config_dir)
     assert settings.role_instances()["billing"] == "billing-us"
     ports = settings.sandbox_ports()
-    assert len(set(ports.values())) == len(ports) == 7
+    assert len(set(ports.values())) == len(ports) == 8
 
 
 def test_sandbox_ports_follow_names_not_file_order() -> None:

@@ -20,6 +20,7 @@ import pytest
 from gateway.server.workers import stop_within
 from gateway.settings import DEFAULT_CONFIG_DIR
 from gateway.stopping import cancel_until_done
+from system_apis.config import BACKEND_NAMES
 from tests.conftest import free_port_block
 from tests.gateway.test_cli_run import wait_ready
 from tests.servers import free_port
@@ -76,7 +77,7 @@ def run_env(
 ) -> tuple[Path, int, int, dict[str, str]]:
     cfg = tmp_path / "config"
     shutil.copytree(DEFAULT_CONFIG_DIR, cfg)
-    base = free_port_block(6)
+    base = free_port_block(len(BACKEND_NAMES))
     env = {
         "PATH": "/usr/bin:/bin",
         "TRELLIS_REDIS_URL": redis_url,
