@@ -262,6 +262,13 @@ class RestBackendConfig(BackendConfig):
                 )
         if self.sandbox and self.fixture is None:
             raise ValueError("sandbox: true needs fixture: the records its sandbox serves")
+        if self.fixture is not None:  # check-config explains a fixture the sandbox would refuse
+            from .sandbox import FixtureError, load_fixture
+
+            try:
+                load_fixture(self.fixture, self)
+            except FixtureError as exc:
+                raise ValueError(f"fixture: {exc}") from None
         return self
 
 

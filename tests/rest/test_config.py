@@ -109,6 +109,15 @@ def test_check_config_names_the_file_and_key_of_a_rest_problem(
     assert found.startswith(problem), found
 
 
+def test_check_config_explains_a_fixture_the_sandbox_would_refuse(config_dir: Path) -> None:
+    edit(config_dir / "fixtures" / "shipping.yaml", "tracking-events:\n", "tracking:\n")
+    [found] = problems_of(config_dir)
+    assert found.startswith("config/backends.yaml: shipping: fixture: "), found
+    assert found.endswith(
+        "shipping.yaml: tracking: not a declared resource ['shipments', 'tracking-events']"
+    ), found
+
+
 def test_a_rest_instance_plays_no_role(config_dir: Path) -> None:
     edit(config_dir / "backends.yaml", "  connector: rest\n", "  connector: rest\n  role: crm\n")
     problems = problems_of(config_dir)
