@@ -16,7 +16,7 @@ import pytest
 
 from gateway.app import Gateway, create_app
 from gateway.events.records import DeliveryState, EventSummary
-from system_apis.crm import AccountCreate, ContactCreate
+from system_apis.models import AccountCreate, ContactCreate
 from system_apis.sandbox.billing import API_KEY, sign_payload
 from tests.conftest import SandboxThread
 from tests.events.helpers import Receiver, event, hook, receiver, write_outbox

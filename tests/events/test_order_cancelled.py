@@ -11,7 +11,7 @@ import pytest
 from process_apis.ports import DomainEvent
 from process_apis.subscribers import SUBSCRIBERS
 from process_apis.subscribers.lookup import marker
-from system_apis.crm import ContactCreate
+from system_apis.models import ContactCreate
 from tests.events.conftest import BusFactory
 from tests.events.helpers import write_outbox
 from tests.events.test_subscribers import delivered

@@ -14,8 +14,7 @@ from gateway.events.records import Delivery, DeliveryState
 from process_apis.ports import DomainEvent
 from process_apis.subscribers import SUBSCRIBERS
 from process_apis.subscribers.lookup import marker
-from system_apis.crm import AccountCreate, ContactCreate
-from system_apis.models import Contact, Invoice
+from system_apis.models import AccountCreate, Contact, ContactCreate, Invoice
 from system_apis.registry import SystemApis
 from tests.events.conftest import BusFactory
 from tests.events.helpers import write_outbox

@@ -8,8 +8,7 @@ import uuid
 from typing import Any
 
 from process_apis.subscribers.lookup import marker
-from system_apis.crm import ContactCreate
-from system_apis.models import TicketComment
+from system_apis.models import ContactCreate, TicketComment
 from system_apis.sandbox import seed
 from tests.eventually import eventually
 from tests.process.harness import Gw, assert_problem

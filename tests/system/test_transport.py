@@ -1071,6 +1071,7 @@ async def test_sandbox_calls_share_one_kept_alive_connection(clean_sandbox: Any)
         await c.close()
 
 
+@pytest.mark.vendor_crm("salesforce")  # Salesforce's OAuth token endpoint on the crm sandbox
 async def test_sandbox_oauth_token_fetch_goes_through_the_transport(clean_sandbox: Any) -> None:
     cfg = BackendConfig.model_validate(
         {
