@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from opentelemetry.sdk.trace import TracerProvider
@@ -77,13 +78,25 @@ async def test_a_trace_only_the_other_worker_holds_is_found(
             assert [s.depth for s in found.trace.spans] == [0, 1]
             assert found.trace.spans[1].error
             assert found.trace.spans[0].attributes["client_secret"] == REDACTED
-        # the reply lists expire on their own
+        # the asker took every answer: nothing is left behind
         client = aioredis.Redis.from_url(redis_url, socket_timeout=2)
         try:
-            keys = [k async for k in client.scan_iter(match=f"{redis_prefix}console:trace-reply:*")]
-            assert keys
-            ttls = [await client.ttl(k) for k in keys]
-            assert all(0 < t <= REPLY_TTL_S for t in ttls), ttls
+            assert [k async for k in client.scan_iter(match=f"{redis_prefix}*")] == []
+            # an answer nobody takes (its asker gave up) expires on its own
+            reply_to = f"{redis_prefix}console:trace-reply:late"
+            question = orjson.dumps({"key": "req-on-b", "reply_to": reply_to, "from": "x"})
+            assert await client.publish(f"{redis_prefix}console:trace-lookup", question) == 2
+            for _ in range(100):
+                if await client.llen(reply_to) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert 0 < await client.ttl(reply_to) <= REPLY_TTL_S
+            # a question naming a key outside the reply lists gets no answer
+            elsewhere = f"{redis_prefix}not-a-reply"
+            question = orjson.dumps({"key": "req-on-b", "reply_to": elsewhere, "from": "x"})
+            await client.publish(f"{redis_prefix}console:trace-lookup", question)
+            await asyncio.sleep(0.3)
+            assert not await client.exists(elsewhere)
         finally:
             await client.aclose()
 
