@@ -244,7 +244,8 @@ class TraceShare:
                 popped = await self._redis.blpop([reply_to], timeout=round(left, 3))
                 if popped is None:
                     break
-                answers.append(popped[1])
+                answer = popped[1]
+                answers.append(answer.encode() if isinstance(answer, str) else answer)
         except (RedisError, OSError) as exc:
             log.debug("trace look-up across workers failed: %s", exc)
             return Lookup(trace=None, asked=None, answered=len(answers))

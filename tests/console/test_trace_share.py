@@ -48,7 +48,9 @@ def _serve(provider: TracerProvider, request_id: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def _worker(ring: SpanRing, url: str, prefix: str, wait_s: float) -> AsyncIterator[TraceShare]:
+async def _worker(
+    ring: SpanRing, url: str, prefix: str, wait_s: float
+) -> AsyncIterator[TraceShare]:
     share = TraceShare(ring, url, prefix=prefix, wait_s=wait_s)
     await share.start()
     try:
