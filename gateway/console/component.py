@@ -53,7 +53,8 @@ class Console:
         self.share: TraceShare | None = None
         """With Redis: this worker's side of trace look-ups across workers."""
         redis_url = settings.gateway.redis_url
-        if self.config.enabled and redis_url and observability.spans.size:
+        recording = settings.observability.tracing.exporter != "none" or self.config.record_spans
+        if self.config.enabled and redis_url and observability.spans.size and recording:
             self.share = TraceShare(
                 observability.spans,
                 redis_url,

@@ -180,7 +180,7 @@ class TraceShare:
                     await pubsub.subscribe(self.channel)
                     self.listening.set()
                     if self._down:
-                        log.warning("trace look-up across workers: Redis is back")
+                        log.info("trace look-up across workers: Redis is back")
                         self._down = False
                     pause = RECONNECT_MIN_S
                     while True:

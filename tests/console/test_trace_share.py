@@ -184,7 +184,7 @@ async def test_the_listener_comes_back_with_redis(
         up_reader, up_writer = await asyncio.open_connection(target["host"], target["port"])
         await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
 
-    with caplog.at_level(logging.WARNING, logger="trellis.console"):
+    with caplog.at_level(logging.INFO, logger="trellis.console"):
         await b.start()
         await asyncio.sleep(0.8)
         assert not b.listening.is_set()
