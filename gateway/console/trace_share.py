@@ -82,12 +82,17 @@ class Lookup:
 def encode_answer(
     trace_id: str | None, records: list[SpanRecord], cap: int = MAX_ANSWER_BYTES
 ) -> bytes:
-    """One answer as JSON, the spans in start order until ``cap`` bytes would be passed."""
+    """One answer as JSON, the spans in start order until ``cap`` bytes would be passed
+    (``truncated`` when spans were left out)."""
     parts: list[bytes] = []
     size = 128  # the envelope
     truncated = False
     for record in records:
-        part = orjson.dumps(record)
+        try:
+            part = orjson.dumps(record)
+        except orjson.JSONEncodeError:  # an attribute JSON cannot hold: that span is left out
+            truncated = True
+            continue
         if size + len(part) + 1 > cap:
             truncated = True
             break

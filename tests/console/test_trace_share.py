@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -230,3 +231,7 @@ def test_answers_are_capped_and_merged_by_span() -> None:
     assert trace.spans[0].depth == 0 and {s.depth for s in trace.spans[1:]} == {1}
     assert trace.total_ms == pytest.approx(38.5)
     assert merge_answers([empty, empty]) == (None, False)
+    # a span whose attributes JSON cannot hold is left out, not the answer
+    odd = dataclasses.replace(record(2, 1), attributes={"x": 2**70})
+    trace, truncated = merge_answers([encode_answer(trace_id, [records[0], odd, records[2]])])
+    assert truncated and trace is not None and [s.name for s in trace.spans] == ["s1", "s3"]
