@@ -74,6 +74,7 @@ class Gateway(Starlette):
     ratelimit: RateLimitPolicy
     observability: Observability
     admission: AdmissionLimit
+    console: Console
 
     def build_middleware_stack(self) -> ASGIApp:
         """Starlette's stack, its server-error layer being the request envelope: the envelope
@@ -248,6 +249,7 @@ def create_app(settings: Settings, *, tracer_provider: TracerProvider | None = N
         events,
     )
     app.ratelimit, app.observability, app.admission = ratelimit, obs, admission
+    app.console = console
     # no trailing-slash redirects: Starlette builds their absolute URL from the Host header
     app.router.redirect_slashes = False
     return app

@@ -22,6 +22,7 @@ from .auth import ConsoleAuth
 from .history import History
 from .routes import PREFIX, ConsolePages
 from .sources import Reachability
+from .trace_share import TraceShare
 
 log = logging.getLogger("trellis.console")
 
@@ -49,6 +50,17 @@ class Console:
         self.reachability = Reachability(
             systems.all(), self.config.probe_timeout_s, max_age_s=self.config.refresh_s
         )
+        self.share: TraceShare | None = None
+        """With Redis: this worker's side of trace look-ups across workers."""
+        redis_url = settings.gateway.redis_url
+        recording = settings.observability.tracing.exporter != "none" or self.config.record_spans
+        if self.config.enabled and redis_url and observability.spans.size and recording:
+            self.share = TraceShare(
+                observability.spans,
+                redis_url,
+                prefix=settings.gateway.redis_prefix,
+                wait_s=self.config.trace_lookup_wait_s,
+            )
         self.pages = ConsolePages(
             settings,
             auth=ConsoleAuth(oauth, self.config),
@@ -57,6 +69,7 @@ class Console:
             history=self.history,
             reachability=self.reachability,
             spans=observability.spans,
+            share=self.share,
             limit_rejections=limit_rejections,
             tracing_exporter=settings.observability.tracing.exporter,
             config_dir=config_dir,
@@ -114,6 +127,8 @@ class Console:
         except Exception:
             log.exception("counting dead letters failed")
         self._sampler = asyncio.create_task(self._sample(), name="console-sampler")
+        if self.share is not None:
+            await self.share.start()
 
     async def close(self) -> None:
         if self._sampler is not None:
@@ -121,3 +136,5 @@ class Console:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampler
             self._sampler = None
+        if self.share is not None:
+            await self.share.close()

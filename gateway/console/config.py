@@ -22,6 +22,13 @@ class ConsoleConfig(BaseModel):
         description="Record spans for the ring even with tracing.exporter none (each request "
         "then pays for a recorded span); with an exporter the ring sees what is sampled.",
     )
+    trace_lookup_wait_s: float = Field(
+        0.5,
+        gt=0,
+        le=5.0,
+        description="With Redis, how long a trace look-up that misses in this worker's ring "
+        "waits for the other workers' answers.",
+    )
     sample_interval_s: float = Field(
         10.0, ge=1.0, le=60.0, description="How often the overview's time series take a sample."
     )

@@ -35,6 +35,7 @@ from .forms import BadForm, Form, read_form
 from .history import History
 from .settings_view import config_rows
 from .spans import SpanRing
+from .trace_share import Lookup, TraceShare
 
 PREFIX = "/console"
 HERE = Path(__file__).resolve().parent
@@ -124,6 +125,7 @@ class ConsolePages:
         history: History,
         reachability: sources.Reachability,
         spans: SpanRing,
+        share: TraceShare | None = None,
         limit_rejections: Callable[[], Mapping[str, int]],
         tracing_exporter: str,
         config_dir: Path | None,
@@ -136,6 +138,7 @@ class ConsolePages:
         self.history = history
         self.reachability = reachability
         self.spans = spans
+        self.share = share
         self.limit_rejections = limit_rejections
         self.tracing_exporter = tracing_exporter
         self.config_dir = config_dir
@@ -342,9 +345,13 @@ class ConsolePages:
         key = (request.query_params.get("q") or "").strip()[:128]
         trace = None
         searched = bool(key)
+        elsewhere: Lookup | None = None
         if key:
             trace_id = self.spans.trace_id_for(key)
             trace = self.spans.trace(trace_id) if trace_id else None
+            if trace is None and self.share is not None:
+                elsewhere = await self.share.lookup(key)
+                trace = elsewhere.trace
         link = None
         if trace is not None and self.config.tracing_ui_url:
             link = self.config.tracing_ui_url.replace("{trace_id}", trace.trace_id)
@@ -356,6 +363,8 @@ class ConsolePages:
             q=key,
             searched=searched,
             trace=trace,
+            elsewhere=elsewhere,
+            shared=self.share is not None,
             link=link,
             recent=self.spans.recent_requests(),
             kept=len(self.spans),

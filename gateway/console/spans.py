@@ -110,40 +110,81 @@ class SpanRing(SpanProcessor):
                 break
         return out
 
-    def trace(self, trace_id: str) -> TraceView | None:
-        """Every kept span of ``trace_id`` as a tree in start order, or None if none is kept."""
+    def records(self, trace_id: str, limit: int | None = None) -> list[SpanRecord]:
+        """The kept spans of ``trace_id`` (at most ``limit``, the first started), attributes
+        redacted as the trace page shows them."""
         wanted = int(trace_id, 16)
         spans = [
             s for s in self.snapshot() if s.context is not None and s.context.trace_id == wanted
         ]
-        if not spans:
-            return None
         spans.sort(key=lambda s: s.start_time or 0)
-        t0 = min(s.start_time or 0 for s in spans)
-        t1 = max(s.end_time or s.start_time or 0 for s in spans)
-        ids = {s.context.span_id for s in spans if s.context is not None}
-        depth: dict[int, int] = {}
-        views: list[SpanView] = []
-        for span in spans:
-            assert span.context is not None
-            parent = span.parent.span_id if span.parent is not None else None
-            level = depth.get(parent, -1) + 1 if parent in ids and parent is not None else 0
-            depth[span.context.span_id] = level
-            start, end = span.start_time or 0, span.end_time or span.start_time or 0
-            views.append(
-                SpanView(
-                    name=span.name,
-                    kind=span.kind.name.lower(),
-                    span_id=format(span.context.span_id, "016x"),
-                    parent_id=format(parent, "016x") if parent is not None else None,
-                    depth=level,
-                    start_ms=(start - t0) / 1e6,
-                    duration_ms=(end - start) / 1e6,
-                    error=span.status.status_code is StatusCode.ERROR,
-                    attributes=redact(dict(span.attributes or {})),
-                )
+        return [_record(s) for s in spans[:limit]]
+
+    def trace(self, trace_id: str) -> TraceView | None:
+        """Every kept span of ``trace_id`` as a tree in start order, or None if none is kept."""
+        return assemble(trace_id, self.records(trace_id))
+
+
+@dataclass(frozen=True, slots=True)
+class SpanRecord:
+    """One ended span as plain data (absolute times in ns since the epoch): what a worker
+    hands another worker that looks its trace up, and what a ``TraceView`` is built from."""
+
+    name: str
+    kind: str
+    span_id: str
+    parent_id: str | None
+    start_ns: int
+    end_ns: int
+    error: bool
+    attributes: dict[str, Any]
+
+
+def _record(span: ReadableSpan) -> SpanRecord:
+    assert span.context is not None
+    parent = span.parent.span_id if span.parent is not None else None
+    start = span.start_time or 0
+    return SpanRecord(
+        name=span.name,
+        kind=span.kind.name.lower(),
+        span_id=format(span.context.span_id, "016x"),
+        parent_id=format(parent, "016x") if parent is not None else None,
+        start_ns=start,
+        end_ns=span.end_time or start,
+        error=span.status.status_code is StatusCode.ERROR,
+        attributes=redact(dict(span.attributes or {})),
+    )
+
+
+def assemble(trace_id: str, records: list[SpanRecord]) -> TraceView | None:
+    """``records`` (of one trace, from one worker or several) as the page's tree, each span
+    once; None when there are none."""
+    unique = {r.span_id: r for r in records}
+    if not unique:
+        return None
+    ordered = sorted(unique.values(), key=lambda r: r.start_ns)
+    t0 = min(r.start_ns for r in ordered)
+    t1 = max(r.end_ns for r in ordered)
+    depth: dict[str, int] = {}
+    views: list[SpanView] = []
+    for r in ordered:
+        parent = r.parent_id
+        level = depth.get(parent, -1) + 1 if parent is not None and parent in unique else 0
+        depth[r.span_id] = level
+        views.append(
+            SpanView(
+                name=r.name,
+                kind=r.kind,
+                span_id=r.span_id,
+                parent_id=parent,
+                depth=level,
+                start_ms=(r.start_ns - t0) / 1e6,
+                duration_ms=(r.end_ns - r.start_ns) / 1e6,
+                error=r.error,
+                attributes=r.attributes,
             )
-        return TraceView(trace_id=trace_id, spans=_tree_order(views), total_ms=(t1 - t0) / 1e6)
+        )
+    return TraceView(trace_id=trace_id, spans=_tree_order(views), total_ms=(t1 - t0) / 1e6)
 
 
 def _tree_order(views: list[SpanView]) -> list[SpanView]:
