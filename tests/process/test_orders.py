@@ -249,6 +249,11 @@ BAD_ORDERS: list[tuple[str, Any, int, str]] = [
         "lines",
     ),
     ("unknown-customer", {"customer_id": seed.crm_ids().missing_contact}, 422, "customer_id"),
+    *[  # a contact id of another CRM than the one configured: refused before any call
+        (f"{ids.connector}-id", {"customer_id": ids.contact(1)}, 422, "customer_id")
+        for ids in seed.CRM_IDS.values()
+        if ids is not seed.crm_ids()
+    ],
     ("bad-channel", {"channel": "partner-"}, 422, "channel"),
     ("extra-field", {"discount": 99}, 422, "discount"),
 ]
