@@ -508,8 +508,9 @@ def trellis_config(
     src: str | None = None,
     redis_url: str | None = None,
 ) -> Path:
-    """A copy of config/ (of the source tree ``src``, else of ``--trellis-src``, else of this
-    one: each tree with the configuration its code reads) pointed at the bench backend;
+    """A copy of config/ and its folders (of the source tree ``src``, else of
+    ``--trellis-src``, else of this one: each tree with the configuration its code reads)
+    pointed at the bench backend;
     ``full`` keeps every policy on.
 
     Both variants: inventory is the bench backend, the sandbox is started by the bench
@@ -525,6 +526,9 @@ def trellis_config(
     tree = Path(src or (TRELLIS_SRC[0] if TRELLIS_SRC else REPO))
     for path in sorted((tree / "config").glob("*.yaml")):
         sections[path.stem] = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    for sub in sorted((tree / "config").iterdir()):  # files the sections name (fixtures/)
+        if sub.is_dir():
+            shutil.copytree(sub, out / sub.name, dirs_exist_ok=True)
     gw = sections.setdefault("gateway", {})
     gw["data_dir"] = str(tmp / f"data-{name}")  # each instance its own stores (run side by side)
     gw["log_level"] = "info" if full else "warning"  # the access log writes at info

@@ -18,7 +18,6 @@ from typing import Any
 from opentelemetry.sdk.trace import TracerProvider
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import BaseRoute, Mount, Router
 from starlette.types import ASGIApp
 
@@ -38,6 +37,7 @@ from .observability import Observability
 from .policies.admission import AdmissionLimit
 from .policies.body_limit import BodyLimitMiddleware
 from .policies.edge import cors_middleware
+from .policies.handled_errors import HandledErrors
 from .policies.hosts import AllowedHosts
 from .policies.ratelimit import RateLimitMiddleware, RateLimitPolicy
 from .policies.routing import served_directly
@@ -80,8 +80,8 @@ class Gateway(Starlette):
         """Starlette's stack, its server-error layer being the request envelope: the envelope
         answers a crash with the app's 500 handler (so the 500 still carries the request id,
         trace id and security headers, and is traced, counted and logged with its final
-        status), then the user middleware, Starlette's ``ExceptionMiddleware`` with the other
-        handlers, and the router."""
+        status), then the user middleware, the other handlers (``HandledErrors``: Starlette's
+        rules without a ``Request`` and a ``send`` wrapper per request), and the router."""
         server_error = None
         handlers: dict[Any, Any] = {}
         for key, handler in self.exception_handlers.items():
@@ -89,7 +89,7 @@ class Gateway(Starlette):
                 server_error = handler
             else:
                 handlers[key] = handler
-        app: ASGIApp = ExceptionMiddleware(self.router, handlers=handlers, debug=self.debug)
+        app: ASGIApp = HandledErrors(self.router, handlers)
         for cls, args, kwargs in reversed(self.user_middleware):
             app = cls(app, *args, **kwargs)
         envelope = self.observability.wrap(app, self.settings.gateway.edge, server_error)

@@ -3,11 +3,12 @@
 Backend failures keep their meaning (502 bad data, 503 unavailable/circuit open, 504 timeout);
 an unexpected exception is a 500 with no detail, logged server-side with its trace id.
 
-``HANDLERS`` is given to Starlette as the app's ``exception_handlers``, its public API:
-Starlette's ``ExceptionMiddleware`` and each route apply the handlers (so a wrapper inside a
-mount, such as an experience version's headers, sees the error answers as any response), and
-its ``ServerErrorMiddleware`` answers with the ``Exception`` handler what nothing else
-handled, then re-raises for the server to log.
+``HANDLERS`` is given to Starlette as the app's ``exception_handlers``, its public API. The
+gateway's error layer (``gateway.policies.handled_errors``) applies them inside the user
+middleware; a mount whose wrapper acts on responses (an experience version's headers) has
+Starlette's ``ExceptionMiddleware`` outside that wrapper (:func:`handled_within`), so its
+routes' error answers pass through the wrapper; the request envelope answers with the
+``Exception`` handler what nothing else handled, then re-raises for the server to log.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.exceptions import HTTPException
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import ASGIApp
 
 from system_apis.errors import BackendError, BackendUnavailable, BadBackendData
 from system_apis.http.common import InvalidInput
@@ -105,3 +108,11 @@ HANDLERS: Mapping[int | type[Exception], Handler] = {
     **dict.fromkeys(STORE_ERRORS, store_unavailable),
     Exception: unexpected,
 }
+
+
+def handled_within(app: ASGIApp) -> ASGIApp:
+    """``app`` (a wrapper that acts on responses, around a router) under Starlette's
+    ``ExceptionMiddleware`` with every handler but the 500 one: Starlette's routes inside apply
+    those handlers themselves, so their error answers pass through the wrapper."""
+    handlers = {key: h for key, h in HANDLERS.items() if key not in (500, Exception)}
+    return ExceptionMiddleware(app, handlers=handlers)

@@ -18,6 +18,7 @@ from process_apis.service import ProcessApis
 from process_apis.views import routes as process_routes
 from system_apis.registry import SystemApis
 
+from .errors import handled_within
 from .operations import OperationsConfig, Sweeper, operation_routes
 from .settings import Settings
 from .stores.operations import RedisOperationStore, SqliteOperationStore, open_operation_store
@@ -114,7 +115,11 @@ def build_layers(settings: Settings, systems: SystemApis) -> Layers:
         scope = CHANNEL_SCOPES[channel]
         for version, app in versions.items():
             routes.append(
-                Mount(f"/experience/{channel}/{version}", app=RequireScopes(app, read=[scope]))
+                Mount(
+                    f"/experience/{channel}/{version}",
+                    # the version's headers on its routes' error answers too
+                    app=RequireScopes(handled_within(app), read=[scope]),
+                )
             )
     return Layers(
         routes=routes,

@@ -29,7 +29,7 @@ from typing import Any
 from starlette.types import Message, Scope, Send
 
 from gateway.policies.routing import route_template
-from gateway.policies.scope_keys import RESPONSE_HEADERS_KEY
+from gateway.policies.scope_keys import EXCHANGE_KEY, RESPONSE_HEADERS_KEY
 from gateway.request_id import HEADER
 
 Header = tuple[bytes, bytes]
@@ -113,6 +113,7 @@ class Exchange:
         self.head = RequestHead(scope["headers"])
         added: list[Header] = []
         scope[RESPONSE_HEADERS_KEY] = added
+        scope[EXCHANGE_KEY] = self  # the error layer reads whether the response started
         self.added = added
         self.status = 0
         self.sent = 0

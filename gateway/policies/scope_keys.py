@@ -33,6 +33,7 @@ REQUEST_ID_KEY = "trellis.request_id"
 TRACE_ID_KEY = "trellis.trace_id"
 RESPONSE_HEADERS_KEY = "trellis.response_headers"
 CLAIMED_CLIENT_KEY = "trellis.claimed_client_id"
+EXCHANGE_KEY = "trellis.exchange"
 
 DECLARED: tuple[ScopeKey, ...] = (
     ScopeKey(
@@ -72,6 +73,13 @@ DECLARED: tuple[ScopeKey, ...] = (
         "starts.",
         writer="gateway.policies.phases",
         readers=("gateway.policies.ratelimit",),
+    ),
+    ScopeKey(
+        EXCHANGE_KEY,
+        "The envelope's Exchange of the request, made when the request starts: the error "
+        "layer reads its status (0 until the response starts) instead of wrapping send.",
+        writer="gateway.policies.phases",
+        readers=("gateway.policies.handled_errors",),
     ),
     ScopeKey(
         CLAIMED_CLIENT_KEY,

@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 from experience_apis.config import VersionPolicy
 from experience_apis.versioning import Versioned
 from gateway.app import Gateway
-from gateway.errors import HANDLERS
+from gateway.errors import HANDLERS, handled_within
 from gateway.observability import Observability, ObservabilityConfig
 from gateway.policies.admission import AdmissionConfig, AdmissionLimit
 from gateway.policies.edge import EdgeConfig
@@ -93,13 +93,15 @@ def routes() -> list[Any]:
         Mount("/raw/late", app=late),  # a raw ASGI app: starts, then raises
         Mount(
             "/experience/web/v1",
-            app=Versioned(
-                Router(routes=[Route("/backend", backend), Route("/fine", fine)]),
-                "web",
-                "v1",
-                VersionPolicy.model_validate(
-                    {"status": "deprecated", "deprecated_at": "2026-06-01T00:00:00Z"}
-                ),
+            app=handled_within(  # as gateway.layers mounts an experience version
+                Versioned(
+                    Router(routes=[Route("/backend", backend), Route("/fine", fine)]),
+                    "web",
+                    "v1",
+                    VersionPolicy.model_validate(
+                        {"status": "deprecated", "deprecated_at": "2026-06-01T00:00:00Z"}
+                    ),
+                )
             ),
         ),
     ]
