@@ -72,7 +72,9 @@ def test_document_is_valid_openapi_3_1(doc: dict[str, Any]) -> None:
 def test_document_covers_every_route(app: Gateway, doc: dict[str, Any]) -> None:
     in_app = {(p, m) for p, m, _, _ in walk(app.routes)}
     in_doc = {(p, m) for p, item in doc["paths"].items() for m in item}
-    hidden = {(p, m) for p, m, r, _ in walk(app.routes) if not r.include_in_schema}
+    shown = {(p, m) for p, m, r, _ in walk(app.routes) if r.include_in_schema}
+    # a busiest route the top level tries first is documented once, under its mount
+    hidden = {(p, m) for p, m, r, _ in walk(app.routes) if not r.include_in_schema} - shown
     assert {p for p, _ in hidden if not p.startswith("/console")} == HIDDEN_ROUTES
     # the operator console's pages are for people, not API operations: all hidden
     assert any(p.startswith("/console") for p, _ in hidden)

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.app import PUBLIC_PATHS, PUBLIC_PREFIXES, create_app
+from gateway.app import BUSIEST_ROUTES, PUBLIC_PATHS, PUBLIC_PREFIXES, create_app
 from system_apis.config import BACKEND_NAMES
 from tests.conftest import SandboxThread
 from tests.gateway.helpers import test_settings, token
@@ -188,6 +188,22 @@ async def test_system_write_needs_write_scope(gw: Gw) -> None:
         "POST", "/system/v1/inventory/reservations", gw.admin, json={"lines": []}
     )
     assert_problem(status, headers, body, 403)
+
+
+@pytest.mark.parametrize(("backend", "path"), sorted(BUSIEST_ROUTES))
+async def test_a_busiest_route_tried_first_answers_as_in_its_mount(
+    gw: Gw, backend: str, path: str
+) -> None:
+    url = f"/system/v1/{backend}" + re.sub(r"\{[^}]+\}", "SKU-0001", path)
+    status, headers, body = await gw.call("GET", url)
+    assert_problem(status, headers, body, 401)
+    status, headers, body = await gw.call("GET", url, gw.other)
+    assert_problem(status, headers, body, 403)
+    status, headers, body = await gw.call("DELETE", url, gw.writer)  # the mount's 405
+    assert_problem(status, headers, body, 405)
+    assert "GET" in headers["Allow"]
+    status, _, body = await gw.call("GET", url, gw.admin)
+    assert status == 200, body
 
 
 def _probe_paths(routes: Any, prefix: str = "") -> list[tuple[str, str]]:
