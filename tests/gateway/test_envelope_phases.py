@@ -3,6 +3,7 @@ them in order."""
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from collections.abc import Iterator, Sequence
@@ -22,7 +23,12 @@ from gateway.policies.envelope import AccessLines, RequestEnvelope, RequestIds, 
 from gateway.policies.metrics import GatewayMetrics, MetricsConfig
 from gateway.policies.phases import EnvelopePolicy, Exchange, Header, RequestHead, takes_part
 from gateway.policies.routing import UNMATCHED
-from gateway.policies.scope_keys import REQUEST_ID_KEY, RESPONSE_HEADERS_KEY, TRACE_ID_KEY
+from gateway.policies.scope_keys import (
+    EXCHANGE_KEY,
+    REQUEST_ID_KEY,
+    RESPONSE_HEADERS_KEY,
+    TRACE_ID_KEY,
+)
 from gateway.policies.tracing import ServerSpans
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -105,6 +111,33 @@ async def test_the_exchange_is_the_one_send_wrapper() -> None:
         (b"ratelimit", b"r"),
         (b"x-seen", b"1"),
     ]
+
+
+async def test_a_request_leaves_no_reference_cycle_behind() -> None:
+    """The exchange is in the scope while the app runs (the error layer reads it): the
+    envelope takes it out at completion, so reference counting frees the request's objects
+    as it ends and none waits for the cyclic collector."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert scope[EXCHANGE_KEY].status == 0
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        assert scope[EXCHANGE_KEY].status == 200
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    envelope = RequestEnvelope(app, [RequestIds()])
+    gc.collect()
+    gc.disable()
+    try:
+        scope = scope_of()
+        await envelope(scope, receive, Sent())
+        assert EXCHANGE_KEY not in scope
+        del scope
+        assert not [o for o in gc.get_objects() if type(o) is Exchange]
+    finally:
+        gc.enable()
 
 
 def test_completion_reads_route_and_status_once_the_app_ran() -> None:
