@@ -85,8 +85,15 @@ async def test_deprecated_version_carries_deprecation_and_sunset(
         status, headers, _ = await gw.call(
             "GET", f"/experience/web/v1/customers/{PEOPLE[1].crm_contact_id}", client="web-app"
         )
+        error, error_headers, _ = await gw.call(
+            "GET", "/experience/web/v1/customers/no%20such%20id", client="web-app"
+        )
     assert status == 200
     assert headers["Deprecation"] == "@1780272000"
+    # an error answer of the version's routes carries the version's headers too
+    assert 400 <= error < 500, error
+    assert error_headers["Content-Type"].startswith("application/problem+json")
+    assert error_headers["Deprecation"] == "@1780272000"
     assert headers["Sunset"] == "Tue, 01 Jun 2027 00:00:00 GMT"
     assert headers["Link"] == '<https://docs.example/web-v2>; rel="deprecation"'
 
