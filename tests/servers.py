@@ -7,6 +7,7 @@ import os
 import random
 import socket
 import ssl
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -38,17 +39,27 @@ def _port_range() -> tuple[int, int]:
     return low + worker * size, low + (worker + 1) * size
 
 
+_GIVEN: deque[int] = deque(maxlen=2048)
+"""Ports this process handed out lately: free when checked, but a test usually binds them only
+later (a sandbox block and a gateway port picked one after the other), so they are not picked
+again while their holder may still be starting."""
+
+
 def free_port_block(count: int) -> int:
-    """The first port of ``count`` consecutive free loopback ports."""
+    """The first port of ``count`` consecutive free loopback ports, none handed out lately."""
     start, end = _port_range()
     for _ in range(200):
         base = random.randint(start, end - count)
+        block = range(base, base + count)
+        if any(port in _GIVEN for port in block):
+            continue
         socks = []
         try:
             for i in range(count):
                 s = socket.socket()
                 s.bind(("127.0.0.1", base + i))
                 socks.append(s)
+            _GIVEN.extend(block)
             return base
         except OSError:
             continue
