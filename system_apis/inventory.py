@@ -17,6 +17,7 @@ from .client import BackendClient, BackendResponse
 from .errors import BadBackendData
 from .ids import CursorSyntax, IdSyntax
 from .models import OrderLine, Page, Reservation, ReservationStatus, StockLevel
+from .pagination import next_link
 
 BACKEND = "inventory"
 MAX_PER_PAGE = 100
@@ -36,8 +37,6 @@ RESERVATION_ID = IdSyntax(BACKEND, "reservation", r"res_[A-Za-z0-9]{1,40}")
 CURSOR = CursorSyntax(r"[1-9][0-9]{0,8}")
 """The next page's number."""
 _PAGE = re.compile(r"[1-9][0-9]{0,8}", re.ASCII)
-
-_LINK = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]+)*)")
 
 
 # --- mapping: pure functions -----------------------------------------------------------------
@@ -157,19 +156,6 @@ def reservation_request_to_vendor(
         "lines": [{"sku": ln.sku, "quantity": ln.quantity} for ln in lines],
         "ttl_seconds": ttl_s,
     }
-
-
-def next_link(header: str | None) -> str | None:
-    """The ``rel="next"`` target of an RFC 8288 Link header, if any."""
-    if not header:
-        return None
-    for match in _LINK.finditer(header):
-        params = match.group(2)
-        for param in params.split(";"):
-            name, _, value = param.strip().partition("=")
-            if name.strip().lower() == "rel" and "next" in value.strip().strip('"').split():
-                return match.group(1)
-    return None
 
 
 def _page_of(url: str) -> int:

@@ -6,6 +6,7 @@ Each client turns its vendor's pagination (``starting_after``, ``page[after]``,
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
@@ -13,6 +14,21 @@ from .errors import BadBackendData
 from .models import Page
 
 M = TypeVar("M")
+
+_LINK = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]+)*)")
+"""One link of an RFC 8288 ``Link`` header: its target, then its parameters."""
+
+
+def next_link(header: str | None) -> str | None:
+    """The ``rel="next"`` target of an RFC 8288 Link header, if any."""
+    if not header:
+        return None
+    for match in _LINK.finditer(header):
+        for param in match.group(2).split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "rel" and "next" in value.strip().strip('"').split():
+                return match.group(1)
+    return None
 
 
 async def walk_pages(

@@ -18,6 +18,7 @@ from ..config import BackendConfig
 from ..errors import BadBackendData
 from ..ids import IdSyntax
 from ..models import Page
+from ..pagination import next_link
 from . import paging
 from .config import ResourceSpec, RestBackendConfig
 from .mapping import Mapper, Output, build_mappers
@@ -130,7 +131,7 @@ class RestClient(BackendClient):
                 return str(value)
             return paging.next_query(self.name, self.base_url, res.spec.path, str(value))
         if style == "link":
-            url = paging.next_link(link)
+            url = next_link(link)
             return paging.next_query(self.name, self.base_url, res.spec.path, url) if url else None
         if style in ("page", "offset"):
             if res.has_more is not None:

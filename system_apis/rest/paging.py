@@ -21,7 +21,6 @@ CURSOR = CursorSyntax(r"[A-Za-z0-9_-]{1,512}")
 
 _NUMBER = re.compile(r"[0-9]{1,9}", re.ASCII)
 _PRINTABLE = re.compile(r"[\x20-\x7e]{1,380}", re.ASCII)
-_LINK = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]+)*)")
 
 
 def encode(token: str) -> str:
@@ -53,18 +52,6 @@ def decode(cursor: str | None, numeric: bool, param: str = "cursor") -> str | No
 def query_of(token: str) -> dict[str, str]:
     """The parameters of a next page's query string (as ``link``/``next_url`` cursors hold)."""
     return dict(parse_qsl(token, keep_blank_values=True))
-
-
-def next_link(header: str | None) -> str | None:
-    """The ``rel="next"`` target of an RFC 8288 Link header, if any."""
-    if not header:
-        return None
-    for match in _LINK.finditer(header):
-        for param in match.group(2).split(";"):
-            name, _, value = param.strip().partition("=")
-            if name.strip().lower() == "rel" and "next" in value.strip().strip('"').split():
-                return match.group(1)
-    return None
 
 
 def next_query(backend: str, base_url: str, list_path: str, url: str) -> str:
