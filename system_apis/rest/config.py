@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import jmespath
 from jmespath.exceptions import JMESPathError
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from ..config import BackendConfig, Strict
 
@@ -216,6 +216,7 @@ class RestBackendConfig(BackendConfig):
         description="YAML or JSON records per resource for the sandbox (sandbox: true); a "
         "relative path is read from the configuration directory.",
     )
+    _fixture_records: dict[str, list[dict[str, Any]]] | None = PrivateAttr(None)
 
     @field_validator("resources")
     @classmethod
@@ -266,10 +267,15 @@ class RestBackendConfig(BackendConfig):
             from .sandbox import FixtureError, load_fixture
 
             try:
-                load_fixture(self.fixture, self)
+                self._fixture_records = load_fixture(self.fixture, self)
             except FixtureError as exc:
                 raise ValueError(f"fixture: {exc}") from None
         return self
+
+    def fixture_records(self) -> dict[str, list[dict[str, Any]]] | None:
+        """The fixture's records per resource, read and checked once as the config loaded
+        (its sandbox serves them without reading the file again); None without a fixture."""
+        return self._fixture_records
 
 
 def _no_cycles(models: dict[str, ModelSpec]) -> None:

@@ -268,9 +268,10 @@ def _dumps(value: Any) -> str:
 
 def create_app(config: Any) -> web.Application:
     """The sandbox of one ``rest`` instance, from its declaration and its fixture file."""
-    if not isinstance(config, RestBackendConfig) or config.fixture is None:
+    records = config.fixture_records() if isinstance(config, RestBackendConfig) else None
+    if records is None:
         raise LookupError("a rest instance's sandbox needs its configuration with a fixture file")
-    vendor = Vendor(config, load_fixture(config.fixture, config))
+    vendor = Vendor(config, records)
 
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:

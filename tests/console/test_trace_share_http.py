@@ -20,6 +20,7 @@ from gateway.console.trace_share import TraceShare
 from gateway.settings import DEFAULT_CONFIG_DIR
 from tests.console.test_console_http import sign_in
 from tests.docs.live import GatewayThread
+from tests.eventually import eventually_sync
 from tests.servers import free_port
 
 
@@ -87,17 +88,13 @@ def two_workers(tmp_path: Path, redis_url: str, redis_prefix: str) -> Iterator[s
         cwd=tmp_path,
     )
     base = f"http://127.0.0.1:{port}"
+
+    def alive() -> bool:
+        return requests.get(base + "/healthz", timeout=5).status_code == 200
+
     try:
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(base + "/healthz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening, or still starting
-                pass
-            time.sleep(0.2)
-        else:
-            pytest.fail("the gateway did not start")
+        # not listening yet raises: eventually_sync tries again
+        eventually_sync(alive, timeout=40, interval=0.2, message="the gateway started")
         yield base
     finally:
         proc.send_signal(signal.SIGTERM)
