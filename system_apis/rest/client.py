@@ -129,10 +129,14 @@ class RestClient(BackendClient):
                 raise BadBackendData(self.name, "next is not a string", field=p.next_field)
             if style == "cursor":
                 return str(value)
-            return paging.next_query(self.name, self.base_url, res.spec.path, str(value))
+            return paging.next_query(
+                self.name, self.base_url, res.spec.path, str(value), self._auth_query
+            )
         if style == "link":
             url = next_link(link)
-            return paging.next_query(self.name, self.base_url, res.spec.path, url) if url else None
+            if url is None:
+                return None
+            return paging.next_query(self.name, self.base_url, res.spec.path, url, self._auth_query)
         if style in ("page", "offset"):
             if res.has_more is not None:
                 more = res.has_more.search(body)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from urllib.parse import parse_qsl, urljoin, urlsplit
+from collections.abc import Collection
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
 
 from ..errors import BadBackendData, InvalidInput
 from ..ids import CursorSyntax
@@ -54,11 +55,15 @@ def query_of(token: str) -> dict[str, str]:
     return dict(parse_qsl(token, keep_blank_values=True))
 
 
-def next_query(backend: str, base_url: str, list_path: str, url: str) -> str:
+def next_query(
+    backend: str, base_url: str, list_path: str, url: str, secret_params: Collection[str] = ()
+) -> str:
     """The query string of a next page's URL, once it is known to be the same list's.
 
     ``url`` may be relative (to the list's URL). Another origin or another path is refused:
-    following it would send our credentials wherever a response pointed.
+    following it would send our credentials wherever a response pointed. ``secret_params``
+    (an API key taken in the query) are left out: vendors echo every parameter in their next
+    links, and the continuation becomes the caller's cursor; the client adds them to each call.
     """
     here = f"{base_url}{list_path}"
     target = urlsplit(urljoin(here, url))
@@ -70,6 +75,12 @@ def next_query(backend: str, base_url: str, list_path: str, url: str) -> str:
     )
     if not same:
         raise BadBackendData(backend, "the next page's URL leaves the resource", field="next")
-    if len(target.query) > 380:
+    query = target.query
+    if secret_params:
+        kept = [
+            (k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in secret_params
+        ]
+        query = urlencode(kept)
+    if len(query) > 380:
         raise BadBackendData(backend, "the next page's URL is too long", field="next")
-    return target.query
+    return query

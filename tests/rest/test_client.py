@@ -205,6 +205,7 @@ async def test_every_credential_style_is_sent_and_a_wrong_one_fails_as_auth(styl
             assert len(page.items) == 4
             # the next page's query string carries the key again (ours, not the vendor's link)
             nxt = paging.decode(page.next_cursor, numeric=False)
+            assert nxt is not None and SECRET not in nxt  # a caller's cursor holds no credential
             assert len((await client.list_page("parcels", nxt, 4)).items) == 4
         finally:
             await client.close()

@@ -84,7 +84,8 @@ def vendor_app(credential: str = "none") -> web.Application:
         items, _, more = _window(request, (page - 1) * limit)
         headers = {}
         if more:
-            nxt = f"{request.url.origin()}/link/parcels?limit={limit}&page={page + 1}"
+            # every parameter echoed, a query credential among them, as vendors' links do
+            nxt = str(request.url.update_query(limit=limit, page=page + 1))
             headers["Link"] = f'<{request.url.origin()}/x>; rel="prev", <{nxt}>; rel="next"'
         return web.json_response(items, headers=headers)
 
