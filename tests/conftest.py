@@ -31,6 +31,7 @@ from gateway.settings import DEFAULT_CONFIG_DIR, load_settings
 from system_apis.config import BACKEND_NAMES
 from system_apis.sandbox.server import DEFAULT_INSTANCES, Sandbox
 from tests import crm_swap
+from tests.config_files import copy_config
 from tests.servers import free_port_block
 
 # Every test configures its gateway itself: a setting from the shell (a TRELLIS_REDIS_URL
@@ -131,6 +132,12 @@ class SandboxThread:
 
     async def reset_hits(self, name: str) -> None:
         await self.control(name, "DELETE", "/__stats")
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    """A copy of the shipped configuration for the test to edit."""
+    return copy_config(tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from gateway.settings import DEFAULT_CONFIG_DIR, ConfigError, load_settings
-
-
-@pytest.fixture
-def config_dir(tmp_path: Path) -> Path:
-    target = tmp_path / "config"
-    shutil.copytree(DEFAULT_CONFIG_DIR, target)
-    return target
-
-
-def problems_of(directory: Path) -> list[str]:
-    with pytest.raises(ConfigError) as err:
-        load_settings(directory)
-    return err.value.problems
+from gateway.settings import DEFAULT_CONFIG_DIR, load_settings
+from tests.config_files import problems_of
 
 
 def test_shipped_config_is_valid() -> None:

@@ -4,41 +4,22 @@ file and key path, and a third-party connector added by installing a package."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from gateway.settings import DEFAULT_CONFIG_DIR, ConfigError, load_settings
+from gateway.settings import load_settings
 from system_apis.config import sandbox_ports
 from system_apis.connectors import UnknownConnector, connectors, get
 from system_apis.roles import ROLE_NAMES
+from tests.config_files import edit, problems_of
 
 INSTALLED = (
     "['hubspot-crm', 'hubspot-marketing', 'inventory', 'rest', 'salesforce', 'sap', 'stripe', "
     "'zendesk']"
 )
-
-
-@pytest.fixture
-def config_dir(tmp_path: Path) -> Path:
-    target = tmp_path / "config"
-    shutil.copytree(DEFAULT_CONFIG_DIR, target)
-    return target
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text, f"{old!r} is not in {path.name}"
-    path.write_text(text.replace(old, new, 1))
-
-
-def problems_of(directory: Path) -> list[str]:
-    with pytest.raises(ConfigError) as err:
-        load_settings(directory)
-    return err.value.problems
 
 
 def test_builtin_connectors_are_entry_points_and_cover_every_role() -> None:

@@ -3,34 +3,15 @@ names the file and the key path, as ``trellis check-config`` prints it."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from gateway.settings import DEFAULT_CONFIG_DIR, ConfigError, load_settings
+from gateway.settings import DEFAULT_CONFIG_DIR, load_settings
 from system_apis.rest.config import RestBackendConfig
-
-
-@pytest.fixture
-def config_dir(tmp_path: Path) -> Path:
-    target = tmp_path / "config"
-    shutil.copytree(DEFAULT_CONFIG_DIR, target)
-    return target
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert text.count(old) == 1, old
-    path.write_text(text.replace(old, new))
-
-
-def problems_of(directory: Path) -> list[str]:
-    with pytest.raises(ConfigError) as err:
-        load_settings(directory)
-    return err.value.problems
+from tests.config_files import edit, problems_of
 
 
 def test_the_shipped_shipping_instance_is_a_rest_instance_with_its_fixture() -> None:
